@@ -1,0 +1,55 @@
+# Cascade developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with both distributions (editable) and the dev tools
+
+$(STAMP): client/pyproject.toml server/pyproject.toml pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ./client -e ./server --group dev
+	touch $(STAMP)
+
+serve: install ## start embedded Postgres, load demo data if empty, run the four servers (Ctrl-C stops)
+	$(BIN)/cascade demo
+
+test: install ## run the whole test suite
+	$(BIN)/pytest
+
+protos: install ## regenerate client/src/cascade from protos/
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python protos/generate.py
+
+protos-check: protos ## fail if the committed generated code differs from a fresh generation
+	git diff --exit-code --stat -- client/src/cascade
+	test -z "$$(git status --porcelain -- client/src/cascade)"
+
+proto-lint: install ## buf lint (STANDARD) and format check
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+
+lint: install proto-lint ## ruff (lint + format check) and buf
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install ## format Python and protos
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/buf format -w
+
+typecheck: install ## mypy --strict on hand-written code
+	$(BIN)/mypy client/src/cascade_client server/src/cascade_server migrations tests protos/generate.py
+
+check: lint typecheck protos-check test ## everything CI runs
+
+clean: ## remove the virtualenv (keeps .cascade state)
+	rm -rf $(VENV)
+
+.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck check clean

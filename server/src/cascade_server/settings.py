@@ -1,0 +1,123 @@
+"""Cascade's settings: one typed object, read once from ``CASCADE_*`` variables.
+
+``Settings()`` reads the environment (and a ``.env`` file when present); tests build
+``Settings(...)`` with explicit values instead of touching the environment. Nothing
+else in the package reads the environment: the object is passed down.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceName(StrEnum):
+    """The four servers Cascade runs, each its own process."""
+
+    BLENDING = "blending"
+    RETRIEVAL = "retrieval"
+    RANKING = "ranking"
+    CATALOG = "catalog"
+
+
+class LogFormat(StrEnum):
+    """How log lines are rendered."""
+
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class Settings(BaseSettings):
+    """Every setting, with its default. Each field is ``CASCADE_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CASCADE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(
+        default=Path(".cascade"),
+        description="State directory: the embedded database and published artifacts.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of an external Postgres, e.g. "
+            "postgresql+psycopg://user@host:5432/db. Unset: an embedded Postgres under HOME/pgdata."
+        ),
+    )
+    host: str = Field(default="127.0.0.1", description="Address the servers bind to.")
+    blending_port: int = Field(default=50051, ge=0, le=65535, description="Blending (front door).")
+    retrieval_port: int = Field(default=50052, ge=0, le=65535, description="Retrieval server.")
+    ranking_port: int = Field(default=50053, ge=0, le=65535, description="Ranking server.")
+    catalog_port: int = Field(default=50054, ge=0, le=65535, description="Catalog server.")
+    retrieval_target: str | None = Field(
+        default=None,
+        description="Where blending reaches retrieval (host:port). Unset: HOST:RETRIEVAL_PORT.",
+    )
+    ranking_target: str | None = Field(
+        default=None,
+        description="Where blending reaches ranking (host:port). Unset: HOST:RANKING_PORT.",
+    )
+    reflection: bool = Field(default=True, description="Serve gRPC server reflection.")
+    grace_seconds: PositiveFloat = Field(
+        default=5.0, description="How long in-flight calls may run on shutdown."
+    )
+    workers: PositiveInt = Field(
+        default=4, description="Threads per server for CPU work (scoring, filtering, database)."
+    )
+    snapshot_refresh_seconds: PositiveFloat = Field(
+        default=30.0,
+        description="How often servers check Postgres for new events and catalog changes.",
+    )
+    popularity_half_life_days: PositiveFloat = Field(
+        default=7.0, description="Half-life of an engagement's weight in popularity."
+    )
+    history_length: PositiveInt = Field(
+        default=50, description="Recent engaged items per user used for co-engagement."
+    )
+    neighbours_per_item: PositiveInt = Field(
+        default=50, description="Co-engaged neighbours kept per item."
+    )
+    popular_candidates: int = Field(
+        default=200, ge=0, le=2000, description="Default candidates from the popular source."
+    )
+    co_engagement_candidates: int = Field(
+        default=300, ge=0, le=2000, description="Default candidates from co-engagement."
+    )
+    recommend_deadline_ms: PositiveInt = Field(
+        default=500, description="Deadline of a Recommend call when the caller sets none."
+    )
+    retrieval_timeout_ms: PositiveInt = Field(
+        default=150, description="Blending's time budget for the retrieval call."
+    )
+    ranking_timeout_ms: PositiveInt = Field(
+        default=150, description="Blending's time budget for the ranking call."
+    )
+    max_items_per_creator: int = Field(
+        default=2, ge=1, le=100, description="Default cap of one creator's items on a page."
+    )
+    page_token_ttl_seconds: PositiveInt = Field(
+        default=3600, description="How long a page token stays valid."
+    )
+    log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING...).")
+    log_format: LogFormat = Field(default=LogFormat.CONSOLE, description="console or json.")
+
+    def port(self, service: ServiceName) -> int:
+        """The port a server listens on."""
+        return {
+            ServiceName.BLENDING: self.blending_port,
+            ServiceName.RETRIEVAL: self.retrieval_port,
+            ServiceName.RANKING: self.ranking_port,
+            ServiceName.CATALOG: self.catalog_port,
+        }[service]
+
+    def target(self, service: ServiceName) -> str:
+        """Where another server reaches ``service``."""
+        configured = {
+            ServiceName.RETRIEVAL: self.retrieval_target,
+            ServiceName.RANKING: self.ranking_target,
+        }.get(service)
+        return configured or f"{self.host}:{self.port(service)}"

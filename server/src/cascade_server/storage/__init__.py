@@ -1,0 +1,1 @@
+"""Postgres storage: tables, engine (embedded or external), repositories, bulk loads."""
