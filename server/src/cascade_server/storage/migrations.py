@@ -47,7 +47,9 @@ def downgrade(url: str, revision: str) -> None:
 
 def head_revision() -> str:
     """The newest revision in ``migrations/versions``."""
-    head = ScriptDirectory.from_config(alembic_config("postgresql://localhost/x")).get_current_head()
+    head = ScriptDirectory.from_config(
+        alembic_config("postgresql://localhost/x")
+    ).get_current_head()
     if head is None:
         raise ConfigurationError("the migrations directory holds no revision")
     return head

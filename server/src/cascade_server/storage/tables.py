@@ -60,20 +60,14 @@ class Item(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    external_id: Mapped[str] = mapped_column(String(128), unique=True)
+    external_id: Mapped[str] = mapped_column(String(128, collation="C"), unique=True)
     creator_id: Mapped[str] = mapped_column(String(128), server_default="")
     categories: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     title: Mapped[str] = mapped_column(Text, server_default="")
     status: Mapped[str] = mapped_column(String(16), server_default="active")
-    attributes: Mapped[dict[str, Any]] = mapped_column(
-        JSONB, server_default=text("'{}'::jsonb")
-    )
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class User(Base):
@@ -82,16 +76,10 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    external_id: Mapped[str] = mapped_column(String(128), unique=True)
-    attributes: Mapped[dict[str, Any]] = mapped_column(
-        JSONB, server_default=text("'{}'::jsonb")
-    )
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    external_id: Mapped[str] = mapped_column(String(128, collation="C"), unique=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Event(Base):
@@ -130,9 +118,7 @@ class Artifact(Base):
     uri: Mapped[str] = mapped_column(Text)
     checksum: Mapped[str] = mapped_column(String(128))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class Release(Base):
@@ -154,9 +140,7 @@ class Release(Base):
     environment: Mapped[str] = mapped_column(String(64), server_default="default")
     status: Mapped[str] = mapped_column(String(16), server_default="staged")
     manifest: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now()
-    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

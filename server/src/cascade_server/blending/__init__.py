@@ -1,0 +1,1 @@
+"""Blending: filters, caps, paging and the Recommend orchestration."""

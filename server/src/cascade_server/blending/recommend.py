@@ -1,0 +1,305 @@
+"""Recommend: retrieval → ranking → blending, each hop with its own deadline, failing open.
+
+The stages behind the front door are reached through the ``RetrievalBackend`` and
+``RankingBackend`` protocols (implemented over gRPC in ``rpc.downstream``), so this
+module knows nothing about the transport. When ranking fails the page follows
+retrieval order; when retrieval fails the page is built from the popular items of the
+front door's own snapshot. Either way the response lists what degraded.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cascade_server.blending.paging import (
+    MAX_SERVED,
+    decode_token,
+    encode_token,
+    item_key,
+    request_fingerprint,
+)
+from cascade_server.blending.stage import BlendingStage, BlendResult
+from cascade_server.errors import NotFoundError
+from cascade_server.features.engagement import EngagementSnapshot
+from cascade_server.features.refresh import SnapshotSource
+from cascade_server.logs import get_logger
+from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.types import (
+    Candidate,
+    ComponentReport,
+    Degradation,
+    DegradationKind,
+    ReleaseInfo,
+    RequestContext,
+    ScoredCandidate,
+    SourceHit,
+    SourceKind,
+    StageName,
+    Surface,
+)
+from cascade_server.ranking.stage import RankResult
+from cascade_server.retrieval.stage import DEFAULT_MAX_CANDIDATES, RetrievalResult
+
+_log = get_logger(__name__)
+
+_BLEND_RESERVE_S = 0.010
+"""Time kept back from the downstream calls for blending and the response."""
+
+
+class StageCallError(Exception):
+    """A downstream stage did not answer; ``kind`` says how it failed."""
+
+    def __init__(self, kind: DegradationKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class RetrievalBackend(Protocol):
+    """Calls the retrieval stage."""
+
+    async def retrieve(
+        self,
+        context: RequestContext,
+        seed_item_ids: Sequence[str],
+        max_candidates: int,
+        timeout_s: float,
+    ) -> RetrievalResult:
+        """Candidates, or StageCallError."""
+        ...
+
+
+class RankingBackend(Protocol):
+    """Calls the ranking stage."""
+
+    async def rank(
+        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+    ) -> RankResult:
+        """Scored candidates, or StageCallError."""
+        ...
+
+
+@dataclass(frozen=True)
+class RecommendQuery:
+    """A validated Recommend request."""
+
+    context: RequestContext
+    seed_item_id: str = ""
+    page_size: int = 20
+    page_token: str = ""
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """What one stage did for the request, as the front door saw it."""
+
+    stage: StageName
+    release: ReleaseInfo | None
+    duration_s: float
+    input_count: int
+    output_count: int
+    components: list[ComponentReport] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RecommendResult:
+    """One page and everything needed to explain it."""
+
+    blend: BlendResult
+    next_page_token: str
+    release_id: str
+    surface: Surface
+    request_id: str
+    degraded: list[Degradation]
+    stages: list[StageReport]
+
+
+@dataclass(frozen=True)
+class RecommendPolicy:
+    """Per-hop time budgets, the page-token lifetime and the per-creator cap."""
+
+    retrieval_timeout_s: float
+    ranking_timeout_s: float
+    page_token_ttl_s: float
+    max_items_per_creator: int
+
+
+class Recommender:
+    """The front door's orchestration of the three stages."""
+
+    def __init__(
+        self,
+        holder: SnapshotSource,
+        retrieval: RetrievalBackend,
+        ranking: RankingBackend,
+        blending: BlendingStage,
+        policy: RecommendPolicy,
+    ) -> None:
+        self._holder = holder
+        self._retrieval = retrieval
+        self._ranking = ranking
+        self._blending = blending
+        self._policy = policy
+
+    async def recommend(self, query: RecommendQuery, deadline: Deadline) -> RecommendResult:
+        """One page for ``query``; raises only for bad input or a server that is not ready."""
+        snapshot = self._holder.current()
+        context = query.context
+        surface = context.surface or (
+            Surface.HOME_FEED if not query.seed_item_id else Surface.RELATED_ITEMS
+        )
+        request_id = context.request_id or uuid.uuid4().hex
+        context = RequestContext(
+            context.user_id,
+            surface,
+            context.locale,
+            context.experiment_ids,
+            context.debug,
+            request_id,
+        )
+        if query.seed_item_id:
+            seed = snapshot.item_index.get(query.seed_item_id, -1)
+            if seed < 0 or not snapshot.item_active[seed]:
+                raise NotFoundError("item", query.seed_item_id)
+        fingerprint = request_fingerprint(context.user_id, query.seed_item_id, surface.value)
+        served = decode_token(query.page_token, fingerprint, self._policy.page_token_ttl_s).served
+
+        degraded: list[Degradation] = []
+        stages: list[StageReport] = []
+        seeds = [query.seed_item_id] if query.seed_item_id else []
+        candidates, retrieval_release = await self._retrieve(
+            snapshot, context, seeds, len(served), deadline, degraded, stages
+        )
+        ranked, ranking_release = await self._rank(context, candidates, deadline, degraded, stages)
+
+        started = time.perf_counter()
+        blend = self._blending.blend(
+            snapshot,
+            ranked,
+            user_id=context.user_id,
+            page_size=query.page_size,
+            max_items_per_creator=self._policy.max_items_per_creator,
+            served=served,
+        )
+        stages.append(
+            StageReport(
+                StageName.BLENDING,
+                ReleaseInfo(snapshot.snapshot_id, "", snapshot.data_as_of),
+                time.perf_counter() - started,
+                len(ranked),
+                len(blend.items),
+                blend.components,
+            )
+        )
+        next_served = served | {item_key(i.candidate.item_id) for i in blend.items}
+        has_next = blend.has_more and len(next_served) + query.page_size <= MAX_SERVED
+        release = ranking_release or retrieval_release
+        return RecommendResult(
+            blend=blend,
+            next_page_token=encode_token(fingerprint, next_served) if has_next else "",
+            release_id=release.release_id if release else snapshot.snapshot_id,
+            surface=surface,
+            request_id=request_id,
+            degraded=degraded,
+            stages=stages,
+        )
+
+    async def _retrieve(
+        self,
+        snapshot: EngagementSnapshot,
+        context: RequestContext,
+        seeds: list[str],
+        served_count: int,
+        deadline: Deadline,
+        degraded: list[Degradation],
+        stages: list[StageReport],
+    ) -> tuple[list[Candidate], ReleaseInfo | None]:
+        started = time.perf_counter()
+        budget = deadline.budget(self._policy.retrieval_timeout_s, reserve_s=_BLEND_RESERVE_S)
+        try:
+            result = await self._retrieval.retrieve(
+                context, seeds, min(2000, DEFAULT_MAX_CANDIDATES + served_count), budget
+            )
+        except StageCallError as error:
+            _log.warning("retrieval failed; serving popular items", reason=error.kind.value)
+            degraded.append(
+                Degradation(
+                    StageName.RETRIEVAL, error.kind, error.message, fallback="popular_cache"
+                )
+            )
+            popular = snapshot.popular_items[:DEFAULT_MAX_CANDIDATES]
+            fallback = [
+                Candidate(snapshot.item_ids[item], [SourceHit(SourceKind.POPULAR, rank, score)])
+                for rank, (item, score) in enumerate(
+                    zip(popular.tolist(), snapshot.popularity[popular].tolist(), strict=True)
+                )
+            ]
+            stages.append(
+                StageReport(
+                    StageName.RETRIEVAL, None, time.perf_counter() - started, 0, len(fallback)
+                )
+            )
+            return fallback, None
+        degraded += result.degraded
+        stages.append(
+            StageReport(
+                StageName.RETRIEVAL,
+                result.release,
+                time.perf_counter() - started,
+                0,
+                len(result.candidates),
+                result.components,
+            )
+        )
+        return result.candidates, result.release
+
+    async def _rank(
+        self,
+        context: RequestContext,
+        candidates: list[Candidate],
+        deadline: Deadline,
+        degraded: list[Degradation],
+        stages: list[StageReport],
+    ) -> tuple[list[ScoredCandidate], ReleaseInfo | None]:
+        if not candidates:
+            return [], None
+        started = time.perf_counter()
+        budget = deadline.budget(self._policy.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
+        sources = {c.item_id: tuple(c.sources) for c in candidates}
+        try:
+            result = await self._ranking.rank(context, list(sources), budget)
+        except StageCallError as error:
+            _log.warning("ranking failed; serving retrieval order", reason=error.kind.value)
+            degraded.append(
+                Degradation(
+                    StageName.RANKING, error.kind, error.message, fallback="retrieval_order"
+                )
+            )
+            n = len(candidates)
+            ranked = [
+                ScoredCandidate(c.item_id, (n - i) / n, sources=sources[c.item_id])
+                for i, c in enumerate(candidates)
+            ]
+            stages.append(StageReport(StageName.RANKING, None, time.perf_counter() - started, n, n))
+            return ranked, None
+        degraded += result.degraded
+        ranked = [
+            ScoredCandidate(
+                c.item_id, c.score, c.stage_scores, c.head_scores, sources.get(c.item_id, ())
+            )
+            for c in result.candidates
+        ]
+        stages.append(
+            StageReport(
+                StageName.RANKING,
+                result.release,
+                time.perf_counter() - started,
+                len(candidates),
+                len(ranked),
+            )
+        )
+        return ranked, result.release

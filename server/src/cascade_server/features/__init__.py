@@ -1,0 +1,1 @@
+"""Signals computed from engagement data, shared by serving and offline jobs."""

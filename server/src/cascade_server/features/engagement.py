@@ -1,0 +1,256 @@
+"""Engagement signals: decayed popularity, users' recent items, item-to-item co-engagement.
+
+``build_snapshot`` turns the raw catalog and event log (``EngagementData``, read from
+Postgres by ``storage.engagement_reader``) into an immutable
+``EngagementSnapshot`` that serving reads without touching the database. Items and
+users are addressed by dense indices (positions in ``item_ids`` / ``user_ids``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+from cascade_server.storage.engagement_reader import EngagementData
+from cascade_server.storage.tables import EVENT_KINDS, ITEM_STATUSES
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+KIND_WEIGHT_BY_NAME: Final = {
+    "impression": 0.0,
+    "click": 1.0,
+    "save": 3.0,
+    "like": 2.0,
+    "share": 3.0,
+    "hide": 0.0,
+}
+"""How much one event of each kind counts as positive engagement."""
+
+KIND_WEIGHTS: Final = np.array([KIND_WEIGHT_BY_NAME[kind] for kind in EVENT_KINDS])
+HIDE_CODE: Final = EVENT_KINDS.index("hide")
+ACTIVE: Final = ITEM_STATUSES.index("active")
+
+_SECONDS_PER_DAY: Final = 86_400.0
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    """Knobs of the signals; see ``Settings`` for their meaning."""
+
+    popularity_half_life_days: float = 7.0
+    history_length: int = 50
+    neighbours_per_item: int = 50
+    shrinkage: float = 5.0
+    """Added to the cosine denominator so pairs seen by few users count less."""
+
+
+@dataclass(frozen=True)
+class Csr:
+    """Rows of variable length: row ``r`` is ``values[indptr[r]:indptr[r + 1]]``."""
+
+    indptr: IntArray
+    indices: IntArray
+    data: FloatArray
+
+    def row(self, r: int) -> tuple[IntArray, FloatArray]:
+        """The indices and values of row ``r`` (empty for rows out of range)."""
+        if r < 0 or r + 1 >= len(self.indptr):
+            return _EMPTY_INT, _EMPTY_FLOAT
+        start, end = self.indptr[r], self.indptr[r + 1]
+        return self.indices[start:end], self.data[start:end]
+
+
+_EMPTY_INT: Final[IntArray] = np.zeros(0, dtype=np.int64)
+_EMPTY_FLOAT: Final[FloatArray] = np.zeros(0, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class EngagementSnapshot:
+    """Everything serving needs from the engagement data, immutable once built."""
+
+    item_ids: Sequence[str]
+    item_index: dict[str, int]
+    item_creators: Sequence[str]
+    item_active: npt.NDArray[np.bool_]
+    user_index: dict[str, int]
+    popularity: FloatArray
+    """Decayed, weighted positive engagement per item."""
+    popular_items: IntArray
+    """Active items with any positive engagement, most popular first."""
+    history: Csr
+    """Per user: distinct positively engaged items, most recent first, at most history_length."""
+    engaged: Csr
+    """Per user: every item with positive engagement, sorted by index (for membership)."""
+    hidden: Csr
+    """Per user: every item the user hid, sorted by index."""
+    neighbours: Csr
+    """Per item: co-engaged items with cosine similarity, most similar first."""
+    snapshot_id: str
+    data_as_of: datetime | None
+    stats: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def item_count(self) -> int:
+        """How many items the catalog holds (every status)."""
+        return len(self.item_ids)
+
+    def user_row(self, user_id: str) -> int:
+        """The user's index, or -1 for an unknown (or empty) user id."""
+        return self.user_index.get(user_id, -1)
+
+    def lookup_items(self, item_ids: Sequence[str]) -> IntArray:
+        """Indices of ``item_ids``; -1 for unknown ids."""
+        index = self.item_index
+        return np.fromiter((index.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+
+    def popularity_head(self, items: IntArray) -> FloatArray:
+        """Popularity scaled to [0, 1] by log: 1 for the most popular item."""
+        top = self.popularity[self.popular_items[0]] if len(self.popular_items) else 0.0
+        if top <= 0:
+            return np.zeros(len(items))
+        return np.log1p(self.popularity[items]) / math.log1p(top)
+
+    def aggregate_neighbours(self, seeds: IntArray) -> tuple[IntArray, FloatArray]:
+        """Items co-engaged with ``seeds``, with summed similarity, sorted by item index."""
+        rows = [self.neighbours.row(int(s)) for s in seeds]
+        if not rows:
+            return _EMPTY_INT, _EMPTY_FLOAT
+        items = np.concatenate([r[0] for r in rows])
+        sims = np.concatenate([r[1] for r in rows])
+        unique, inverse = np.unique(items, return_inverse=True)
+        summed = np.bincount(inverse, weights=sims, minlength=len(unique))
+        return unique.astype(np.int64), summed.astype(np.float64)
+
+    def co_engagement(self, seeds: IntArray, candidates: IntArray) -> FloatArray:
+        """Summed similarity of each candidate to the seeds (0 when not co-engaged)."""
+        neighbours, scores = self.aggregate_neighbours(seeds)
+        if len(neighbours) == 0:
+            return np.zeros(len(candidates))
+        pos = np.searchsorted(neighbours, candidates)
+        pos = np.minimum(pos, len(neighbours) - 1)
+        return np.where(neighbours[pos] == candidates, scores[pos], 0.0)
+
+
+def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnapshot:
+    """Compute every signal from the raw arrays. Deterministic for the same input."""
+    n_items, n_users = len(data.item_ids), len(data.user_ids)
+    positive = KIND_WEIGHTS[data.kinds] > 0
+    newest = float(data.timestamps.max()) if len(data.timestamps) else None
+    popularity = _popularity(data, positive, n_items, newest, config.popularity_half_life_days)
+    active = data.item_status == ACTIVE
+    ranked = np.lexsort((np.arange(n_items), -popularity))
+    popular_items = ranked[active[ranked] & (popularity[ranked] > 0)].astype(np.int64)
+
+    users, items, last_seen = _distinct_pairs(
+        data.event_users[positive], data.event_items[positive], data.timestamps[positive]
+    )
+    engaged = _rows(users, items, np.ones(len(items)), n_users)
+    history = _history(users, items, last_seen, n_users, config.history_length)
+    hide = data.kinds == HIDE_CODE
+    h_users, h_items, _ = _distinct_pairs(
+        data.event_users[hide], data.event_items[hide], data.timestamps[hide]
+    )
+    hidden = _rows(h_users, h_items, np.ones(len(h_items)), n_users)
+    neighbours = _neighbours(history, n_users, n_items, config)
+    return EngagementSnapshot(
+        item_ids=data.item_ids,
+        item_index={item: i for i, item in enumerate(data.item_ids)},
+        item_creators=data.item_creators,
+        item_active=active,
+        user_index={user: u for u, user in enumerate(data.user_ids)},
+        popularity=popularity,
+        popular_items=popular_items,
+        history=history,
+        engaged=engaged,
+        hidden=hidden,
+        neighbours=neighbours,
+        snapshot_id="baseline-" + hashlib.sha256(data.fingerprint.encode()).hexdigest()[:10],
+        data_as_of=datetime.fromtimestamp(newest, UTC) if newest is not None else None,
+        stats={
+            "items": n_items,
+            "active_items": int(active.sum()),
+            "users": n_users,
+            "events": len(data.kinds),
+            "neighbour_pairs": len(neighbours.indices),
+        },
+    )
+
+
+def _popularity(
+    data: EngagementData,
+    positive: npt.NDArray[np.bool_],
+    n_items: int,
+    newest: float | None,
+    half_life_days: float,
+) -> FloatArray:
+    if newest is None:
+        return np.zeros(n_items)
+    age_days = (newest - data.timestamps[positive]) / _SECONDS_PER_DAY
+    weights = KIND_WEIGHTS[data.kinds[positive]] * np.exp2(-age_days / half_life_days)
+    summed = np.bincount(data.event_items[positive], weights=weights, minlength=n_items)
+    return summed.astype(np.float64)
+
+
+def _distinct_pairs(
+    users: IntArray, items: IntArray, timestamps: FloatArray
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """Distinct (user, item) pairs with the latest time of each, sorted by user then item."""
+    if len(users) == 0:
+        return _EMPTY_INT, _EMPTY_INT, _EMPTY_FLOAT
+    order = np.lexsort((-timestamps, items, users))
+    users, items, timestamps = users[order], items[order], timestamps[order]
+    first = np.ones(len(users), dtype=bool)
+    first[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])
+    return users[first], items[first], timestamps[first]
+
+
+def _rows(users: IntArray, items: IntArray, values: FloatArray, n_users: int) -> Csr:
+    """Group pairs already sorted by user into per-user rows."""
+    counts = np.bincount(users, minlength=n_users)
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return Csr(indptr, items.astype(np.int64), values.astype(np.float64))
+
+
+def _history(
+    users: IntArray, items: IntArray, last_seen: FloatArray, n_users: int, length: int
+) -> Csr:
+    """Each user's most recently engaged distinct items, newest first."""
+    order = np.lexsort((items, -last_seen, users))
+    users, items, last_seen = users[order], items[order], last_seen[order]
+    starts = np.searchsorted(users, users, side="left")
+    keep = (np.arange(len(users)) - starts) < length
+    return _rows(users[keep], items[keep], last_seen[keep], n_users)
+
+
+def _neighbours(history: Csr, n_users: int, n_items: int, config: SignalConfig) -> Csr:
+    """Top co-engaged items per item: cosine similarity of the users' recent-item sets."""
+    if len(history.indices) == 0 or n_items == 0:
+        return Csr(np.zeros(n_items + 1, dtype=np.int64), _EMPTY_INT, _EMPTY_FLOAT)
+    matrix = sparse.csr_matrix(
+        (np.ones(len(history.indices)), history.indices, history.indptr),
+        shape=(n_users, n_items),
+    )
+    counts = np.asarray(matrix.sum(axis=0)).ravel()
+    co = (matrix.T @ matrix).tocsr()
+    co.setdiag(0)
+    co.eliminate_zeros()
+    rows = np.repeat(np.arange(n_items), np.diff(co.indptr))
+    norm = np.sqrt(counts[rows] * counts[co.indices]) + config.shrinkage
+    sims = co.data / norm
+    # Top-k per row: sort every entry by (row, -similarity, column) once, then keep
+    # the first k of each row.
+    order = np.lexsort((co.indices, -sims, rows))
+    rows, cols, sims = rows[order], co.indices[order].astype(np.int64), sims[order]
+    starts = np.searchsorted(rows, rows, side="left")
+    keep = (np.arange(len(rows)) - starts) < config.neighbours_per_item
+    return _rows(rows[keep], cols[keep], sims[keep], n_items)

@@ -1,0 +1,91 @@
+"""Keep an ``EngagementSnapshot`` current: rebuild it off the request path when data changes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from cascade_server.errors import NotReadyError
+from cascade_server.features.engagement import EngagementSnapshot, SignalConfig, build_snapshot
+from cascade_server.logs import get_logger
+from cascade_server.storage.engagement_reader import EngagementData
+
+_log = get_logger(__name__)
+
+
+class SnapshotSource(Protocol):
+    """Anything that hands out the snapshot to serve a request from."""
+
+    def current(self) -> EngagementSnapshot:
+        """The snapshot to use for one whole request."""
+        ...
+
+
+class SnapshotHolder:
+    """Holds the current snapshot and swaps in a new one when the database changes.
+
+    Readers call ``current()`` once per request and use that object throughout, so a
+    request never sees two snapshots. A failed refresh keeps the previous snapshot.
+    """
+
+    def __init__(
+        self,
+        *,
+        read_data: Callable[[], EngagementData],
+        read_fingerprint: Callable[[], str],
+        config: SignalConfig,
+    ) -> None:
+        self._read_data = read_data
+        self._read_fingerprint = read_fingerprint
+        self._config = config
+        self._snapshot: EngagementSnapshot | None = None
+        self._fingerprint: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether a snapshot has been loaded."""
+        return self._snapshot is not None
+
+    def current(self) -> EngagementSnapshot:
+        """The snapshot to serve from; NOT_READY until the first one is built."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            raise NotReadyError("engagement data is still loading; retry in a few seconds")
+        return snapshot
+
+    def refresh(self) -> bool:
+        """Rebuild the snapshot if the data changed since the last build. Blocking."""
+        fingerprint = self._read_fingerprint()
+        if fingerprint == self._fingerprint:
+            return False
+        started = time.perf_counter()
+        data = self._read_data()
+        read_s = time.perf_counter() - started
+        snapshot = build_snapshot(data, self._config)
+        self._snapshot, self._fingerprint = snapshot, data.fingerprint
+        _log.info(
+            "snapshot built",
+            snapshot_id=snapshot.snapshot_id,
+            read_s=round(read_s, 3),
+            total_s=round(time.perf_counter() - started, 3),
+            **snapshot.stats,
+        )
+        return True
+
+    async def keep_fresh(self, interval_s: float, on_ready: Callable[[], None]) -> None:
+        """Refresh forever every ``interval_s`` seconds; call ``on_ready`` after the first build.
+
+        Errors are logged and retried at the next interval; the current snapshot stays.
+        """
+        announced = False
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:
+                _log.exception("snapshot refresh failed; keeping the current snapshot")
+            if self.ready and not announced:
+                announced = True
+                on_ready()
+            await asyncio.sleep(interval_s if self.ready else min(interval_s, 1.0))

@@ -1,0 +1,1 @@
+"""Batch jobs: data import, demo data, training, index builds, evaluation."""

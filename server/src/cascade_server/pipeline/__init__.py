@@ -1,0 +1,1 @@
+"""The tiny pipeline framework: candidate types, component protocols, deadlines, traces."""

@@ -1,0 +1,75 @@
+"""The component protocols stages are configured from, and what filters return."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
+from cascade_server.pipeline.types import RequestContext, SourceKind
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetrievalQuery:
+    """What retrieval is asked for, with ids already resolved against the snapshot."""
+
+    context: RequestContext
+    user: int
+    """The user's index in the snapshot; -1 for anonymous or unknown users."""
+    seeds: IntArray
+    """Indices of known seed items."""
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """Items a source proposes (snapshot indices), best first, with the source's scores."""
+
+    items: IntArray
+    scores: FloatArray
+
+
+class CandidateSource(Protocol):
+    """Proposes candidates for a query. Must be fast and must not touch the database."""
+
+    @property
+    def kind(self) -> SourceKind:
+        """Which source this is (also its name in traces)."""
+        ...
+
+    def fetch(
+        self, snapshot: EngagementSnapshot, query: RetrievalQuery, limit: int
+    ) -> SourceResult:
+        """Up to ``limit`` active items, best first."""
+        ...
+
+
+@dataclass(frozen=True)
+class Removal(Generic[T]):
+    """A candidate a filter removed, and why."""
+
+    candidate: T
+    reason: str
+
+
+@dataclass(frozen=True)
+class FilterResult(Generic[T]):
+    """What a filter kept (in input order) and what it removed; together they are the input."""
+
+    kept: list[T]
+    removed: list[Removal[T]] = field(default_factory=list)
+
+
+class Filter(Protocol[T]):
+    """Removes candidates that must not be shown, saying why for each."""
+
+    @property
+    def name(self) -> str:
+        """The filter's name in traces."""
+        ...
+
+    def apply(self, candidates: Sequence[T]) -> FilterResult[T]:
+        """Split ``candidates`` into kept and removed."""
+        ...

@@ -1,0 +1,118 @@
+"""The values that flow through the funnel. Plain frozen dataclasses; no transport types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Surface(StrEnum):
+    """Where the results are shown."""
+
+    HOME_FEED = "home_feed"
+    RELATED_ITEMS = "related_items"
+
+
+class SourceKind(StrEnum):
+    """The candidate source that proposed an item."""
+
+    POPULAR = "popular"
+    CO_ENGAGEMENT = "co_engagement"
+    CALLER = "caller"
+
+
+class StageName(StrEnum):
+    """A stage of the funnel."""
+
+    RETRIEVAL = "retrieval"
+    RANKING = "ranking"
+    BLENDING = "blending"
+
+
+class DegradationKind(StrEnum):
+    """Why a stage or component fell back."""
+
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    UNAVAILABLE = "unavailable"
+    ERROR = "error"
+
+
+class BlendAction(StrEnum):
+    """What blending did with a candidate."""
+
+    PLACED = "placed"
+    REMOVED = "removed"
+    CAPPED = "capped"
+    BELOW_PAGE = "below_page"
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who is asking and how; carried to every stage."""
+
+    user_id: str = ""
+    surface: Surface | None = None
+    locale: str = ""
+    experiment_ids: tuple[str, ...] = ()
+    debug: bool = False
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class SourceHit:
+    """One source proposed the item at ``rank`` (0 = the source's best) with ``score``."""
+
+    source: SourceKind
+    rank: int
+    score: float
+
+
+@dataclass
+class Candidate:
+    """An item proposed by retrieval, with every source that proposed it."""
+
+    item_id: str
+    sources: list[SourceHit] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    """An item with its ranking scores."""
+
+    item_id: str
+    score: float
+    stage_scores: Mapping[str, float] = field(default_factory=dict)
+    head_scores: Mapping[str, float] = field(default_factory=dict)
+    sources: tuple[SourceHit, ...] = ()
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """A stage or component that did not contribute normally, and what replaced it."""
+
+    stage: StageName
+    reason: DegradationKind
+    message: str
+    component: str = ""
+    fallback: str = ""
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    """What served a stage: release id, scorer, and how fresh its data is."""
+
+    release_id: str
+    scorer: str = ""
+    data_as_of: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ComponentReport:
+    """What one component did: time spent, candidates produced/kept and removed."""
+
+    name: str
+    duration_s: float
+    output_count: int
+    removed_count: int = 0

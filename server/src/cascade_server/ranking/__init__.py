@@ -1,0 +1,1 @@
+"""Ranking: scorers and the stage that sorts candidates."""

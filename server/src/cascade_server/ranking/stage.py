@@ -1,0 +1,76 @@
+"""The ranking stage: resolve ids, score in one batch, sort best first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cascade_server.features.refresh import SnapshotSource
+from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.types import (
+    Degradation,
+    ReleaseInfo,
+    RequestContext,
+    ScoredCandidate,
+)
+from cascade_server.ranking.scorers import Scorer
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    """A validated ranking request."""
+
+    context: RequestContext
+    item_ids: Sequence[str]
+    max_results: int = 0
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """Scored candidates, best first, and the ids that could not be scored."""
+
+    candidates: list[ScoredCandidate]
+    unknown_item_ids: list[str]
+    release: ReleaseInfo
+    degraded: list[Degradation] = field(default_factory=list)
+
+
+class RankingStage:
+    """Scores every known candidate with the configured scorer and sorts them.
+
+    Ties are broken by item id so the order is deterministic. Inactive items are
+    scored like any other: filtering is blending's job.
+    """
+
+    def __init__(self, holder: SnapshotSource, scorer: Scorer) -> None:
+        self._holder = holder
+        self._scorer = scorer
+
+    def rank(self, request: RankRequest, deadline: Deadline) -> RankResult:
+        """The scored candidates for ``request``."""
+        snapshot = self._holder.current()
+        item_ids = list(dict.fromkeys(request.item_ids))
+        indices = snapshot.lookup_items(item_ids)
+        known = indices >= 0
+        unknown = [item for item, ok in zip(item_ids, known.tolist(), strict=True) if not ok]
+        items = indices[known]
+        deadline.check("ranking")
+        scores = self._scorer.score(snapshot, snapshot.user_row(request.context.user_id), items)
+        name = self._scorer.name
+        candidates = [
+            ScoredCandidate(
+                item_id=snapshot.item_ids[item],
+                score=float(scores.final[i]),
+                stage_scores={name: float(scores.final[i])},
+                head_scores={head: float(values[i]) for head, values in scores.heads.items()},
+            )
+            for i, item in enumerate(items.tolist())
+        ]
+        candidates.sort(key=lambda c: (-c.score, c.item_id))
+        if request.max_results:
+            candidates = candidates[: request.max_results]
+        return RankResult(
+            candidates=candidates,
+            unknown_item_ids=unknown,
+            release=ReleaseInfo(snapshot.snapshot_id, name, snapshot.data_as_of),
+        )

@@ -1,0 +1,1 @@
+"""Retrieval: candidate sources and the stage that merges them."""

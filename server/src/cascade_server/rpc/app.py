@@ -1,0 +1,150 @@
+"""Build and run one stage's gRPC server: servicer, health, reflection, background refresh.
+
+``build_server`` is the one wiring path, used by ``cascade serve <stage>`` and by the
+tests (which pass port 0). Health reports NOT_SERVING until the stage's data is
+loaded, and again from the moment shutdown begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cascade_server.errors import ConfigurationError
+from cascade_server.features.refresh import SnapshotHolder
+from cascade_server.logs import get_logger
+from cascade_server.rpc.executor import BlockingRunner
+from cascade_server.rpc.interceptors import ErrorInterceptor
+from cascade_server.settings import ServiceName, Settings
+
+_log = get_logger(__name__)
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+_SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.so_reuseport", 0),
+]
+
+
+@dataclass
+class Binding:
+    """What a stage adds to a server: its servicer, its data and its cleanup."""
+
+    service_name: str
+    register: Callable[[aio.Server], None]
+    holder: SnapshotHolder | None = None
+    closers: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+
+
+class CascadeServer:
+    """One stage's server. ``start`` binds the port; ``stop`` drains calls and cleans up."""
+
+    def __init__(self, settings: Settings, binding: Binding, port: int) -> None:
+        self.settings = settings
+        self.binding = binding
+        self.health = health.aio.HealthServicer()
+        self._requested_port = port
+        self._server = aio.server(interceptors=[ErrorInterceptor()], options=_SERVER_OPTIONS)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the bound server."""
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> int:
+        """Register services, bind, start serving, and begin loading the stage's data."""
+        self.binding.register(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        names = [self.binding.service_name, health.SERVICE_NAME]
+        if self.settings.reflection:
+            reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], self._server)
+        for name in ("", self.binding.service_name):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{self.settings.host}:{self._requested_port}"
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise ConfigurationError(
+                f"cannot listen on {address} ({error}); is another server using the port? "
+                "Set a different CASCADE_*_PORT"
+            ) from error
+        await self._server.start()
+        holder = self.binding.holder
+        if holder is None:
+            await self._mark_ready()
+        else:
+            self._tasks.append(
+                asyncio.create_task(
+                    holder.keep_fresh(
+                        self.settings.snapshot_refresh_seconds,
+                        lambda: self._tasks.append(asyncio.create_task(self._mark_ready())),
+                    )
+                )
+            )
+        _log.info("listening", address=self.address, service=self.binding.service_name)
+        return self.port
+
+    async def _mark_ready(self) -> None:
+        for name in ("", self.binding.service_name):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._ready.set()
+        _log.info("serving", service=self.binding.service_name)
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until health reports SERVING."""
+        await asyncio.wait_for(self._ready.wait(), timeout_s)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Report NOT_SERVING, refuse new calls, let in-flight ones finish, then clean up."""
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self.settings.grace_seconds if grace_s is None else grace_s)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for close in self.binding.closers:
+            result = close()
+            if result is not None:
+                await result
+        _log.info("stopped", service=self.binding.service_name)
+
+    async def serve_until_signalled(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await self.start()
+        await stop.wait()
+        _log.info("shutting down", grace_s=self.settings.grace_seconds)
+        await self.stop()
+
+
+def build_server(
+    settings: Settings, service: ServiceName, engine: sa.Engine, *, port: int | None = None
+) -> CascadeServer:
+    """The server for ``service``, not yet started. ``port`` overrides the settings (0: any)."""
+    from cascade_server.rpc import bindings
+
+    runner = BlockingRunner(settings.workers, service.value)
+    factory = {
+        ServiceName.RETRIEVAL: bindings.retrieval,
+        ServiceName.RANKING: bindings.ranking,
+        ServiceName.BLENDING: bindings.blending,
+        ServiceName.CATALOG: bindings.catalog,
+    }[service]
+    binding = factory(settings, engine, runner)
+    binding.closers.append(runner.close)
+    return CascadeServer(settings, binding, settings.port(service) if port is None else port)

@@ -1,0 +1,122 @@
+"""How each stage is assembled from settings: its components, its servicer, its data."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from cascade.blending.v1 import blending_service_pb2_grpc
+from cascade.catalog.v1 import catalog_service_pb2_grpc
+from cascade.ranking.v1 import ranking_service_pb2_grpc
+from cascade.retrieval.v1 import retrieval_service_pb2_grpc
+from cascade_client import AsyncRankingClient, AsyncRetrievalClient
+from cascade_server.blending.recommend import Recommender, RecommendPolicy
+from cascade_server.blending.stage import BlendingStage
+from cascade_server.catalog.repository import CatalogRepository
+from cascade_server.catalog.service import CatalogService
+from cascade_server.features.engagement import SignalConfig
+from cascade_server.features.refresh import SnapshotHolder
+from cascade_server.pipeline.types import SourceKind
+from cascade_server.ranking.scorers import BaselineScorer
+from cascade_server.ranking.stage import RankingStage
+from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
+from cascade_server.retrieval.stage import RetrievalStage
+from cascade_server.rpc import (
+    blending_servicer,
+    catalog_servicer,
+    ranking_servicer,
+    retrieval_servicer,
+)
+from cascade_server.rpc.app import Binding
+from cascade_server.rpc.downstream import GrpcRankingBackend, GrpcRetrievalBackend
+from cascade_server.rpc.executor import BlockingRunner
+from cascade_server.settings import ServiceName, Settings
+from cascade_server.storage.engagement_reader import read_engagement, read_fingerprint
+
+
+def snapshot_holder(settings: Settings, engine: sa.Engine) -> SnapshotHolder:
+    """A snapshot holder reading ``engine`` with the settings' signal knobs."""
+    return SnapshotHolder(
+        read_data=lambda: read_engagement(engine),
+        read_fingerprint=lambda: read_fingerprint(engine),
+        config=SignalConfig(
+            popularity_half_life_days=settings.popularity_half_life_days,
+            history_length=settings.history_length,
+            neighbours_per_item=settings.neighbours_per_item,
+        ),
+    )
+
+
+def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
+    """RetrievalService: co-engagement then popular, with the settings' default limits."""
+    holder = snapshot_holder(settings, engine)
+    stage = RetrievalStage(
+        holder,
+        [CoEngagementCandidateSource(), PopularCandidateSource()],
+        {
+            SourceKind.CO_ENGAGEMENT: settings.co_engagement_candidates,
+            SourceKind.POPULAR: settings.popular_candidates,
+        },
+    )
+    servicer = retrieval_servicer.RetrievalServicer(stage, runner)
+    return Binding(
+        retrieval_servicer.SERVICE_NAME,
+        lambda server: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(
+            servicer, server
+        ),
+        holder,
+    )
+
+
+def ranking(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
+    """RankingService with the baseline scorer."""
+    holder = snapshot_holder(settings, engine)
+    servicer = ranking_servicer.RankingServicer(RankingStage(holder, BaselineScorer()), runner)
+    return Binding(
+        ranking_servicer.SERVICE_NAME,
+        lambda server: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(
+            servicer, server
+        ),
+        holder,
+    )
+
+
+def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
+    """BlendingService, reaching retrieval and ranking at their configured targets."""
+    holder = snapshot_holder(settings, engine)
+    retrieval_client = AsyncRetrievalClient(settings.target(ServiceName.RETRIEVAL))
+    ranking_client = AsyncRankingClient(settings.target(ServiceName.RANKING))
+    blending_stage = BlendingStage()
+    recommender = Recommender(
+        holder,
+        GrpcRetrievalBackend(retrieval_client),
+        GrpcRankingBackend(ranking_client),
+        blending_stage,
+        RecommendPolicy(
+            retrieval_timeout_s=settings.retrieval_timeout_ms / 1000,
+            ranking_timeout_s=settings.ranking_timeout_ms / 1000,
+            page_token_ttl_s=settings.page_token_ttl_seconds,
+            max_items_per_creator=settings.max_items_per_creator,
+        ),
+    )
+    servicer = blending_servicer.BlendingServicer(
+        recommender, blending_stage, holder, runner, settings
+    )
+    return Binding(
+        blending_servicer.SERVICE_NAME,
+        lambda server: blending_service_pb2_grpc.add_BlendingServiceServicer_to_server(
+            servicer, server
+        ),
+        holder,
+        [retrieval_client.close, ranking_client.close],
+    )
+
+
+def catalog(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
+    """CatalogService over the database."""
+    servicer = catalog_servicer.CatalogServicer(CatalogService(CatalogRepository(engine)), runner)
+    return Binding(
+        catalog_servicer.SERVICE_NAME,
+        lambda server: catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(
+            servicer, server
+        ),
+    )

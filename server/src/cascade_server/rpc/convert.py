@@ -1,0 +1,267 @@
+"""Protobuf ↔ domain conversions shared by the servicers, and request validation helpers.
+
+Limits here are the ones the protos document; a request that breaks any of them is
+rejected with every violation listed, before any work is done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
+from cascade_server.errors import FieldViolation, InvalidArgumentError
+from cascade_server.pipeline.types import (
+    BlendAction,
+    ComponentReport,
+    Degradation,
+    DegradationKind,
+    ReleaseInfo,
+    RequestContext,
+    ScoredCandidate,
+    SourceHit,
+    SourceKind,
+    StageName,
+    Surface,
+)
+
+MAX_ID_LENGTH = 128
+MAX_IDS = 2000
+
+SURFACES: Mapping[context_pb2.Surface.ValueType, Surface | None] = {
+    context_pb2.SURFACE_UNSPECIFIED: None,
+    context_pb2.SURFACE_HOME_FEED: Surface.HOME_FEED,
+    context_pb2.SURFACE_RELATED_ITEMS: Surface.RELATED_ITEMS,
+}
+SURFACE_TO_PROTO = {surface: number for number, surface in SURFACES.items() if surface}
+SOURCES: Mapping[candidate_pb2.CandidateSource.ValueType, SourceKind] = {
+    candidate_pb2.CANDIDATE_SOURCE_POPULAR: SourceKind.POPULAR,
+    candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT: SourceKind.CO_ENGAGEMENT,
+    candidate_pb2.CANDIDATE_SOURCE_CALLER: SourceKind.CALLER,
+}
+SOURCE_TO_PROTO = {kind: number for number, kind in SOURCES.items()}
+_STAGES = {
+    StageName.RETRIEVAL: trace_pb2.STAGE_RETRIEVAL,
+    StageName.RANKING: trace_pb2.STAGE_RANKING,
+    StageName.BLENDING: trace_pb2.STAGE_BLENDING,
+}
+_REASONS = {
+    DegradationKind.DEADLINE_EXCEEDED: trace_pb2.DEGRADATION_REASON_DEADLINE_EXCEEDED,
+    DegradationKind.UNAVAILABLE: trace_pb2.DEGRADATION_REASON_UNAVAILABLE,
+    DegradationKind.ERROR: trace_pb2.DEGRADATION_REASON_ERROR,
+}
+_BLEND_ACTIONS = {
+    BlendAction.PLACED: trace_pb2.BLEND_ACTION_PLACED,
+    BlendAction.REMOVED: trace_pb2.BLEND_ACTION_REMOVED,
+    BlendAction.CAPPED: trace_pb2.BLEND_ACTION_CAPPED,
+    BlendAction.BELOW_PAGE: trace_pb2.BLEND_ACTION_BELOW_PAGE,
+}
+
+
+class Violations:
+    """Collects field violations; ``raise_if_any`` reports them all at once."""
+
+    def __init__(self) -> None:
+        self.found: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        """Record one violation."""
+        self.found.append(FieldViolation(field, description))
+
+    def text(self, value: str, field: str, *, max_length: int, required: bool = False) -> None:
+        """A string that must be at most ``max_length`` characters (and non-empty if required)."""
+        if required and not value:
+            self.add(field, "is required")
+        elif len(value) > max_length:
+            self.add(field, f"must be at most {max_length} characters, got {len(value)}")
+
+    def ids(
+        self, values: Sequence[str], field: str, *, max_count: int, required: bool = False
+    ) -> None:
+        """A list of 1..128-character ids, at most ``max_count`` of them."""
+        if required and not values:
+            self.add(field, "at least one id is required")
+        if len(values) > max_count:
+            self.add(field, f"at most {max_count} ids are allowed, got {len(values)}")
+            return
+        for i, value in enumerate(values):
+            self.text(value, f"{field}[{i}]", max_length=MAX_ID_LENGTH, required=True)
+
+    def bounded(self, value: int, field: str, *, low: int, high: int) -> None:
+        """An integer in ``[low, high]``."""
+        if not low <= value <= high:
+            self.add(field, f"must be between {low} and {high}, got {value}")
+
+    def enum(self, value: int, known: Iterable[int], field: str) -> None:
+        """An enum number this server knows."""
+        if value not in set(known):
+            self.add(field, f"unknown value {value}")
+
+    def finite(self, value: float, field: str) -> None:
+        """A finite float."""
+        if not math.isfinite(value):
+            self.add(field, "must be a finite number")
+
+    def raise_if_any(self) -> None:
+        """Raise INVALID_ARGUMENT listing every violation, if there were any."""
+        if self.found:
+            raise InvalidArgumentError(self.found)
+
+
+def context_from_proto(
+    message: context_pb2.RequestContext, violations: Violations, field: str = "context"
+) -> RequestContext:
+    """Validate and convert a request context."""
+    violations.text(message.user_id, f"{field}.user_id", max_length=MAX_ID_LENGTH)
+    violations.enum(message.surface, SURFACES, f"{field}.surface")
+    violations.text(message.locale, f"{field}.locale", max_length=35)
+    violations.bounded(len(message.experiment_ids), f"{field}.experiment_ids", low=0, high=16)
+    for i, experiment in enumerate(message.experiment_ids):
+        violations.text(experiment, f"{field}.experiment_ids[{i}]", max_length=64, required=True)
+    violations.text(message.request_id, f"{field}.request_id", max_length=64)
+    return RequestContext(
+        user_id=message.user_id,
+        surface=SURFACES.get(message.surface),
+        locale=message.locale,
+        experiment_ids=tuple(message.experiment_ids),
+        debug=message.debug,
+        request_id=message.request_id,
+    )
+
+
+def context_to_proto(context: RequestContext) -> context_pb2.RequestContext:
+    """The wire form of a request context, for calls to other stages."""
+    return context_pb2.RequestContext(
+        user_id=context.user_id,
+        surface=SURFACE_TO_PROTO[context.surface]
+        if context.surface
+        else context_pb2.SURFACE_UNSPECIFIED,
+        locale=context.locale,
+        experiment_ids=context.experiment_ids,
+        debug=context.debug,
+        request_id=context.request_id,
+    )
+
+
+def hits_to_proto(hits: Iterable[SourceHit]) -> list[candidate_pb2.SourceHit]:
+    """Source hits on the wire."""
+    return [
+        candidate_pb2.SourceHit(source=SOURCE_TO_PROTO[h.source], rank=h.rank, score=h.score)
+        for h in hits
+    ]
+
+
+def hits_from_proto(hits: Iterable[candidate_pb2.SourceHit]) -> tuple[SourceHit, ...]:
+    """Source hits from the wire; unknown sources are dropped."""
+    return tuple(SourceHit(SOURCES[h.source], h.rank, h.score) for h in hits if h.source in SOURCES)
+
+
+def scored_to_proto(candidate: ScoredCandidate) -> candidate_pb2.ScoredCandidate:
+    """A scored candidate on the wire."""
+    return candidate_pb2.ScoredCandidate(
+        item_id=candidate.item_id,
+        score=candidate.score,
+        stage_scores=candidate.stage_scores,
+        head_scores=candidate.head_scores,
+        sources=hits_to_proto(candidate.sources),
+    )
+
+
+def scored_from_proto(message: candidate_pb2.ScoredCandidate) -> ScoredCandidate:
+    """A scored candidate from the wire."""
+    return ScoredCandidate(
+        item_id=message.item_id,
+        score=message.score,
+        stage_scores=dict(message.stage_scores),
+        head_scores=dict(message.head_scores),
+        sources=hits_from_proto(message.sources),
+    )
+
+
+def degradations_to_proto(items: Iterable[Degradation]) -> list[trace_pb2.Degradation]:
+    """Degradations on the wire."""
+    return [
+        trace_pb2.Degradation(
+            stage=_STAGES[d.stage],
+            component=d.component,
+            reason=_REASONS[d.reason],
+            message=d.message,
+            fallback=d.fallback,
+        )
+        for d in items
+    ]
+
+
+def degradations_from_proto(items: Iterable[trace_pb2.Degradation]) -> list[Degradation]:
+    """Degradations from the wire (reported by a downstream stage)."""
+    stages = {number: stage for stage, number in _STAGES.items()}
+    reasons = {number: reason for reason, number in _REASONS.items()}
+    return [
+        Degradation(
+            stage=stages.get(d.stage, StageName.RETRIEVAL),
+            reason=reasons.get(d.reason, DegradationKind.ERROR),
+            message=d.message,
+            component=d.component,
+            fallback=d.fallback,
+        )
+        for d in items
+    ]
+
+
+def release_to_proto(release: ReleaseInfo | None) -> trace_pb2.ReleaseInfo:
+    """Release info on the wire."""
+    if release is None:
+        return trace_pb2.ReleaseInfo()
+    message = trace_pb2.ReleaseInfo(release_id=release.release_id, scorer=release.scorer)
+    if release.data_as_of is not None:
+        message.data_as_of.CopyFrom(timestamp(release.data_as_of))
+    return message
+
+
+def stage_trace(
+    stage: StageName,
+    release: ReleaseInfo | None,
+    duration_s: float,
+    input_count: int,
+    output_count: int,
+    components: Iterable[ComponentReport],
+) -> trace_pb2.StageTrace:
+    """One stage's trace."""
+    return trace_pb2.StageTrace(
+        stage=_STAGES[stage],
+        release=release_to_proto(release),
+        duration=duration(duration_s),
+        input_count=input_count,
+        output_count=output_count,
+        components=[
+            trace_pb2.ComponentTrace(
+                name=c.name,
+                duration=duration(c.duration_s),
+                output_count=c.output_count,
+                removed_count=c.removed_count,
+            )
+            for c in components
+        ],
+    )
+
+
+def blend_action_to_proto(action: BlendAction) -> trace_pb2.BlendAction.ValueType:
+    """A blend action on the wire."""
+    return _BLEND_ACTIONS[action]
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    """A Duration from seconds."""
+    message = duration_pb2.Duration()
+    message.FromNanoseconds(round(seconds * 1e9))
+    return message
+
+
+def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    """A Timestamp from an aware datetime."""
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(moment)
+    return message

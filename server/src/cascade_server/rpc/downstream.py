@@ -1,0 +1,112 @@
+"""The blending stage's view of retrieval and ranking, over gRPC with the async client.
+
+Each call gets an explicit timeout (the hop's budget, already cut to the caller's
+remaining time) and carries the request id. Any failure becomes a ``StageCallError``
+that says how the stage failed, so the front door can fall back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from cascade.ranking.v1 import ranking_service_pb2
+from cascade.retrieval.v1 import retrieval_service_pb2
+from cascade_client import AsyncRankingClient, AsyncRetrievalClient, CascadeError
+from cascade_server.blending.recommend import StageCallError
+from cascade_server.pipeline.types import (
+    Candidate,
+    DegradationKind,
+    ReleaseInfo,
+    RequestContext,
+)
+from cascade_server.ranking.stage import RankResult
+from cascade_server.retrieval.stage import RetrievalResult
+from cascade_server.rpc.convert import (
+    context_to_proto,
+    degradations_from_proto,
+    hits_from_proto,
+    scored_from_proto,
+)
+from cascade_server.rpc.interceptors import REQUEST_ID_KEY
+
+_MIN_TIMEOUT_S = 0.001
+
+
+class GrpcRetrievalBackend:
+    """Calls RetrievalService."""
+
+    def __init__(self, client: AsyncRetrievalClient) -> None:
+        self._client = client
+
+    async def retrieve(
+        self,
+        context: RequestContext,
+        seed_item_ids: Sequence[str],
+        max_candidates: int,
+        timeout_s: float,
+    ) -> RetrievalResult:
+        """Candidates from the retrieval server."""
+        request = retrieval_service_pb2.RetrieveCandidatesRequest(
+            context=context_to_proto(context),
+            seed_item_ids=seed_item_ids,
+            max_candidates=max_candidates,
+        )
+        try:
+            response = await self._client.retrieve_candidates(
+                request, timeout=_timeout(timeout_s), metadata=_metadata(context)
+            )
+        except CascadeError as error:
+            raise _stage_error("retrieval", error) from error
+        return RetrievalResult(
+            candidates=[
+                Candidate(c.item_id, list(hits_from_proto(c.sources))) for c in response.candidates
+            ],
+            release=ReleaseInfo(response.release_id),
+            degraded=degradations_from_proto(response.degraded),
+            unknown_seed_item_ids=list(response.unknown_seed_item_ids),
+        )
+
+
+class GrpcRankingBackend:
+    """Calls RankingService."""
+
+    def __init__(self, client: AsyncRankingClient) -> None:
+        self._client = client
+
+    async def rank(
+        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+    ) -> RankResult:
+        """Scored candidates from the ranking server."""
+        request = ranking_service_pb2.RankCandidatesRequest(
+            context=context_to_proto(context), item_ids=item_ids
+        )
+        try:
+            response = await self._client.rank_candidates(
+                request, timeout=_timeout(timeout_s), metadata=_metadata(context)
+            )
+        except CascadeError as error:
+            raise _stage_error("ranking", error) from error
+        return RankResult(
+            candidates=[scored_from_proto(c) for c in response.candidates],
+            unknown_item_ids=list(response.unknown_item_ids),
+            release=ReleaseInfo(response.release_id, response.scorer),
+            degraded=degradations_from_proto(response.degraded),
+        )
+
+
+def _timeout(seconds: float) -> float:
+    return max(seconds, _MIN_TIMEOUT_S)
+
+
+def _metadata(context: RequestContext) -> tuple[tuple[str, str], ...]:
+    return ((REQUEST_ID_KEY, context.request_id),) if context.request_id else ()
+
+
+def _stage_error(stage: str, error: CascadeError) -> StageCallError:
+    kind = {
+        grpc.StatusCode.DEADLINE_EXCEEDED: DegradationKind.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNAVAILABLE: DegradationKind.UNAVAILABLE,
+    }.get(error.code, DegradationKind.ERROR)
+    return StageCallError(kind, f"{stage} failed: {error.code.name}: {error.message}")

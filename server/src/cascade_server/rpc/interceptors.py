@@ -1,0 +1,89 @@
+"""The one server interceptor: request ids, access logs, and error → status mapping.
+
+Servicers raise domain errors (``cascade_server.errors``); this interceptor turns
+them into rich statuses. Anything else is a bug: it is logged with its stack trace
+and the client gets INTERNAL with the request id and no internals.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, cast
+
+import grpc
+from grpc import aio
+
+from cascade_server.errors import CascadeError
+from cascade_server.logs import bind_request, get_logger
+from cascade_server.rpc.status import to_grpc_status
+
+REQUEST_ID_KEY = "x-request-id"
+_log = get_logger("cascade.access")
+
+Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    """Wraps every unary-unary handler; streaming handlers (health, reflection) pass through."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> MethodHandler | None:
+        """Return the handler wrapped with request-id binding and error mapping."""
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        behaviour = cast(Handler, handler.unary_unary)
+        wrapped = _wrap(behaviour, method, metadata.get(REQUEST_ID_KEY))
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _wrap(behaviour: Handler, method: str, given_request_id: object) -> Handler:
+    async def handle(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+        request_id = (
+            given_request_id
+            if isinstance(given_request_id, str) and 0 < len(given_request_id) <= 64
+            else uuid.uuid4().hex
+        )
+        bind_request(request_id=request_id, method=method)
+        started = time.perf_counter()
+        try:
+            response = await behaviour(request, context)
+        except CascadeError as error:
+            _log.warning(
+                "request failed",
+                code=error.status,
+                reason=error.reason,
+                error=error.message,
+                duration_ms=_ms(started),
+            )
+            status = to_grpc_status(error, request_id=request_id)
+            await context.abort_with_status(status)
+        except aio.AbortError:
+            raise
+        except Exception:
+            _log.exception("unexpected error", duration_ms=_ms(started))
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"internal error (request id {request_id}); the server logs have the details",
+            )
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+        _log.debug("request served", code="OK", duration_ms=_ms(started))
+        return response
+
+    return handle
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,80 @@
+"""RankingService over gRPC: validate, call the ranking stage, convert."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from grpc import aio
+
+from cascade.ranking.v1 import ranking_service_pb2 as pb, ranking_service_pb2_grpc as pb_grpc
+from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.types import StageName
+from cascade_server.ranking.stage import RankingStage, RankRequest, RankResult
+from cascade_server.rpc.convert import (
+    MAX_IDS,
+    Violations,
+    context_from_proto,
+    degradations_to_proto,
+    scored_to_proto,
+    stage_trace,
+)
+from cascade_server.rpc.executor import BlockingRunner
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RankingService"].full_name
+_DEFAULT_DEADLINE_S = 0.5
+
+
+class RankingServicer(pb_grpc.RankingServiceServicer):
+    """Thin edge over ``RankingStage``."""
+
+    def __init__(self, stage: RankingStage, runner: BlockingRunner) -> None:
+        self._stage = stage
+        self._runner = runner
+
+    async def RankCandidates(
+        self, request: pb.RankCandidatesRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.RankCandidatesResponse:
+        """Validate, score off the event loop, convert."""
+        query = request_from_proto(request)
+        deadline = Deadline.from_remaining(context.time_remaining(), _DEFAULT_DEADLINE_S)
+        started = time.perf_counter()
+        result = await self._runner.run(lambda: self._stage.rank(query, deadline))
+        return response_to_proto(
+            result, len(query.item_ids), query.context.debug, time.perf_counter() - started
+        )
+
+
+def request_from_proto(request: pb.RankCandidatesRequest) -> RankRequest:
+    """Validate and convert; raises INVALID_ARGUMENT listing every bad field."""
+    violations = Violations()
+    context = context_from_proto(request.context, violations)
+    violations.ids(request.item_ids, "item_ids", max_count=MAX_IDS, required=True)
+    violations.bounded(request.max_results, "max_results", low=0, high=MAX_IDS)
+    violations.raise_if_any()
+    return RankRequest(context, list(request.item_ids), request.max_results)
+
+
+def response_to_proto(
+    result: RankResult, input_count: int, debug: bool, duration_s: float
+) -> pb.RankCandidatesResponse:
+    """The wire response; the trace only when asked for."""
+    response = pb.RankCandidatesResponse(
+        candidates=[scored_to_proto(c) for c in result.candidates],
+        unknown_item_ids=result.unknown_item_ids,
+        release_id=result.release.release_id,
+        scorer=result.release.scorer,
+        degraded=degradations_to_proto(result.degraded),
+    )
+    if debug:
+        response.trace.CopyFrom(
+            stage_trace(
+                StageName.RANKING,
+                result.release,
+                duration_s,
+                input_count,
+                len(result.candidates),
+                (),
+            )
+        )
+    return response

@@ -1,0 +1,110 @@
+"""Read the catalog and the event log out of Postgres as arrays, in one consistent view."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+
+from cascade_server.storage.tables import EVENT_KINDS, ITEM_STATUSES
+
+
+@dataclass(frozen=True)
+class EngagementData:
+    """The catalog and event log as parallel arrays. Kinds and statuses are codes: positions
+    in ``tables.EVENT_KINDS`` and ``tables.ITEM_STATUSES``."""
+
+    item_ids: Sequence[str]
+    item_creators: Sequence[str]
+    item_status: npt.NDArray[np.int8]
+    user_ids: Sequence[str]
+    event_users: npt.NDArray[np.int64]
+    event_items: npt.NDArray[np.int64]
+    kinds: npt.NDArray[np.int8]
+    timestamps: npt.NDArray[np.float64]
+    """Event times in seconds since the epoch."""
+    fingerprint: str
+    """Identifies the database state the data was read from."""
+
+
+_FINGERPRINT = sa.text(
+    "SELECT (SELECT coalesce(max(id), 0) FROM events),"
+    " (SELECT count(*) FROM items), (SELECT coalesce(max(updated_at)::text, '') FROM items),"
+    " (SELECT count(*) FROM users)"
+)
+
+
+def read_fingerprint(engine: sa.Engine) -> str:
+    """A cheap summary that changes whenever events, items or users change."""
+    with engine.connect() as connection:
+        row = connection.execute(_FINGERPRINT).one()
+    return "/".join(str(value) for value in row)
+
+
+_POSTGRES_EPOCH = 946_684_800.0
+"""Seconds from 1970-01-01 to 2000-01-01, the epoch of Postgres' binary timestamps."""
+
+_CHUNK_IDS = 2_000_000
+_KIND_CODE = "CASE kind {} END".format(
+    " ".join(f"WHEN '{kind}' THEN {code}" for code, kind in enumerate(EVENT_KINDS))
+)
+# The aggregates of one query see the rows in the same order, so the packed columns
+# stay aligned row by row.
+_EVENTS = sa.text(
+    "SELECT string_agg(int8send(user_id), ''::bytea),"
+    " string_agg(int8send(item_id), ''::bytea),"
+    f" string_agg(int2send(({_KIND_CODE})::int2), ''::bytea),"
+    " string_agg(timestamptz_send(occurred_at), ''::bytea)"
+    " FROM events WHERE id > :after AND id <= :upto"
+)
+
+
+def read_engagement(engine: sa.Engine) -> EngagementData:
+    """Every item, user and event, with ids mapped to dense indices.
+
+    Runs in one REPEATABLE READ transaction so the fingerprint and the rows agree.
+    Events travel as packed binary columns (a few bytes per event, in chunks), which
+    is several times faster than fetching rows.
+    """
+    with engine.connect() as connection:
+        connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            summary = connection.execute(_FINGERPRINT).one()
+            fingerprint = "/".join(str(value) for value in summary)
+            items = connection.execute(
+                sa.text("SELECT id, external_id, creator_id, status FROM items ORDER BY id")
+            ).all()
+            users = connection.execute(
+                sa.text("SELECT id, external_id FROM users ORDER BY id")
+            ).all()
+            last_id = int(summary[0])
+            chunks = [
+                tuple(
+                    connection.execute(_EVENTS, {"after": after, "upto": after + _CHUNK_IDS}).one()
+                )
+                for after in range(0, last_id, _CHUNK_IDS)
+            ]
+            chunks = [chunk for chunk in chunks if chunk[0] is not None]
+    item_db_ids = np.fromiter((row[0] for row in items), np.int64, len(items))
+    user_db_ids = np.fromiter((row[0] for row in users), np.int64, len(users))
+    status_code = {status: code for code, status in enumerate(ITEM_STATUSES)}
+
+    def column(position: int, dtype: str) -> npt.NDArray[Any]:
+        parts = [np.frombuffer(chunk[position], dtype) for chunk in chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    return EngagementData(
+        item_ids=[row[1] for row in items],
+        item_creators=[row[2] for row in items],
+        item_status=np.fromiter((status_code[row[3]] for row in items), np.int8, len(items)),
+        user_ids=[row[1] for row in users],
+        event_users=np.searchsorted(user_db_ids, column(0, ">i8")).astype(np.int64),
+        event_items=np.searchsorted(item_db_ids, column(1, ">i8")).astype(np.int64),
+        kinds=column(2, ">i2").astype(np.int8),
+        timestamps=column(3, ">i8") / 1e6 + _POSTGRES_EPOCH,
+        fingerprint=fingerprint,
+    )

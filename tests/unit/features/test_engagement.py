@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+from support.engagement import T0, make_data, small_snapshot
+
+from cascade_server.features.engagement import KIND_WEIGHT_BY_NAME, SignalConfig, build_snapshot
+
+
+def ids(snapshot, indices):
+    return [snapshot.item_ids[i] for i in np.asarray(indices).tolist()]
+
+
+def test_popular_items_are_active_engaged_items_by_decayed_weight():
+    snapshot = small_snapshot()
+    popular = ids(snapshot, snapshot.popular_items)
+    assert "i4" not in popular
+    assert "i8" not in popular
+    assert set(popular) == {"i1", "i2", "i3", "i5", "i6", "i7"}
+    scores = snapshot.popularity[snapshot.popular_items]
+    assert np.all(np.diff(scores) <= 0)
+
+
+def test_popularity_halves_per_half_life_and_ignores_impressions_and_hides():
+    data = make_data(
+        [("x", "", "active"), ("y", "", "active")],
+        ["u"],
+        [("u", "x", "click", 0), ("u", "y", "click", 7), ("u", "x", "impression", 7)],
+    )
+    snapshot = build_snapshot(data, SignalConfig(popularity_half_life_days=7))
+    assert snapshot.popularity[0] == pytest.approx(0.5)
+    assert snapshot.popularity[1] == pytest.approx(KIND_WEIGHT_BY_NAME["click"])
+    assert snapshot.data_as_of is not None
+    assert snapshot.data_as_of.timestamp() == pytest.approx(T0 + 7 * 86_400)
+
+
+def test_history_is_distinct_recent_positive_items_newest_first_and_capped():
+    snapshot = small_snapshot(history_length=2)
+    a = snapshot.user_row("a")
+    assert ids(snapshot, snapshot.history.row(a)[0]) == ["i3", "i2"]
+    e = snapshot.user_row("e")
+    assert ids(snapshot, snapshot.history.row(e)[0]) == ["i6", "i5"]  # impression excluded
+
+
+def test_engaged_and_hidden_sets_per_user():
+    snapshot = small_snapshot()
+    c = snapshot.user_row("c")
+    assert ids(snapshot, snapshot.engaged.row(c)[0]) == ["i2", "i3"]
+    assert ids(snapshot, snapshot.hidden.row(c)[0]) == ["i6"]
+    assert len(snapshot.engaged.row(snapshot.user_row("f"))[0]) == 0
+    assert len(snapshot.engaged.row(-1)[0]) == 0
+
+
+def test_neighbours_follow_taste_clusters_sorted_by_similarity():
+    snapshot = small_snapshot()
+    row, sims = snapshot.neighbours.row(snapshot.item_index["i1"])
+    assert set(ids(snapshot, row)) <= {"i2", "i3"}
+    assert ids(snapshot, row)[0] == "i2"  # a and b both engaged with i1 and i2
+    assert np.all(np.diff(sims) <= 0)
+    row5, _ = snapshot.neighbours.row(snapshot.item_index["i5"])
+    assert "i1" not in ids(snapshot, row5)
+
+
+def test_neighbours_per_item_caps_rows():
+    snapshot = small_snapshot(neighbours_per_item=1)
+    counts = np.diff(snapshot.neighbours.indptr)
+    assert counts.max() == 1
+
+
+def test_co_engagement_scores_candidates_against_seeds():
+    snapshot = small_snapshot()
+    seeds = snapshot.lookup_items(["i1"])
+    scores = snapshot.co_engagement(seeds, snapshot.lookup_items(["i2", "i3", "i5"]))
+    assert scores[0] > scores[1] > 0
+    assert scores[2] == 0
+
+
+def test_lookup_items_marks_unknown_ids():
+    snapshot = small_snapshot()
+    assert snapshot.lookup_items(["i2", "nope"]).tolist() == [1, -1]
+
+
+def test_empty_database_builds_an_empty_snapshot():
+    snapshot = build_snapshot(make_data([], [], []), SignalConfig())
+    assert len(snapshot.popular_items) == 0
+    assert snapshot.data_as_of is None
+    assert snapshot.popularity_head(np.zeros(0, dtype=np.int64)).shape == (0,)
+
+
+def test_snapshot_id_follows_the_data_fingerprint():
+    first = small_snapshot()
+    assert first.snapshot_id == small_snapshot().snapshot_id
+    other = build_snapshot(make_data([("x", "", "active")], [], []), SignalConfig())
+    assert other.snapshot_id != first.snapshot_id

@@ -1,0 +1,54 @@
+import pytest
+from support.engagement import FixedHolder, small_snapshot
+
+from cascade_server.errors import DeadlineError
+from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.types import RequestContext
+from cascade_server.ranking.scorers import BaselineScorer
+from cascade_server.ranking.stage import RankingStage, RankRequest
+
+
+def rank(user_id, item_ids, max_results=0):
+    stage = RankingStage(FixedHolder(small_snapshot()), BaselineScorer())
+    return stage.rank(
+        RankRequest(RequestContext(user_id=user_id), item_ids, max_results), Deadline.after(1)
+    )
+
+
+def test_items_co_engaged_with_the_history_rank_first():
+    result = rank("b", ["i5", "i3", "i7"])
+    assert next(c.item_id for c in result.candidates) == "i3"
+    scores = [c.score for c in result.candidates]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_heads_and_stage_scores_are_reported():
+    [candidate] = rank("b", ["i3"]).candidates
+    assert set(candidate.head_scores) == {"co_engagement", "popularity"}
+    expected = candidate.head_scores["co_engagement"] + 0.1 * candidate.head_scores["popularity"]
+    assert candidate.score == pytest.approx(expected)
+    assert candidate.stage_scores == {"baseline": candidate.score}
+
+
+def test_unknown_ids_are_reported_in_request_order_and_duplicates_scored_once():
+    result = rank("a", ["x", "i1", "i1", "y"])
+    assert result.unknown_item_ids == ["x", "y"]
+    assert [c.item_id for c in result.candidates] == ["i1"]
+
+
+def test_anonymous_users_are_ranked_by_popularity_with_ties_broken_by_id():
+    result = rank("", ["i7", "i6", "i5", "nope"])
+    for c in result.candidates:
+        assert c.head_scores["co_engagement"] == 0
+    keys = [(-c.score, c.item_id) for c in result.candidates]
+    assert keys == sorted(keys)
+
+
+def test_max_results_cuts_the_list():
+    assert len(rank("a", ["i1", "i2", "i3"], max_results=2).candidates) == 2
+
+
+def test_a_passed_deadline_raises():
+    stage = RankingStage(FixedHolder(small_snapshot()), BaselineScorer())
+    with pytest.raises(DeadlineError):
+        stage.rank(RankRequest(RequestContext(), ["i1"]), Deadline.after(-1))

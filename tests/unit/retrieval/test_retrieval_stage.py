@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+from support.engagement import FixedHolder, small_snapshot
+
+from cascade_server.pipeline.components import SourceResult
+from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.types import DegradationKind, RequestContext, SourceKind
+from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
+from cascade_server.retrieval.stage import RetrievalRequest, RetrievalStage
+
+LIMITS = {SourceKind.CO_ENGAGEMENT: 10, SourceKind.POPULAR: 10}
+
+
+def stage(*sources, snapshot=None):
+    sources = sources or (CoEngagementCandidateSource(), PopularCandidateSource())
+    return RetrievalStage(FixedHolder(snapshot or small_snapshot()), sources, LIMITS)
+
+
+def retrieve(request, *sources):
+    return stage(*sources).retrieve(request, Deadline.after(1.0))
+
+
+def by_id(result):
+    return {c.item_id: c for c in result.candidates}
+
+
+def test_user_gets_co_engaged_then_popular_items_without_seen_or_inactive_ones():
+    result = retrieve(RetrievalRequest(RequestContext(user_id="b")))
+    found = by_id(result)
+    assert "i3" in found  # co-engaged with b's i1 and i2
+    assert {"i1", "i2"}.isdisjoint(found)  # b engaged with them
+    assert {"i4", "i8"}.isdisjoint(found)  # hidden and deleted
+    assert result.candidates[0].sources[0].source is SourceKind.CO_ENGAGEMENT
+    assert not result.degraded
+
+
+def test_an_item_from_two_sources_appears_once_with_both():
+    result = retrieve(RetrievalRequest(RequestContext(user_id="b")))
+    i3 = by_id(result)["i3"]
+    assert [hit.source for hit in i3.sources] == [SourceKind.CO_ENGAGEMENT, SourceKind.POPULAR]
+    assert len(result.candidates) == len(by_id(result))
+
+
+def test_cold_start_user_gets_popular_items():
+    result = retrieve(RetrievalRequest(RequestContext(user_id="never-seen")))
+    assert [c.item_id for c in result.candidates]
+    assert all(c.sources[0].source is SourceKind.POPULAR for c in result.candidates)
+
+
+def test_hidden_items_of_the_user_are_excluded():
+    result = retrieve(RetrievalRequest(RequestContext(user_id="c")))
+    assert "i6" not in by_id(result)
+
+
+def test_seeds_drive_co_engagement_and_are_never_returned():
+    result = retrieve(RetrievalRequest(RequestContext(), seed_item_ids=["i5", "zzz", "i4"]))
+    found = by_id(result)
+    assert "i5" not in found
+    assert found["i6"].sources[0].source is SourceKind.CO_ENGAGEMENT
+    assert result.unknown_seed_item_ids == ["zzz", "i4"]
+
+
+def test_exclusions_source_limits_and_max_candidates():
+    request = RetrievalRequest(
+        RequestContext(),
+        source_limits={SourceKind.POPULAR: 3},
+        exclude_item_ids=["i1"],
+    )
+    result = retrieve(request)
+    assert len(result.candidates) == 3
+    assert "i1" not in by_id(result)
+    capped = retrieve(RetrievalRequest(RequestContext(), max_candidates=2))
+    assert len(capped.candidates) == 2
+
+
+class BrokenSource:
+    kind = SourceKind.CO_ENGAGEMENT
+
+    def fetch(self, snapshot, query, limit):
+        raise RuntimeError("index file vanished")
+
+
+def test_a_failing_source_is_skipped_and_reported():
+    result = retrieve(
+        RetrievalRequest(RequestContext(user_id="a")), BrokenSource(), PopularCandidateSource()
+    )
+    assert result.candidates
+    [degraded] = result.degraded
+    assert degraded.component == "co_engagement"
+    assert degraded.reason is DegradationKind.ERROR
+    assert "index file vanished" in degraded.message
+
+
+def test_sources_are_skipped_once_the_deadline_passed():
+    result = stage().retrieve(RetrievalRequest(RequestContext(user_id="a")), Deadline.after(-1))
+    assert result.candidates == []
+    assert {d.reason for d in result.degraded} == {DegradationKind.DEADLINE_EXCEEDED}
+
+
+def test_components_report_counts():
+    result = retrieve(RetrievalRequest(RequestContext(user_id="a")))
+    assert [c.name for c in result.components] == ["co_engagement", "popular"]
+    assert result.release.release_id.startswith("baseline-")
+
+
+def test_popular_source_returns_scores_aligned_with_items():
+    snapshot = small_snapshot()
+    found: SourceResult = PopularCandidateSource().fetch(snapshot, None, 2)  # type: ignore[arg-type]
+    assert found.scores.tolist() == pytest.approx(snapshot.popularity[found.items].tolist())
+    assert len(found.items) == 2
+    assert np.all(np.diff(found.scores) <= 0)
