@@ -2,7 +2,9 @@
 
 Writes ``*_pb2.py``, ``*_pb2_grpc.py`` and their typed stubs (mypy-protobuf) under
 ``client/src/cascade/``, mirroring ``protos/cascade/`` so that generated imports
-(``from cascade.common.v1 import candidate_pb2``) work without rewriting. The
+(``from cascade.common.v1 import candidate_pb2``) work without rewriting, plus
+``descriptors.binpb``: every file's descriptor *with its comments*, which the
+servers hand to gRPC reflection so that ``grpcurl describe`` shows the docs. The
 output is deterministic; CI regenerates it and fails on any difference.
 """
 
@@ -18,10 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUT = ROOT / "client" / "src"
 PACKAGE = OUT / "cascade"
+DESCRIPTORS = "descriptors.binpb"
 
 
 def main() -> int:
     shutil.rmtree(PACKAGE, ignore_errors=True)
+    PACKAGE.mkdir(parents=True)
     sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "cascade").rglob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"
     args = [
@@ -32,6 +36,9 @@ def main() -> int:
         f"--grpc_python_out={OUT}",
         f"--mypy_out={OUT}",
         f"--mypy_grpc_out={OUT}",
+        f"--descriptor_set_out={PACKAGE / DESCRIPTORS}",
+        "--include_source_info",
+        "--include_imports",
         *sources,
     ]
     if protoc.main(args) != 0:

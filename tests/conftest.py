@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,31 @@ import sqlalchemy as sa
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import make_url
 
+from cascade_server.logs import configure_logging
+from cascade_server.offline.demo_data import DemoDataConfig, generate, load
+from cascade_server.settings import Settings
 from cascade_server.storage import migrations
 from cascade_server.storage.database import EmbeddedPostgres, make_engine, normalize_url
 
+SMALL_DEMO = DemoDataConfig(
+    users=300,
+    items=2_000,
+    creators=60,
+    categories=12,
+    events=40_000,
+    days=30,
+    seed=7,
+    end=datetime(2026, 6, 1, tzinfo=UTC),
+)
+"""The demo data the RPC and end-to-end tests run on: small, with real structure."""
+
 hypothesis_settings.register_profile("default", deadline=None, derandomize=True)
 hypothesis_settings.load_profile("default")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Log as the servers do in production (plain tracebacks), at DEBUG for failing tests."""
+    configure_logging(Settings(_env_file=None, log_level="DEBUG"), service="test")
 
 
 def _admin_execute(server_url: str, statement: str) -> None:
@@ -58,6 +79,32 @@ def migrated_template(postgres_server_url: str) -> Iterator[str]:
     migrations.upgrade(_with_database(postgres_server_url, name))
     yield name
     _admin_execute(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def demo_template(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
+    """Name of a template database holding the small demo data set, created once."""
+    name = f"cascade_demo_{uuid.uuid4().hex[:12]}"
+    _admin_execute(postgres_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    engine = make_engine(_with_database(postgres_server_url, name), pool_size=1)
+    try:
+        load(engine, generate(SMALL_DEMO), progress=False)
+    finally:
+        engine.dispose()
+    yield name
+    _admin_execute(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def demo_database_url(postgres_server_url: str, demo_template: str) -> Iterator[str]:
+    """A new database holding the small demo data set, dropped after the test."""
+    yield from _fresh_database(postgres_server_url, demo_template)
+
+
+@pytest.fixture(scope="module")
+def shared_demo_database_url(postgres_server_url: str, demo_template: str) -> Iterator[str]:
+    """A demo database shared by one module's tests; only for tests that write nothing."""
+    yield from _fresh_database(postgres_server_url, demo_template)
 
 
 def _fresh_database(server_url: str, template: str | None) -> Iterator[str]:

@@ -41,7 +41,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-_console = Console(stderr=True)
+_console = Console(stderr=True, soft_wrap=True)
 _log = get_logger("cascade.cli")
 
 

@@ -64,7 +64,7 @@ def decode_token(token: str, fingerprint: int, ttl_s: float, now: float | None =
         return PageState(frozenset())
     raw = _unpack(token)
     version, issued, token_fingerprint, count = _HEADER.unpack_from(raw)
-    if version != _VERSION or len(raw) != _HEADER.size + 8 * count:
+    if version != _VERSION or count > MAX_SERVED or len(raw) != _HEADER.size + 8 * count:
         raise _invalid("the page token is malformed; request the first page with no page_token")
     if token_fingerprint != fingerprint:
         raise _invalid(

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from cascade_server.blending.paging import (
     MAX_SERVED,
     decode_token,
@@ -231,7 +233,10 @@ class Recommender:
                     StageName.RETRIEVAL, error.kind, error.message, fallback="popular_cache"
                 )
             )
-            popular = snapshot.popular_items[:DEFAULT_MAX_CANDIDATES]
+            # Like retrieval, never propose the seeds themselves.
+            popular = snapshot.popular_items
+            popular = popular[~np.isin(popular, snapshot.lookup_items(seeds))]
+            popular = popular[:DEFAULT_MAX_CANDIDATES]
             fallback = [
                 Candidate(snapshot.item_ids[item], [SourceHit(SourceKind.POPULAR, rank, score)])
                 for rank, (item, score) in enumerate(

@@ -128,6 +128,12 @@ class BlendingStage:
                 sum(o.action is BlendAction.CAPPED for o in outcomes),
             )
         )
-        order = {id(c): i for i, c in enumerate(candidates)}
-        outcomes.sort(key=lambda o: order.get(id(o.candidate), len(order)))
+        # Back to input order. One object may be listed more than once: its repeats are
+        # removed first (by DuplicateFilter) and its own outcome comes last, so handing
+        # out its input positions last-first gives that outcome its first position.
+        positions: dict[int, list[int]] = {}
+        for i, c in enumerate(candidates):
+            positions.setdefault(id(c), []).append(i)
+        keys = [positions[id(o.candidate)].pop() for o in outcomes]
+        outcomes = [o for _, o in sorted(zip(keys, outcomes, strict=True), key=lambda p: p[0])]
         return BlendResult(page, has_more, outcomes, reports)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -74,13 +75,18 @@ class SnapshotHolder:
         )
         return True
 
-    async def keep_fresh(self, interval_s: float, on_ready: Callable[[], None]) -> None:
-        """Refresh forever every ``interval_s`` seconds; call ``on_ready`` after the first build.
+    async def keep_fresh(
+        self, interval_s: float, on_ready: Callable[[], None], stop: asyncio.Event
+    ) -> None:
+        """Refresh every ``interval_s`` seconds until ``stop`` is set; call ``on_ready`` once
+        the first snapshot is built.
 
         Errors are logged and retried at the next interval; the current snapshot stays.
+        A refresh in progress when ``stop`` is set finishes first, so no database
+        connection is left behind in a worker thread.
         """
         announced = False
-        while True:
+        while not stop.is_set():
             try:
                 await asyncio.to_thread(self.refresh)
             except Exception:
@@ -88,4 +94,6 @@ class SnapshotHolder:
             if self.ready and not announced:
                 announced = True
                 on_ready()
-            await asyncio.sleep(interval_s if self.ready else min(interval_s, 1.0))
+            wait_s = interval_s if self.ready else min(interval_s, 1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait_s)

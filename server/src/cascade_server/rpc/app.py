@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from cascade_server.errors import ConfigurationError
 from cascade_server.features.refresh import SnapshotHolder
 from cascade_server.logs import get_logger
 from cascade_server.rpc.executor import BlockingRunner
 from cascade_server.rpc.interceptors import ErrorInterceptor
+from cascade_server.rpc.reflection import enable_reflection
 from cascade_server.settings import ServiceName, Settings
 
 _log = get_logger(__name__)
@@ -57,6 +57,7 @@ class CascadeServer:
         self._server = aio.server(interceptors=[ErrorInterceptor()], options=_SERVER_OPTIONS)
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
         self.port = 0
 
     @property
@@ -70,7 +71,7 @@ class CascadeServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         names = [self.binding.service_name, health.SERVICE_NAME]
         if self.settings.reflection:
-            reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], self._server)
+            enable_reflection(names, self._server)
         for name in ("", self.binding.service_name):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self._requested_port}"
@@ -91,6 +92,7 @@ class CascadeServer:
                     holder.keep_fresh(
                         self.settings.snapshot_refresh_seconds,
                         lambda: self._tasks.append(asyncio.create_task(self._mark_ready())),
+                        self._stopping,
                     )
                 )
             )
@@ -111,8 +113,7 @@ class CascadeServer:
         """Report NOT_SERVING, refuse new calls, let in-flight ones finish, then clean up."""
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.settings.grace_seconds if grace_s is None else grace_s)
-        for task in self._tasks:
-            task.cancel()
+        self._stopping.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for close in self.binding.closers:
             result = close()

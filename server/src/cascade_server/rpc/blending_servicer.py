@@ -28,6 +28,7 @@ from cascade_server.rpc.convert import (
     stage_trace,
 )
 from cascade_server.rpc.executor import BlockingRunner
+from cascade_server.rpc.interceptors import current_request_id
 from cascade_server.settings import Settings
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BlendingService"].full_name
@@ -57,7 +58,7 @@ class BlendingServicer(pb_grpc.BlendingServiceServicer):
         self, request: pb.RecommendRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.RecommendResponse:
         """One page of recommendations, failing open when a stage behind fails."""
-        query = recommend_from_proto(request)
+        query = recommend_from_proto(request, current_request_id())
         deadline = Deadline.from_remaining(
             context.time_remaining(), self._settings.recommend_deadline_ms / 1000
         )
@@ -113,8 +114,11 @@ class BlendingServicer(pb_grpc.BlendingServiceServicer):
         return response
 
 
-def recommend_from_proto(request: pb.RecommendRequest) -> RecommendQuery:
-    """Validate and convert; raises INVALID_ARGUMENT listing every bad field."""
+def recommend_from_proto(request: pb.RecommendRequest, call_request_id: str) -> RecommendQuery:
+    """Validate and convert; raises INVALID_ARGUMENT listing every bad field.
+
+    The request id is the message's, else the call's (``x-request-id`` or assigned).
+    """
     violations = Violations()
     violations.text(request.user_id, "user_id", max_length=MAX_ID_LENGTH)
     violations.text(request.seed_item_id, "seed_item_id", max_length=MAX_ID_LENGTH)
@@ -136,7 +140,7 @@ def recommend_from_proto(request: pb.RecommendRequest) -> RecommendQuery:
             locale=request.locale,
             experiment_ids=tuple(request.experiment_ids),
             debug=request.debug,
-            request_id=request.request_id,
+            request_id=request.request_id or call_request_id,
         ),
         seed_item_id=request.seed_item_id,
         page_size=request.page_size or DEFAULT_PAGE_SIZE,

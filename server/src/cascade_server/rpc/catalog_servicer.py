@@ -16,7 +16,8 @@ from cascade_server.catalog.records import (
     ItemStatus,
     UserRecord,
 )
-from cascade_server.catalog.service import CatalogService
+from cascade_server.catalog.service import CatalogService, utc_now
+from cascade_server.catalog.validation import validate_events, validate_items
 from cascade_server.rpc.convert import SURFACES, Violations, timestamp
 from cascade_server.rpc.executor import BlockingRunner
 
@@ -56,6 +57,8 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             _item_from_proto(item, f"items[{i}]", violations)
             for i, item in enumerate(request.items)
         ]
+        if violations.found:  # report the catalog's own checks in the same error
+            violations.found += validate_items(items)
         violations.raise_if_any()
         result = await self._runner.run(lambda: self._catalog.upsert_items(items))
         return pb.UpsertItemsResponse(created_count=result.created, updated_count=result.updated)
@@ -119,6 +122,8 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             _event_from_proto(event, f"events[{i}]", violations)
             for i, event in enumerate(request.events)
         ]
+        if violations.found:
+            violations.found += validate_events(events, utc_now())
         violations.raise_if_any()
         result = await self._runner.run(lambda: self._catalog.log_events(events))
         return pb.LogEventsResponse(stored_count=result.stored, duplicate_count=result.duplicates)

@@ -29,7 +29,7 @@ from cascade_server.rpc.convert import (
     hits_from_proto,
     scored_from_proto,
 )
-from cascade_server.rpc.interceptors import REQUEST_ID_KEY
+from cascade_server.rpc.status import REQUEST_ID_KEY
 
 _MIN_TIMEOUT_S = 0.001
 

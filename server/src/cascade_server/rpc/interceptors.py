@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -17,9 +18,9 @@ from grpc import aio
 
 from cascade_server.errors import CascadeError
 from cascade_server.logs import bind_request, get_logger
-from cascade_server.rpc.status import to_grpc_status
+from cascade_server.rpc.status import REQUEST_ID_KEY, to_grpc_status
 
-REQUEST_ID_KEY = "x-request-id"
+_request_id: ContextVar[str] = ContextVar("request_id", default="")
 _log = get_logger("cascade.access")
 
 Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -56,6 +57,7 @@ def _wrap(behaviour: Handler, method: str, given_request_id: object) -> Handler:
             if isinstance(given_request_id, str) and 0 < len(given_request_id) <= 64
             else uuid.uuid4().hex
         )
+        _request_id.set(request_id)
         bind_request(request_id=request_id, method=method)
         started = time.perf_counter()
         try:
@@ -74,6 +76,7 @@ def _wrap(behaviour: Handler, method: str, given_request_id: object) -> Handler:
             raise
         except Exception:
             _log.exception("unexpected error", duration_ms=_ms(started))
+            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             await context.abort(
                 grpc.StatusCode.INTERNAL,
                 f"internal error (request id {request_id}); the server logs have the details",
@@ -83,6 +86,11 @@ def _wrap(behaviour: Handler, method: str, given_request_id: object) -> Handler:
         return response
 
     return handle
+
+
+def current_request_id() -> str:
+    """The id of the call being served: from ``x-request-id`` metadata, or assigned."""
+    return _request_id.get()
 
 
 def _ms(started: float) -> float:

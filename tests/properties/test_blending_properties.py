@@ -1,0 +1,268 @@
+"""Properties of blending over random catalogs, event logs and ranked candidate lists.
+
+The oracles below read the generated catalog and events directly, not the snapshot.
+"""
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hypothesis import given, settings, strategies as st
+from support.engagement import FixedHolder, make_data
+
+from cascade_server.blending.paging import item_key
+from cascade_server.blending.recommend import (
+    Recommender,
+    RecommendPolicy,
+    RecommendQuery,
+    RecommendResult,
+    StageCallError,
+)
+from cascade_server.blending.stage import BlendingStage
+from cascade_server.features.engagement import EngagementSnapshot, SignalConfig, build_snapshot
+from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.types import (
+    BlendAction,
+    DegradationKind,
+    RequestContext,
+    ScoredCandidate,
+    SourceKind,
+)
+from cascade_server.ranking.scorers import BaselineScorer
+from cascade_server.ranking.stage import RankingStage, RankRequest, RankResult
+from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
+from cascade_server.retrieval.stage import RetrievalRequest, RetrievalResult, RetrievalStage
+from cascade_server.storage.tables import EVENT_KINDS
+
+CREATORS = ["", "c0", "c1", "c2", "c3"]
+STATUSES = ["active", "active", "active", "hidden", "deleted"]
+UNKNOWN = ["zz-unknown", ""]
+POSITIVE = {"click", "save", "like", "share"}
+
+
+@dataclass(frozen=True)
+class World:
+    """A generated catalog and event log, and the snapshot built from it."""
+
+    items: list[tuple[str, str, str]]
+    users: list[str]
+    events: list[tuple[str, str, str, float]]
+    snapshot: EngagementSnapshot
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [item[0] for item in self.items]
+
+    def creator(self, item_id: str) -> str:
+        return next(item[1] for item in self.items if item[0] == item_id)
+
+    def active(self) -> set[str]:
+        return {item[0] for item in self.items if item[2] == "active"}
+
+    def seen(self, user_id: str) -> set[str]:
+        """Items the user engaged with or hid (impressions do not count)."""
+        return {e[1] for e in self.events if e[0] == user_id and e[2] != "impression"}
+
+    def popular(self) -> set[str]:
+        """Active items with any positive engagement."""
+        return {e[1] for e in self.events if e[2] in POSITIVE} & self.active()
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> World:
+    n_items = draw(st.integers(min_value=1, max_value=24))
+    items = [
+        (f"p{k:02d}", draw(st.sampled_from(CREATORS)), draw(st.sampled_from(STATUSES)))
+        for k in range(n_items)
+    ]
+    users = [f"u{k}" for k in range(draw(st.integers(min_value=1, max_value=4)))]
+    events = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(users),
+                st.sampled_from([item[0] for item in items]),
+                st.sampled_from(EVENT_KINDS),
+                st.integers(min_value=0, max_value=30).map(float),
+            ),
+            max_size=60,
+        )
+    )
+    snapshot = build_snapshot(make_data(items, users, events), SignalConfig())
+    return World(items, users, events, snapshot)
+
+
+def candidate_lists(world: World) -> st.SearchStrategy[list[ScoredCandidate]]:
+    """Ranked candidates with repeated ids, repeated objects and unknown ids."""
+    names = st.lists(st.sampled_from(world.item_ids + UNKNOWN), max_size=40)
+
+    def pick(pool: list[ScoredCandidate]) -> st.SearchStrategy[list[ScoredCandidate]]:
+        if not pool:
+            return st.just([])
+        picks = st.lists(st.integers(min_value=0, max_value=len(pool) - 1), max_size=50)
+        return st.one_of(st.just(pool), picks.map(lambda ix: [pool[i] for i in ix]))
+
+    return names.map(
+        lambda ns: [ScoredCandidate(n, float(len(ns) - k)) for k, n in enumerate(ns)]
+    ).flatmap(pick)
+
+
+def users_of(world: World) -> st.SearchStrategy[str]:
+    return st.sampled_from([*world.users, "", "stranger"])
+
+
+@settings(max_examples=100)
+@given(st.data())
+def test_a_blended_page_obeys_every_rule(data):
+    world = data.draw(worlds())
+    candidates = data.draw(candidate_lists(world))
+    user_id = data.draw(users_of(world))
+    served_ids = data.draw(st.sets(st.sampled_from(world.item_ids + UNKNOWN), max_size=6))
+    page_size = data.draw(st.integers(min_value=1, max_value=12))
+    cap = data.draw(st.integers(min_value=1, max_value=3))
+
+    result = BlendingStage().blend(
+        world.snapshot,
+        candidates,
+        user_id=user_id,
+        page_size=page_size,
+        max_items_per_creator=cap,
+        served={item_key(i) for i in served_ids},
+    )
+    page = [item.candidate.item_id for item in result.items]
+
+    assert len(page) <= page_size
+    assert len(page) == len(set(page)), "duplicates on the page"
+    per_creator = Counter(world.creator(i) for i in page)
+    assert all(count <= cap for creator, count in per_creator.items() if creator)
+    assert set(page) <= world.active(), "unknown or inactive item on the page"
+    assert world.seen(user_id).isdisjoint(page), "engaged or hidden item on the page"
+    assert served_ids.isdisjoint(page), "item of an earlier page on the page"
+    assert [item.creator_id for item in result.items] == [world.creator(i) for i in page]
+
+    # Every input candidate has exactly one outcome, in input order.
+    assert [id(o.candidate) for o in result.outcomes] == [id(c) for c in candidates]
+    placed = [o for o in result.outcomes if o.action is BlendAction.PLACED]
+    assert [o.candidate.item_id for o in placed] == page
+    assert [o.position for o in placed] == list(range(len(page)))
+    held_back = {BlendAction.CAPPED, BlendAction.BELOW_PAGE}
+    assert result.has_more == any(o.action in held_back for o in result.outcomes)
+    if len(page) < page_size:
+        assert all(o.action is not BlendAction.BELOW_PAGE for o in result.outcomes)
+    # Anything eligible that is not on the page was held back, not dropped.
+    eligible = (world.active() - world.seen(user_id) - served_ids) & {c.item_id for c in candidates}
+    assert {o.candidate.item_id for o in result.outcomes if o.action in held_back} == (
+        eligible - set(page)
+    )
+
+
+class InProcessRetrieval:
+    """A RetrievalBackend that calls a real RetrievalStage."""
+
+    def __init__(self, snapshot: EngagementSnapshot) -> None:
+        self.stage = RetrievalStage(
+            FixedHolder(snapshot),
+            [CoEngagementCandidateSource(), PopularCandidateSource()],
+            {SourceKind.CO_ENGAGEMENT: 300, SourceKind.POPULAR: 200},
+        )
+
+    async def retrieve(
+        self,
+        context: RequestContext,
+        seed_item_ids: Sequence[str],
+        max_candidates: int,
+        timeout_s: float,
+    ) -> RetrievalResult:
+        request = RetrievalRequest(context, list(seed_item_ids), max_candidates=max_candidates)
+        return self.stage.retrieve(request, Deadline.after(timeout_s))
+
+
+class InProcessRanking:
+    """A RankingBackend that calls a real RankingStage."""
+
+    def __init__(self, snapshot: EngagementSnapshot) -> None:
+        self.stage = RankingStage(FixedHolder(snapshot), BaselineScorer())
+
+    async def rank(
+        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+    ) -> RankResult:
+        return self.stage.rank(RankRequest(context, list(item_ids)), Deadline.after(timeout_s))
+
+
+class Down:
+    """Fault injection: a stage that never answers."""
+
+    async def retrieve(
+        self,
+        context: RequestContext,
+        seed_item_ids: Sequence[str],
+        max_candidates: int,
+        timeout_s: float,
+    ) -> RetrievalResult:
+        raise StageCallError(DegradationKind.UNAVAILABLE, "retrieval failed: UNAVAILABLE")
+
+    async def rank(
+        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+    ) -> RankResult:
+        raise StageCallError(DegradationKind.UNAVAILABLE, "ranking failed: UNAVAILABLE")
+
+
+async def walk(
+    recommender: Recommender, user_id: str, seed: str, page_size: int
+) -> list[RecommendResult]:
+    pages: list[RecommendResult] = []
+    token = ""
+    for _ in range(200):
+        query = RecommendQuery(
+            RequestContext(user_id=user_id),
+            seed_item_id=seed,
+            page_size=page_size,
+            page_token=token,
+        )
+        result = await recommender.recommend(query, Deadline.after(5.0))
+        pages.append(result)
+        token = result.next_page_token
+        if not token:
+            return pages
+    raise AssertionError("the token chain does not end")
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_paging_through_recommend_never_repeats_an_item(data):
+    world = data.draw(worlds())
+    user_id = data.draw(users_of(world))
+    seed = data.draw(st.sampled_from(["", *sorted(world.active())]))
+    page_size = data.draw(st.integers(min_value=1, max_value=6))
+    cap = data.draw(st.integers(min_value=1, max_value=3))
+    retrieval_down, ranking_down = data.draw(st.booleans()), data.draw(st.booleans())
+    snapshot = world.snapshot
+    recommender = Recommender(
+        FixedHolder(snapshot),
+        Down() if retrieval_down else InProcessRetrieval(snapshot),
+        Down() if ranking_down else InProcessRanking(snapshot),
+        BlendingStage(),
+        RecommendPolicy(
+            retrieval_timeout_s=1.0,
+            ranking_timeout_s=1.0,
+            page_token_ttl_s=3600.0,
+            max_items_per_creator=cap,
+        ),
+    )
+
+    pages = asyncio.run(walk(recommender, user_id, seed, page_size))
+
+    served = [item.candidate.item_id for result in pages for item in result.blend.items]
+    assert len(served) == len(set(served)), "an item was repeated across pages"
+    assert seed not in served
+    allowed = world.active() - world.seen(user_id)
+    assert set(served) <= allowed
+    # Every candidate source proposes popular items only, so the chain serves exactly
+    # the popular items the user has not seen (the seed aside).
+    assert set(served) == world.popular() - world.seen(user_id) - {seed}
+    for result in pages[:-1]:
+        assert result.blend.items, "a page in the middle of a chain is empty"
+    for result in pages:
+        assert len(result.blend.items) <= page_size
+        per_creator = Counter(item.creator_id for item in result.blend.items)
+        assert all(count <= cap for creator, count in per_creator.items() if creator)

@@ -1,0 +1,153 @@
+"""Recommend through the real front door, retrieval and ranking servers."""
+
+import pytest
+from support.stack import running_stack
+
+from cascade.blending.v1 import blending_service_pb2 as blending_pb
+from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
+from cascade_client import BlendingClient, InvalidArgumentError, NotFoundError
+from cascade_server.settings import ServiceName
+
+
+def recommend(client, **fields):
+    return client.recommend(blending_pb.RecommendRequest(**fields))
+
+
+def test_a_user_gets_a_full_page_of_distinct_items_and_a_release_id(blending):
+    response = recommend(blending, user_id="u042", page_size=20)
+    ids = [item.item_id for item in response.items]
+    assert len(ids) == 20
+    assert len(set(ids)) == 20
+    assert response.release_id.startswith("baseline-")
+    assert response.surface == context_pb2.SURFACE_HOME_FEED
+    assert response.request_id
+    assert not response.degraded
+    assert response.next_page_token
+    assert all(item.sources and item.creator_id for item in response.items)
+    assert not response.HasField("trace")
+
+
+def test_a_user_with_history_gets_co_engaged_items(blending):
+    response = recommend(blending, user_id="u042", page_size=10)
+    sources = {hit.source for item in response.items for hit in item.sources}
+    assert candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT in sources
+
+
+def test_the_page_respects_the_creator_cap(blending):
+    response = recommend(blending, user_id="u007", page_size=50)
+    creators = [item.creator_id for item in response.items]
+    assert max(creators.count(c) for c in set(creators)) <= 2
+
+
+def test_a_cold_start_user_gets_popular_items(blending):
+    response = recommend(blending, user_id="someone-new", page_size=10)
+    assert len(response.items) == 10
+    assert all(
+        item.sources[0].source == candidate_pb2.CANDIDATE_SOURCE_POPULAR for item in response.items
+    )
+    assert not response.degraded
+
+
+def test_pages_never_repeat_an_item(blending):
+    seen: list[str] = []
+    token = ""
+    for _ in range(5):
+        response = recommend(blending, user_id="u042", page_size=20, page_token=token)
+        seen += [item.item_id for item in response.items]
+        token = response.next_page_token
+    assert len(seen) == 100
+    assert len(set(seen)) == 100
+
+
+def test_related_items_for_a_seed_item(blending):
+    response = recommend(blending, seed_item_id="i0001", page_size=10)
+    assert response.surface == context_pb2.SURFACE_RELATED_ITEMS
+    assert "i0001" not in [item.item_id for item in response.items]
+    assert len(response.items) == 10
+
+
+def test_an_unknown_seed_item_is_not_found(blending):
+    with pytest.raises(NotFoundError) as raised:
+        recommend(blending, seed_item_id="no-such-item")
+    assert raised.value.reason == "NOT_FOUND"
+    assert raised.value.metadata["id"] == "no-such-item"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"user_id": "u1", "page_size": 101}, "page_size"),
+        ({"user_id": "u1", "page_size": -1}, "page_size"),
+        ({}, "user_id"),
+        ({"user_id": "x" * 129}, "user_id"),
+        ({"user_id": "u1", "page_token": "not-a-token"}, "page_token"),
+        ({"user_id": "u1", "surface": 99}, "surface"),
+        ({"user_id": "u1", "experiment_ids": [""]}, "experiment_ids[0]"),
+    ],
+)
+def test_bad_requests_are_invalid_argument_with_field_violations(blending, fields, field):
+    with pytest.raises(InvalidArgumentError) as raised:
+        recommend(blending, **fields)
+    assert field in [v.field for v in raised.value.field_violations]
+    assert raised.value.domain == "cascade.dev"
+    assert raised.value.request_id
+
+
+def test_a_token_from_another_user_is_rejected(blending):
+    token = recommend(blending, user_id="u042", page_size=5).next_page_token
+    with pytest.raises(InvalidArgumentError) as raised:
+        recommend(blending, user_id="u043", page_size=5, page_token=token)
+    assert "different user" in raised.value.field_violations[0].description
+
+
+def test_debug_explains_every_stage_and_candidate(blending):
+    response = recommend(blending, user_id="u042", page_size=10, debug=True)
+    stages = [stage.stage for stage in response.trace.stages]
+    assert stages == [trace_pb2.STAGE_RETRIEVAL, trace_pb2.STAGE_RANKING, trace_pb2.STAGE_BLENDING]
+    assert response.trace.stages[0].output_count > 10
+    placed = [
+        c for c in response.trace.candidates if c.blend_action == trace_pb2.BLEND_ACTION_PLACED
+    ]
+    assert [c.item_id for c in placed] == [item.item_id for item in response.items]
+    assert all("co_engagement" in c.head_scores for c in placed)
+    filters = [c.name for c in response.trace.stages[2].components]
+    assert filters == [
+        "duplicates",
+        "unavailable_items",
+        "seen_items",
+        "earlier_pages",
+        "creator_cap",
+    ]
+
+
+def test_ranking_down_serves_retrieval_order_and_says_so(fresh_stack):
+    fresh_stack.stop(ServiceName.RANKING)
+    with BlendingClient(fresh_stack.target(ServiceName.BLENDING)) as client:
+        response = recommend(client, user_id="u042", page_size=10)
+    assert len(response.items) == 10
+    [degraded] = response.degraded
+    assert degraded.stage == trace_pb2.STAGE_RANKING
+    assert degraded.reason == trace_pb2.DEGRADATION_REASON_UNAVAILABLE
+    assert degraded.fallback == "retrieval_order"
+
+
+def test_retrieval_down_serves_popular_items_from_memory(fresh_stack):
+    fresh_stack.stop(ServiceName.RETRIEVAL)
+    with BlendingClient(fresh_stack.target(ServiceName.BLENDING)) as client:
+        response = recommend(client, user_id="u042", page_size=10)
+    assert len(response.items) == 10
+    assert [d.fallback for d in response.degraded] == ["popular_cache"]
+
+
+def test_a_hop_that_misses_its_budget_is_cut_and_reported(demo_database_url):
+    # Ranking gets 1 ms per call, less than a network hop and scoring take.
+    with (
+        running_stack(demo_database_url, ranking_timeout_ms=1) as servers,
+        BlendingClient(servers.target(ServiceName.BLENDING)) as client,
+    ):
+        response = recommend(client, user_id="u042", page_size=10)
+    assert len(response.items) == 10
+    [degraded] = response.degraded
+    assert degraded.stage == trace_pb2.STAGE_RANKING
+    assert degraded.reason == trace_pb2.DEGRADATION_REASON_DEADLINE_EXCEEDED
+    assert degraded.fallback == "retrieval_order"

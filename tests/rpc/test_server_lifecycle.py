@@ -1,0 +1,112 @@
+"""Health, reflection, readiness and start-up errors of the real servers."""
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+from support.stack import ServerStack, stack_settings
+
+from cascade.ranking.v1 import ranking_service_pb2 as ranking_pb
+from cascade_client import RankingClient, UnavailableError
+from cascade_server.errors import ConfigurationError
+from cascade_server.rpc.app import build_server
+from cascade_server.settings import ServiceName
+from cascade_server.storage.database import make_engine
+
+SERVICE_NAMES = {
+    ServiceName.BLENDING: "cascade.blending.v1.BlendingService",
+    ServiceName.RETRIEVAL: "cascade.retrieval.v1.RetrievalService",
+    ServiceName.RANKING: "cascade.ranking.v1.RankingService",
+    ServiceName.CATALOG: "cascade.catalog.v1.CatalogService",
+}
+
+
+def health_status(target, service=""):
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=service)
+        return stub.Check(request, timeout=2).status  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("service", list(SERVICE_NAMES))
+def test_every_server_reports_serving_for_itself_and_overall(stack, service):
+    target = stack.target(service)
+    assert health_status(target) == health_pb2.HealthCheckResponse.SERVING
+    assert health_status(target, SERVICE_NAMES[service]) == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("service", list(SERVICE_NAMES))
+def test_reflection_lists_the_service_health_and_reflection(stack, service):
+    with grpc.insecure_channel(stack.target(service)) as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert services == {
+        SERVICE_NAMES[service],
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+
+
+def test_reflection_describes_documented_messages(stack):
+    with grpc.insecure_channel(stack.target(ServiceName.BLENDING)) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        proto = database.FindFileContainingSymbol("cascade.blending.v1.RecommendRequest")
+    assert proto.name == "cascade/blending/v1/blending_service.proto"
+    assert "RecommendRequest" in [m.name for m in proto.message_type]
+
+
+def run_alone(database_url, service, **overrides):
+    """One server on port 0 in its own loop, not waiting for it to be ready."""
+    engine = make_engine(database_url, pool_size=2)
+    stack = ServerStack(stack_settings(database_url, **overrides), engine)
+    stack.start((service,), wait_ready=False)
+    return stack, engine
+
+
+def test_reflection_can_be_turned_off(demo_database_url):
+    stack, engine = run_alone(demo_database_url, ServiceName.CATALOG, reflection=False)
+    try:
+        with (
+            grpc.insecure_channel(stack.target(ServiceName.CATALOG)) as channel,
+            pytest.raises(grpc.RpcError) as raised,
+        ):
+            ProtoReflectionDescriptorDatabase(channel).get_services()
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        stack.close()
+        engine.dispose()
+
+
+def test_a_server_without_its_data_is_not_serving_and_says_not_ready(demo_database_url):
+    # The database is unreachable: the server listens, but cannot load its data.
+    unreachable = "postgresql://postgres@127.0.0.1:1/nothing"
+    stack, engine = run_alone(unreachable, ServiceName.RANKING)
+    try:
+        target = stack.target(ServiceName.RANKING)
+        assert health_status(target) == health_pb2.HealthCheckResponse.NOT_SERVING
+        with RankingClient(target) as client, pytest.raises(UnavailableError) as raised:
+            client.rank_candidates(ranking_pb.RankCandidatesRequest(item_ids=["i0001"]))
+        assert raised.value.reason == "NOT_READY"
+    finally:
+        stack.close()
+        engine.dispose()
+
+
+def test_a_taken_port_is_a_clear_configuration_error(stack, demo_database_url):
+    taken = int(stack.target(ServiceName.CATALOG).rsplit(":", 1)[1])
+    engine = make_engine(demo_database_url, pool_size=1)
+
+    async def start_on_taken_port():
+        server = build_server(
+            stack_settings(demo_database_url), ServiceName.CATALOG, engine, port=taken
+        )
+        await server.start()
+
+    try:
+        with pytest.raises(ConfigurationError, match="CASCADE_"):
+            asyncio.run(start_on_taken_port())
+    finally:
+        engine.dispose()

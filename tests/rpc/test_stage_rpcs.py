@@ -1,0 +1,140 @@
+"""RetrieveCandidates, RankCandidates and BlendCandidates on the real servers."""
+
+import pytest
+
+from cascade.blending.v1 import blending_service_pb2 as blending_pb
+from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
+from cascade.ranking.v1 import ranking_service_pb2 as ranking_pb
+from cascade.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
+from cascade_client import InvalidArgumentError
+
+CALLER = candidate_pb2.CANDIDATE_SOURCE_CALLER
+
+
+def context(**fields):
+    return context_pb2.RequestContext(**fields)
+
+
+def test_retrieve_candidates_merges_sources_with_provenance(retrieval):
+    response = retrieval.retrieve_candidates(
+        retrieval_pb.RetrieveCandidatesRequest(context=context(user_id="u042"), max_candidates=300)
+    )
+    ids = [c.item_id for c in response.candidates]
+    assert 0 < len(ids) <= 300
+    assert len(set(ids)) == len(ids)
+    assert response.release_id.startswith("baseline-")
+    assert {hit.source for c in response.candidates for hit in c.sources} == {
+        candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT,
+        candidate_pb2.CANDIDATE_SOURCE_POPULAR,
+    }
+
+
+def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
+    popular_only = retrieval_pb.RetrieveCandidatesRequest(
+        context=context(),
+        source_limits=[
+            retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_POPULAR, limit=5),
+            retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT, limit=0),
+        ],
+    )
+    first = retrieval.retrieve_candidates(popular_only)
+    assert len(first.candidates) == 5
+    excluded = first.candidates[0].item_id
+    popular_only.exclude_item_ids.append(excluded)
+    second = retrieval.retrieve_candidates(popular_only)
+    assert excluded not in [c.item_id for c in second.candidates]
+
+    seeded = retrieval.retrieve_candidates(
+        retrieval_pb.RetrieveCandidatesRequest(
+            context=context(debug=True), seed_item_ids=["i0001", "missing"]
+        )
+    )
+    assert list(seeded.unknown_seed_item_ids) == ["missing"]
+    assert "i0001" not in [c.item_id for c in seeded.candidates]
+    assert [c.name for c in seeded.trace.components] == ["co_engagement", "popular"]
+    assert seeded.trace.stage == trace_pb2.STAGE_RETRIEVAL
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"max_candidates": 2001}, "max_candidates"),
+        ({"seed_item_ids": ["s"] * 51}, "seed_item_ids"),
+        ({"exclude_item_ids": [""]}, "exclude_item_ids[0]"),
+        ({"context": context(user_id="u" * 129)}, "context.user_id"),
+        (
+            {
+                "source_limits": [
+                    retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_CALLER)
+                ]
+            },
+            "source_limits[0].source",
+        ),
+    ],
+)
+def test_retrieve_candidates_rejects_bad_requests(retrieval, request_fields, field):
+    with pytest.raises(InvalidArgumentError) as raised:
+        retrieval.retrieve_candidates(retrieval_pb.RetrieveCandidatesRequest(**request_fields))
+    assert field in [v.field for v in raised.value.field_violations]
+
+
+def test_rank_candidates_sorts_and_reports_unknown_ids(ranking):
+    ids = [f"i{n:04d}" for n in range(1, 501)] + ["nope"]
+    response = ranking.rank_candidates(
+        ranking_pb.RankCandidatesRequest(context=context(user_id="u042"), item_ids=ids)
+    )
+    assert len(response.candidates) == 500
+    assert list(response.unknown_item_ids) == ["nope"]
+    assert response.scorer == "baseline"
+    keys = [(-c.score, c.item_id) for c in response.candidates]
+    assert keys == sorted(keys)
+    assert set(response.candidates[0].head_scores) == {"co_engagement", "popularity"}
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"item_ids": []}, "item_ids"),
+        ({"item_ids": ["i"] * 2001}, "item_ids"),
+        ({"item_ids": ["x" * 129]}, "item_ids[0]"),
+        ({"item_ids": ["i0001"], "max_results": -1}, "max_results"),
+    ],
+)
+def test_rank_candidates_rejects_bad_requests(ranking, request_fields, field):
+    with pytest.raises(InvalidArgumentError) as raised:
+        ranking.rank_candidates(ranking_pb.RankCandidatesRequest(**request_fields))
+    assert field in [v.field for v in raised.value.field_violations]
+
+
+def test_blend_candidates_filters_caps_and_explains(blending):
+    candidates = [
+        candidate_pb2.ScoredCandidate(item_id=f"i{n:04d}", score=100.0 - n) for n in range(1, 40)
+    ]
+    candidates.append(candidate_pb2.ScoredCandidate(item_id="i0001", score=0.0))
+    candidates.append(candidate_pb2.ScoredCandidate(item_id="ghost", score=0.0))
+    response = blending.blend_candidates(
+        blending_pb.BlendCandidatesRequest(
+            context=context(user_id="u042", debug=True),
+            candidates=candidates,
+            page_size=10,
+            max_items_per_creator=1,
+        )
+    )
+    ids = [item.item_id for item in response.items]
+    assert len(ids) == 10
+    assert len({item.creator_id for item in response.items}) == 10
+    actions = {c.item_id: c for c in response.trace.candidates}
+    assert len(response.trace.candidates) == len(candidates)
+    assert actions["ghost"].removed_by == "unavailable_items"
+    assert any(c.removed_by == "duplicates" for c in response.trace.candidates)
+    assert response.release_id.startswith("baseline-")
+
+
+def test_blend_candidates_rejects_non_finite_scores(blending):
+    with pytest.raises(InvalidArgumentError) as raised:
+        blending.blend_candidates(
+            blending_pb.BlendCandidatesRequest(
+                candidates=[candidate_pb2.ScoredCandidate(item_id="i0001", score=float("nan"))]
+            )
+        )
+    assert [v.field for v in raised.value.field_violations] == ["candidates[0].score"]

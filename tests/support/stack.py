@@ -1,0 +1,117 @@
+"""The four Cascade servers, in-process on free ports, on their own event loop.
+
+Tests talk to them with the ordinary blocking clients, exactly as another service
+would. The servers are the real ones (``build_server``), over a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from cascade_server.rpc.app import CascadeServer, build_server
+from cascade_server.settings import ServiceName, Settings
+from cascade_server.storage.database import make_engine
+
+T = TypeVar("T")
+
+BACKENDS = (ServiceName.RETRIEVAL, ServiceName.RANKING, ServiceName.CATALOG)
+
+
+class ServerStack:
+    """Starts retrieval, ranking and catalog, then blending pointed at the first two."""
+
+    def __init__(self, settings: Settings, engine: sa.Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.servers: dict[ServiceName, CascadeServer] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+        """Run ``coroutine`` on the servers' loop and wait for its result."""
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result(timeout_s)
+
+    def start(
+        self,
+        services: tuple[ServiceName, ...] = (*BACKENDS, ServiceName.BLENDING),
+        *,
+        wait_ready: bool = True,
+    ) -> None:
+        """Start ``services`` on port 0 (and wait until each reports SERVING)."""
+        for service in services:
+            settings = self.settings
+            if service is ServiceName.BLENDING:
+                settings = settings.model_copy(
+                    update={
+                        "retrieval_target": self.target(ServiceName.RETRIEVAL),
+                        "ranking_target": self.target(ServiceName.RANKING),
+                    }
+                )
+            self.servers[service] = self.run(self._start(settings, service, wait_ready))
+
+    async def _start(
+        self, settings: Settings, service: ServiceName, wait_ready: bool
+    ) -> CascadeServer:
+        server = build_server(settings, service, self.engine, port=0)
+        await server.start()
+        if wait_ready:
+            await server.wait_ready(20.0)
+        return server
+
+    def target(self, service: ServiceName) -> str:
+        """``host:port`` of a started server."""
+        return self.servers[service].address
+
+    def stop(self, service: ServiceName, grace_s: float = 0.5) -> None:
+        """Stop one server (for fail-open tests); its port is then closed."""
+        self.run(self.servers.pop(service).stop(grace_s))
+
+    def close(self) -> None:
+        """Stop every server and the loop."""
+        for service in list(self.servers):
+            self.stop(service, 0.2)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+
+def stack_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for servers under test: loopback, fast refresh, small worker pools."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "host": "127.0.0.1",
+        "snapshot_refresh_seconds": 0.2,
+        "workers": 2,
+        "grace_seconds": 1.0,
+        "recommend_deadline_ms": 2000,
+        "retrieval_timeout_ms": 1000,
+        "ranking_timeout_ms": 1000,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@contextmanager
+def running_stack(
+    database_url: str,
+    services: tuple[ServiceName, ...] = (*BACKENDS, ServiceName.BLENDING),
+    **overrides: Any,
+) -> Iterator[ServerStack]:
+    """The started servers; everything is stopped afterwards."""
+    engine = make_engine(database_url, pool_size=4)
+    stack = ServerStack(stack_settings(database_url, **overrides), engine)
+    try:
+        stack.start(services)
+        yield stack
+    finally:
+        stack.close()
+        engine.dispose()
