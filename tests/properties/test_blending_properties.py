@@ -184,9 +184,16 @@ class InProcessRanking:
         self.stage = RankingStage(FixedHolder(snapshot), BaselineScorer())
 
     async def rank(
-        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+        self,
+        context: RequestContext,
+        item_ids: Sequence[str],
+        seed_item_ids: Sequence[str],
+        timeout_s: float,
     ) -> RankResult:
-        return self.stage.rank(RankRequest(context, list(item_ids)), Deadline.after(timeout_s))
+        return self.stage.rank(
+            RankRequest(context, list(item_ids), seed_item_ids=list(seed_item_ids)),
+            Deadline.after(timeout_s),
+        )
 
 
 class Down:
@@ -202,7 +209,11 @@ class Down:
         raise StageCallError(DegradationKind.UNAVAILABLE, "retrieval failed: UNAVAILABLE")
 
     async def rank(
-        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+        self,
+        context: RequestContext,
+        item_ids: Sequence[str],
+        seed_item_ids: Sequence[str],
+        timeout_s: float,
     ) -> RankResult:
         raise StageCallError(DegradationKind.UNAVAILABLE, "ranking failed: UNAVAILABLE")
 

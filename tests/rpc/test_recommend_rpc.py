@@ -59,11 +59,14 @@ def test_pages_never_repeat_an_item(blending):
     assert len(set(seen)) == 100
 
 
-def test_related_items_for_a_seed_item(blending):
-    response = recommend(blending, seed_item_id="i0001", page_size=10)
+def test_related_items_for_a_seed_item_are_its_co_engaged_items(blending):
+    response = recommend(blending, seed_item_id="i0001", page_size=10, debug=True)
     assert response.surface == context_pb2.SURFACE_RELATED_ITEMS
     assert "i0001" not in [item.item_id for item in response.items]
     assert len(response.items) == 10
+    top = response.trace.candidates[0]
+    assert top.sources[0].source == candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT
+    assert top.head_scores["co_engagement"] > 0
 
 
 def test_an_unknown_seed_item_is_not_found(blending):

@@ -98,11 +98,18 @@ class InProcessRanking:
         self.calls: list[tuple[RequestContext, list[str], float]] = []
 
     async def rank(
-        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+        self,
+        context: RequestContext,
+        item_ids: Sequence[str],
+        seed_item_ids: Sequence[str],
+        timeout_s: float,
     ) -> RankResult:
         self.calls.append((context, list(item_ids), timeout_s))
         try:
-            return self.stage.rank(RankRequest(context, list(item_ids)), Deadline.after(timeout_s))
+            return self.stage.rank(
+                RankRequest(context, list(item_ids), seed_item_ids=list(seed_item_ids)),
+                Deadline.after(timeout_s),
+            )
         except CascadeError as error:
             raise StageCallError(DegradationKind.ERROR, error.message) from error
 
@@ -131,7 +138,11 @@ class SlowRanking:
         self.calls = 0
 
     async def rank(
-        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+        self,
+        context: RequestContext,
+        item_ids: Sequence[str],
+        seed_item_ids: Sequence[str],
+        timeout_s: float,
     ) -> RankResult:
         self.calls += 1
         raise StageCallError(DegradationKind.DEADLINE_EXCEEDED, "ranking failed: DEADLINE_EXCEEDED")

@@ -52,3 +52,12 @@ def test_a_passed_deadline_raises():
     stage = RankingStage(FixedHolder(small_snapshot()), BaselineScorer())
     with pytest.raises(DeadlineError):
         stage.rank(RankRequest(RequestContext(), ["i1"]), Deadline.after(-1))
+
+
+def test_seeds_replace_the_history_as_what_candidates_relate_to():
+    stage = RankingStage(FixedHolder(small_snapshot()), BaselineScorer())
+    request = RankRequest(RequestContext(user_id="a"), ["i2", "i6"], seed_item_ids=["i5", "zz"])
+    result = stage.rank(request, Deadline.after(1))
+    assert result.candidates[0].item_id == "i6"  # a's history would pick i2
+    without_seeds = rank("a", ["i2", "i6"])
+    assert without_seeds.candidates[0].item_id == "i2"

@@ -79,9 +79,13 @@ class RankingBackend(Protocol):
     """Calls the ranking stage."""
 
     async def rank(
-        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+        self,
+        context: RequestContext,
+        item_ids: Sequence[str],
+        seed_item_ids: Sequence[str],
+        timeout_s: float,
     ) -> RankResult:
-        """Scored candidates, or StageCallError."""
+        """Scored candidates (relative to the seeds, if any), or StageCallError."""
         ...
 
 
@@ -176,7 +180,9 @@ class Recommender:
         candidates, retrieval_release = await self._retrieve(
             snapshot, context, seeds, len(served), deadline, degraded, stages
         )
-        ranked, ranking_release = await self._rank(context, candidates, deadline, degraded, stages)
+        ranked, ranking_release = await self._rank(
+            context, candidates, seeds, deadline, degraded, stages
+        )
 
         started = time.perf_counter()
         blend = self._blending.blend(
@@ -266,6 +272,7 @@ class Recommender:
         self,
         context: RequestContext,
         candidates: list[Candidate],
+        seeds: list[str],
         deadline: Deadline,
         degraded: list[Degradation],
         stages: list[StageReport],
@@ -276,7 +283,7 @@ class Recommender:
         budget = deadline.budget(self._policy.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
         sources = {c.item_id: tuple(c.sources) for c in candidates}
         try:
-            result = await self._ranking.rank(context, list(sources), budget)
+            result = await self._ranking.rank(context, list(sources), seeds, budget)
         except StageCallError as error:
             _log.warning("ranking failed; serving retrieval order", reason=error.kind.value)
             degraded.append(

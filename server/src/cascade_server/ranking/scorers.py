@@ -24,8 +24,11 @@ class Scorer(Protocol):
         """The scorer's name, reported in responses."""
         ...
 
-    def score(self, snapshot: EngagementSnapshot, user: int, items: IntArray) -> Scores:
-        """Scores for ``items`` (snapshot indices) for ``user`` (-1: anonymous)."""
+    def score(
+        self, snapshot: EngagementSnapshot, user: int, seeds: IntArray, items: IntArray
+    ) -> Scores:
+        """Scores for ``items`` (snapshot indices) for ``user`` (-1: anonymous), relative
+        to ``seeds`` when there are any."""
         ...
 
 
@@ -33,10 +36,11 @@ class BaselineScorer:
     """The scorer used while no trained model is published.
 
     ``score = co_engagement + popularity_weight * popularity`` where ``co_engagement``
-    is the summed cosine similarity of the item to the user's recent items (0 for a
-    user with no history) and ``popularity`` is decayed popularity scaled to [0, 1]
-    by log. Co-engagement dominates for users with history; popularity orders the
-    rest and serves users without history.
+    is the summed cosine similarity of the item to the seeds, or with no seeds to the
+    user's recent items (0 for a user with no history), and ``popularity`` is decayed
+    popularity scaled to [0, 1] by log. Co-engagement dominates when there is
+    something to relate to; popularity orders the rest and serves users without
+    history.
     """
 
     name = "baseline"
@@ -44,10 +48,12 @@ class BaselineScorer:
     def __init__(self, popularity_weight: float = 0.1) -> None:
         self.popularity_weight = popularity_weight
 
-    def score(self, snapshot: EngagementSnapshot, user: int, items: IntArray) -> Scores:
+    def score(
+        self, snapshot: EngagementSnapshot, user: int, seeds: IntArray, items: IntArray
+    ) -> Scores:
         """Both heads and their weighted sum, for every item."""
-        history = snapshot.history.row(user)[0]
-        co_engagement = snapshot.co_engagement(history, items)
+        anchors = seeds if len(seeds) else snapshot.history.row(user)[0]
+        co_engagement = snapshot.co_engagement(anchors, items)
         popularity = snapshot.popularity_head(items)
         return Scores(
             final=co_engagement + self.popularity_weight * popularity,

@@ -23,6 +23,7 @@ class RankRequest:
     context: RequestContext
     item_ids: Sequence[str]
     max_results: int = 0
+    seed_item_ids: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ class RankingStage:
         unknown = [item for item, ok in zip(item_ids, known.tolist(), strict=True) if not ok]
         items = indices[known]
         deadline.check("ranking")
-        scores = self._scorer.score(snapshot, snapshot.user_row(request.context.user_id), items)
+        seeds = snapshot.lookup_items(request.seed_item_ids)
+        user = snapshot.user_row(request.context.user_id)
+        scores = self._scorer.score(snapshot, user, seeds[seeds >= 0], items)
         name = self._scorer.name
         candidates = [
             ScoredCandidate(

@@ -76,11 +76,15 @@ class GrpcRankingBackend:
         self._client = client
 
     async def rank(
-        self, context: RequestContext, item_ids: Sequence[str], timeout_s: float
+        self,
+        context: RequestContext,
+        item_ids: Sequence[str],
+        seed_item_ids: Sequence[str],
+        timeout_s: float,
     ) -> RankResult:
         """Scored candidates from the ranking server."""
         request = ranking_service_pb2.RankCandidatesRequest(
-            context=context_to_proto(context), item_ids=item_ids
+            context=context_to_proto(context), item_ids=item_ids, seed_item_ids=seed_item_ids
         )
         try:
             response = await self._client.rank_candidates(

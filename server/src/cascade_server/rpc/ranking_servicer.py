@@ -51,8 +51,11 @@ def request_from_proto(request: pb.RankCandidatesRequest) -> RankRequest:
     context = context_from_proto(request.context, violations)
     violations.ids(request.item_ids, "item_ids", max_count=MAX_IDS, required=True)
     violations.bounded(request.max_results, "max_results", low=0, high=MAX_IDS)
+    violations.ids(request.seed_item_ids, "seed_item_ids", max_count=50)
     violations.raise_if_any()
-    return RankRequest(context, list(request.item_ids), request.max_results)
+    return RankRequest(
+        context, list(request.item_ids), request.max_results, list(request.seed_item_ids)
+    )
 
 
 def response_to_proto(

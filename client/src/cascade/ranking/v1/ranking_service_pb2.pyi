@@ -30,6 +30,7 @@ class RankCandidatesRequest(_message.Message):
     CONTEXT_FIELD_NUMBER: _builtins.int
     ITEM_IDS_FIELD_NUMBER: _builtins.int
     MAX_RESULTS_FIELD_NUMBER: _builtins.int
+    SEED_ITEM_IDS_FIELD_NUMBER: _builtins.int
     max_results: _builtins.int
     """The most scored candidates to return, 0 to 2,000. Zero returns every known
     item.
@@ -46,16 +47,25 @@ class RankCandidatesRequest(_message.Message):
         given twice is scored once.
         """
 
+    @_builtins.property
+    def seed_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional items the candidates should relate to, for example the seed of a
+        RELATED_ITEMS request: at most 50 ids. When given, co-engagement is measured
+        against these items instead of the user's recent history. Unknown ids are
+        ignored.
+        """
+
     def __init__(
         self,
         *,
         context: _context_pb2.RequestContext | None = ...,
         item_ids: _abc.Iterable[_builtins.str] | None = ...,
         max_results: _builtins.int = ...,
+        seed_item_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "item_ids", b"item_ids", "max_results", b"max_results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "item_ids", b"item_ids", "max_results", b"max_results", "seed_item_ids", b"seed_item_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
