@@ -39,7 +39,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(
         default=Path(".cascade"),
-        description="State directory: the embedded database and published artifacts.",
+        description="State directory; the embedded database lives in HOME/pgdata.",
     )
     database_url: str | None = Field(
         default=None,
