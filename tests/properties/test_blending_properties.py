@@ -5,10 +5,10 @@ The oracles below read the generated catalog and events directly, not the snapsh
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hypothesis import given, settings, strategies as st
+from support.backends import FailingStage, InProcessRanking, InProcessRetrieval
 from support.engagement import FixedHolder, make_data
 
 from cascade_server.blending.paging import item_key
@@ -17,22 +17,15 @@ from cascade_server.blending.recommend import (
     RecommendPolicy,
     RecommendQuery,
     RecommendResult,
-    StageCallError,
 )
 from cascade_server.blending.stage import BlendingStage
 from cascade_server.features.engagement import EngagementSnapshot, SignalConfig, build_snapshot
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import (
     BlendAction,
-    DegradationKind,
     RequestContext,
     ScoredCandidate,
-    SourceKind,
 )
-from cascade_server.ranking.scorers import BaselineScorer
-from cascade_server.ranking.stage import RankingStage, RankRequest, RankResult
-from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
-from cascade_server.retrieval.stage import RetrievalRequest, RetrievalResult, RetrievalStage
 from cascade_server.storage.tables import EVENT_KINDS
 
 CREATORS = ["", "c0", "c1", "c2", "c3"]
@@ -156,68 +149,6 @@ def test_a_blended_page_obeys_every_rule(data):
     )
 
 
-class InProcessRetrieval:
-    """A RetrievalBackend that calls a real RetrievalStage."""
-
-    def __init__(self, snapshot: EngagementSnapshot) -> None:
-        self.stage = RetrievalStage(
-            FixedHolder(snapshot),
-            [CoEngagementCandidateSource(), PopularCandidateSource()],
-            {SourceKind.CO_ENGAGEMENT: 300, SourceKind.POPULAR: 200},
-        )
-
-    async def retrieve(
-        self,
-        context: RequestContext,
-        seed_item_ids: Sequence[str],
-        max_candidates: int,
-        timeout_s: float,
-    ) -> RetrievalResult:
-        request = RetrievalRequest(context, list(seed_item_ids), max_candidates=max_candidates)
-        return self.stage.retrieve(request, Deadline.after(timeout_s))
-
-
-class InProcessRanking:
-    """A RankingBackend that calls a real RankingStage."""
-
-    def __init__(self, snapshot: EngagementSnapshot) -> None:
-        self.stage = RankingStage(FixedHolder(snapshot), BaselineScorer())
-
-    async def rank(
-        self,
-        context: RequestContext,
-        item_ids: Sequence[str],
-        seed_item_ids: Sequence[str],
-        timeout_s: float,
-    ) -> RankResult:
-        return self.stage.rank(
-            RankRequest(context, list(item_ids), seed_item_ids=list(seed_item_ids)),
-            Deadline.after(timeout_s),
-        )
-
-
-class Down:
-    """Fault injection: a stage that never answers."""
-
-    async def retrieve(
-        self,
-        context: RequestContext,
-        seed_item_ids: Sequence[str],
-        max_candidates: int,
-        timeout_s: float,
-    ) -> RetrievalResult:
-        raise StageCallError(DegradationKind.UNAVAILABLE, "retrieval failed: UNAVAILABLE")
-
-    async def rank(
-        self,
-        context: RequestContext,
-        item_ids: Sequence[str],
-        seed_item_ids: Sequence[str],
-        timeout_s: float,
-    ) -> RankResult:
-        raise StageCallError(DegradationKind.UNAVAILABLE, "ranking failed: UNAVAILABLE")
-
-
 async def walk(
     recommender: Recommender, user_id: str, seed: str, page_size: int
 ) -> list[RecommendResult]:
@@ -250,8 +181,8 @@ def test_paging_through_recommend_never_repeats_an_item(data):
     snapshot = world.snapshot
     recommender = Recommender(
         FixedHolder(snapshot),
-        Down() if retrieval_down else InProcessRetrieval(snapshot),
-        Down() if ranking_down else InProcessRanking(snapshot),
+        FailingStage() if retrieval_down else InProcessRetrieval(snapshot),
+        FailingStage() if ranking_down else InProcessRanking(snapshot),
         BlendingStage(),
         RecommendPolicy(
             retrieval_timeout_s=1.0,

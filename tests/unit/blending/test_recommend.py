@@ -2,9 +2,9 @@ import asyncio
 import dataclasses
 import time
 from collections import Counter
-from collections.abc import Sequence
 
 import pytest
+from support.backends import FailingStage, InProcessRanking, InProcessRetrieval
 from support.engagement import FixedHolder, make_data, small_snapshot
 
 from cascade_server.blending.paging import encode_token, request_fingerprint
@@ -13,11 +13,10 @@ from cascade_server.blending.recommend import (
     RecommendPolicy,
     RecommendQuery,
     RecommendResult,
-    StageCallError,
 )
 from cascade_server.blending.stage import BlendingStage
-from cascade_server.errors import CascadeError, InvalidArgumentError, NotFoundError
-from cascade_server.features.engagement import EngagementSnapshot, SignalConfig, build_snapshot
+from cascade_server.errors import InvalidArgumentError, NotFoundError
+from cascade_server.features.engagement import SignalConfig, build_snapshot
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import (
     Degradation,
@@ -27,10 +26,8 @@ from cascade_server.pipeline.types import (
     StageName,
     Surface,
 )
-from cascade_server.ranking.scorers import BaselineScorer
-from cascade_server.ranking.stage import RankingStage, RankRequest, RankResult
 from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
-from cascade_server.retrieval.stage import RetrievalRequest, RetrievalResult, RetrievalStage
+from cascade_server.retrieval.stage import RetrievalRequest, RetrievalStage
 
 LIMITS = {SourceKind.CO_ENGAGEMENT: 300, SourceKind.POPULAR: 200}
 INACTIVE = {"it07": "hidden", "it23": "deleted", "it41": "hidden"}
@@ -69,83 +66,12 @@ RETRIEVAL = snapshot_of(CATALOG, "retrieval")
 RANKING = snapshot_of(CATALOG, "ranking")
 
 
-class InProcessRetrieval:
-    """A RetrievalBackend that calls a real RetrievalStage."""
-
-    def __init__(self, snapshot: EngagementSnapshot) -> None:
-        self.stage = RetrievalStage(
-            FixedHolder(snapshot), [CoEngagementCandidateSource(), PopularCandidateSource()], LIMITS
-        )
-        self.calls: list[tuple[RequestContext, list[str], int, float]] = []
-
-    async def retrieve(
-        self,
-        context: RequestContext,
-        seed_item_ids: Sequence[str],
-        max_candidates: int,
-        timeout_s: float,
-    ) -> RetrievalResult:
-        self.calls.append((context, list(seed_item_ids), max_candidates, timeout_s))
-        request = RetrievalRequest(context, list(seed_item_ids), max_candidates=max_candidates)
-        return self.stage.retrieve(request, Deadline.after(timeout_s))
+def DownRetrieval():
+    return FailingStage(DegradationKind.UNAVAILABLE)
 
 
-class InProcessRanking:
-    """A RankingBackend that calls a real RankingStage."""
-
-    def __init__(self, snapshot: EngagementSnapshot) -> None:
-        self.stage = RankingStage(FixedHolder(snapshot), BaselineScorer())
-        self.calls: list[tuple[RequestContext, list[str], float]] = []
-
-    async def rank(
-        self,
-        context: RequestContext,
-        item_ids: Sequence[str],
-        seed_item_ids: Sequence[str],
-        timeout_s: float,
-    ) -> RankResult:
-        self.calls.append((context, list(item_ids), timeout_s))
-        try:
-            return self.stage.rank(
-                RankRequest(context, list(item_ids), seed_item_ids=list(seed_item_ids)),
-                Deadline.after(timeout_s),
-            )
-        except CascadeError as error:
-            raise StageCallError(DegradationKind.ERROR, error.message) from error
-
-
-class DownRetrieval:
-    """Fault injection: the retrieval server is unreachable."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def retrieve(
-        self,
-        context: RequestContext,
-        seed_item_ids: Sequence[str],
-        max_candidates: int,
-        timeout_s: float,
-    ) -> RetrievalResult:
-        self.calls += 1
-        raise StageCallError(DegradationKind.UNAVAILABLE, "retrieval failed: UNAVAILABLE")
-
-
-class SlowRanking:
-    """Fault injection: the ranking server misses its deadline."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def rank(
-        self,
-        context: RequestContext,
-        item_ids: Sequence[str],
-        seed_item_ids: Sequence[str],
-        timeout_s: float,
-    ) -> RankResult:
-        self.calls += 1
-        raise StageCallError(DegradationKind.DEADLINE_EXCEEDED, "ranking failed: DEADLINE_EXCEEDED")
+def SlowRanking():
+    return FailingStage(DegradationKind.DEADLINE_EXCEEDED)
 
 
 def make_recommender(
