@@ -128,12 +128,20 @@ class BlendingStage:
                 sum(o.action is BlendAction.CAPPED for o in outcomes),
             )
         )
-        # Back to input order. One object may be listed more than once: its repeats are
-        # removed first (by DuplicateFilter) and its own outcome comes last, so handing
-        # out its input positions last-first gives that outcome its first position.
-        positions: dict[int, list[int]] = {}
-        for i, c in enumerate(candidates):
-            positions.setdefault(id(c), []).append(i)
-        keys = [positions[id(o.candidate)].pop() for o in outcomes]
-        outcomes = [o for _, o in sorted(zip(keys, outcomes, strict=True), key=lambda p: p[0])]
-        return BlendResult(page, has_more, outcomes, reports)
+        return BlendResult(page, has_more, _in_input_order(candidates, outcomes), reports)
+
+
+def _in_input_order(
+    candidates: Sequence[ScoredCandidate], outcomes: list[CandidateOutcome]
+) -> list[CandidateOutcome]:
+    """Sort outcomes by their candidate's input position.
+
+    Outcomes refer to candidate objects, and one object may be listed more than once:
+    its repeats are removed first (by DuplicateFilter) and its own outcome comes last,
+    so handing out its input positions last-first gives that outcome the first one.
+    """
+    positions: dict[int, list[int]] = {}
+    for i, candidate in enumerate(candidates):
+        positions.setdefault(id(candidate), []).append(i)
+    keys = [positions[id(o.candidate)].pop() for o in outcomes]
+    return [o for _, o in sorted(zip(keys, outcomes, strict=True), key=lambda pair: pair[0])]
