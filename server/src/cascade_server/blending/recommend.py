@@ -9,6 +9,7 @@ front door's own snapshot. Either way the response lists what degraded.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
@@ -159,14 +160,7 @@ class Recommender:
             Surface.HOME_FEED if not query.seed_item_id else Surface.RELATED_ITEMS
         )
         request_id = context.request_id or uuid.uuid4().hex
-        context = RequestContext(
-            context.user_id,
-            surface,
-            context.locale,
-            context.experiment_ids,
-            context.debug,
-            request_id,
-        )
+        context = dataclasses.replace(context, surface=surface, request_id=request_id)
         if query.seed_item_id:
             seed = snapshot.item_index.get(query.seed_item_id, -1)
             if seed < 0 or not snapshot.item_active[seed]:
