@@ -31,7 +31,7 @@ from cascade_server.storage.tables import EVENT_KINDS
 CREATORS = ["", "c0", "c1", "c2", "c3"]
 STATUSES = ["active", "active", "active", "hidden", "deleted"]
 UNKNOWN = ["zz-unknown", ""]
-POSITIVE = {"click", "save", "like", "share"}
+POSITIVE = {"click", "save", "like", "share", "rate"}
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     neighbours_per_item: PositiveInt = Field(
         default=50, description="Co-engaged neighbours kept per item."
     )
+    release_poll_seconds: PositiveFloat = Field(
+        default=5.0, description="How often servers check for a newly activated release."
+    )
+    ann_candidates: int = Field(
+        default=300, ge=0, le=2000, description="Default candidates from the two-tower index."
+    )
     popular_candidates: int = Field(
         default=200, ge=0, le=2000, description="Default candidates from the popular source."
     )

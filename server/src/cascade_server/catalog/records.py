@@ -32,6 +32,7 @@ class EventKind(StrEnum):
     LIKE = "like"
     SHARE = "share"
     HIDE = "hide"
+    RATE = "rate"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ KIND_WEIGHT_BY_NAME: Final = {
     "like": 2.0,
     "share": 3.0,
     "hide": 0.0,
+    "rate": 1.0,
 }
 """How much one event of each kind counts as positive engagement."""
 
@@ -67,6 +68,25 @@ class Csr:
             return _EMPTY_INT, _EMPTY_FLOAT
         start, end = self.indptr[r], self.indptr[r + 1]
         return self.indices[start:end], self.data[start:end]
+
+    def sum_rows(self, rows: IntArray) -> tuple[IntArray, FloatArray]:
+        """The sum of ``rows`` as a sparse vector: its indices (sorted) and values."""
+        parts = [self.row(int(r)) for r in rows]
+        if not parts:
+            return _EMPTY_INT, _EMPTY_FLOAT
+        indices = np.concatenate([p[0] for p in parts])
+        values = np.concatenate([p[1] for p in parts])
+        unique, inverse = np.unique(indices, return_inverse=True)
+        summed = np.bincount(inverse, weights=values, minlength=len(unique))
+        return unique.astype(np.int64), summed.astype(np.float64)
+
+    def sum_rows_at(self, rows: IntArray, columns: IntArray) -> FloatArray:
+        """The sum of ``rows`` read at ``columns`` (0 where no row has the column)."""
+        indices, values = self.sum_rows(rows)
+        if len(indices) == 0:
+            return np.zeros(len(columns))
+        pos = np.minimum(np.searchsorted(indices, columns), len(indices) - 1)
+        return np.where(indices[pos] == columns, values[pos], 0.0)
 
 
 _EMPTY_INT: Final[IntArray] = np.zeros(0, dtype=np.int64)
@@ -121,23 +141,11 @@ class EngagementSnapshot:
 
     def aggregate_neighbours(self, seeds: IntArray) -> tuple[IntArray, FloatArray]:
         """Items co-engaged with ``seeds``, with summed similarity, sorted by item index."""
-        rows = [self.neighbours.row(int(s)) for s in seeds]
-        if not rows:
-            return _EMPTY_INT, _EMPTY_FLOAT
-        items = np.concatenate([r[0] for r in rows])
-        sims = np.concatenate([r[1] for r in rows])
-        unique, inverse = np.unique(items, return_inverse=True)
-        summed = np.bincount(inverse, weights=sims, minlength=len(unique))
-        return unique.astype(np.int64), summed.astype(np.float64)
+        return self.neighbours.sum_rows(seeds)
 
     def co_engagement(self, seeds: IntArray, candidates: IntArray) -> FloatArray:
         """Summed similarity of each candidate to the seeds (0 when not co-engaged)."""
-        neighbours, scores = self.aggregate_neighbours(seeds)
-        if len(neighbours) == 0:
-            return np.zeros(len(candidates))
-        pos = np.searchsorted(neighbours, candidates)
-        pos = np.minimum(pos, len(neighbours) - 1)
-        return np.where(neighbours[pos] == candidates, scores[pos], 0.0)
+        return self.neighbours.sum_rows_at(seeds, candidates)
 
 
 def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnapshot:
@@ -150,13 +158,13 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
     ranked = np.lexsort((np.arange(n_items), -popularity))
     popular_items = ranked[active[ranked] & (popularity[ranked] > 0)].astype(np.int64)
 
-    users, items, last_seen = _distinct_pairs(
+    users, items, last_seen = distinct_pairs(
         data.event_users[positive], data.event_items[positive], data.timestamps[positive]
     )
     engaged = _rows(users, items, np.ones(len(items)), n_users)
     history = _history(users, items, last_seen, n_users, config.history_length)
     hide = data.kinds == HIDE_CODE
-    h_users, h_items, _ = _distinct_pairs(
+    h_users, h_items, _ = distinct_pairs(
         data.event_users[hide], data.event_items[hide], data.timestamps[hide]
     )
     hidden = _rows(h_users, h_items, np.ones(len(h_items)), n_users)
@@ -200,7 +208,7 @@ def _popularity(
     return summed.astype(np.float64)
 
 
-def _distinct_pairs(
+def distinct_pairs(
     users: IntArray, items: IntArray, timestamps: FloatArray
 ) -> tuple[IntArray, IntArray, FloatArray]:
     """Distinct (user, item) pairs with the latest time of each, sorted by user then item."""

@@ -67,8 +67,9 @@ KIND_SHARES: dict[str, float] = {
     "like": 0.05,
     "share": 0.02,
     "hide": 0.01,
+    "rate": 0.0,
 }
-"""The expected share of each event kind."""
+"""The expected share of each event kind (demo data has no ratings)."""
 
 POSITIVE_KINDS = ("click", "save", "like", "share")
 """The kinds that follow the user's taste closely."""

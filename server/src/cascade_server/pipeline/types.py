@@ -21,6 +21,7 @@ class SourceKind(StrEnum):
     POPULAR = "popular"
     CO_ENGAGEMENT = "co_engagement"
     CALLER = "caller"
+    ANN = "ann"
 
 
 class StageName(StrEnum):

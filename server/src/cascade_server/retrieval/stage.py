@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.features.engagement import EngagementSnapshot, IntArray
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.logs import get_logger
@@ -24,6 +25,8 @@ from cascade_server.pipeline.types import (
     SourceKind,
     StageName,
 )
+from cascade_server.retrieval.models import RetrievalModels
+from cascade_server.retrieval.sources import AnnoyCandidateSource
 
 _log = get_logger(__name__)
 
@@ -65,14 +68,26 @@ class RetrievalStage:
         holder: SnapshotSource,
         sources: Sequence[CandidateSource],
         default_limits: Mapping[SourceKind, int],
+        models: ReleaseWatcher[RetrievalModels | None] | None = None,
     ) -> None:
         self._holder = holder
         self._sources = tuple(sources)
         self._default_limits = dict(default_limits)
+        self._models = models
 
     def retrieve(self, request: RetrievalRequest, deadline: Deadline) -> RetrievalResult:
-        """Candidates for ``request``; sources still running at the deadline are cut."""
+        """Candidates for ``request``; sources still running at the deadline are cut.
+
+        With a published release, the Annoy source runs first; without one the
+        co-engagement and popular sources serve alone.
+        """
         snapshot = self._holder.current()
+        loaded = self._models.current() if self._models else None
+        sources = self._sources
+        release = ReleaseInfo(snapshot.snapshot_id, "baseline", snapshot.data_as_of)
+        if loaded is not None and loaded.value is not None and loaded.release_id:
+            sources = (AnnoyCandidateSource(loaded.value), *sources)
+            release = ReleaseInfo(loaded.release_id, "two_tower", snapshot.data_as_of)
         seeds = snapshot.lookup_items(request.seed_item_ids)
         unknown = [
             item_id
@@ -88,7 +103,7 @@ class RetrievalStage:
         merged: dict[int, Candidate] = {}
         degraded: list[Degradation] = []
         reports: list[ComponentReport] = []
-        for source in self._sources:
+        for source in sources:
             limit = limits.get(source.kind, 0)
             if limit <= 0:
                 continue
@@ -115,7 +130,7 @@ class RetrievalStage:
             )
         return RetrievalResult(
             candidates=list(merged.values()),
-            release=ReleaseInfo(snapshot.snapshot_id, "baseline", snapshot.data_as_of),
+            release=release,
             degraded=degraded,
             unknown_seed_item_ids=unknown,
             components=reports,

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cascade_server.errors import ConfigurationError
-from cascade_server.features.refresh import SnapshotHolder
 from cascade_server.logs import get_logger
 from cascade_server.rpc.executor import BlockingRunner
 from cascade_server.rpc.interceptors import ErrorInterceptor
@@ -36,13 +36,18 @@ _SERVER_OPTIONS = [
 ]
 
 
+Background = Callable[[asyncio.Event, Callable[[], None]], Coroutine[Any, Any, None]]
+"""A task that keeps a stage's data current until the event is set; it calls the
+callback once its first load is done (the server is SERVING once every task did)."""
+
+
 @dataclass
 class Binding:
-    """What a stage adds to a server: its servicer, its data and its cleanup."""
+    """What a stage adds to a server: its servicer, its background loaders, its cleanup."""
 
     service_name: str
     register: Callable[[aio.Server], None]
-    holder: SnapshotHolder | None = None
+    background: list[Background] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
 
 
@@ -83,19 +88,18 @@ class CascadeServer:
                 "Set a different CASCADE_*_PORT"
             ) from error
         await self._server.start()
-        holder = self.binding.holder
-        if holder is None:
+        waiting = len(self.binding.background)
+
+        def loaded() -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting == 0:
+                self._tasks.append(asyncio.create_task(self._mark_ready()))
+
+        if waiting == 0:
             await self._mark_ready()
-        else:
-            self._tasks.append(
-                asyncio.create_task(
-                    holder.keep_fresh(
-                        self.settings.snapshot_refresh_seconds,
-                        lambda: self._tasks.append(asyncio.create_task(self._mark_ready())),
-                        self._stopping,
-                    )
-                )
-            )
+        for task in self.binding.background:
+            self._tasks.append(asyncio.create_task(task(self._stopping, loaded)))
         _log.info("listening", address=self.address, service=self.binding.service_name)
         return self.port
 

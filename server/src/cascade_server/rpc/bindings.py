@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
 import sqlalchemy as sa
 
 from cascade.blending.v1 import blending_service_pb2_grpc
@@ -9,6 +13,9 @@ from cascade.catalog.v1 import catalog_service_pb2_grpc
 from cascade.ranking.v1 import ranking_service_pb2_grpc
 from cascade.retrieval.v1 import retrieval_service_pb2_grpc
 from cascade_client import AsyncRankingClient, AsyncRetrievalClient
+from cascade_server.artifacts.manifest import Manifest, read_verified
+from cascade_server.artifacts.registry import ReleaseRegistry
+from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.blending.recommend import Recommender, RecommendPolicy
 from cascade_server.blending.stage import BlendingStage
 from cascade_server.catalog.repository import CatalogRepository
@@ -18,6 +25,7 @@ from cascade_server.features.refresh import SnapshotHolder
 from cascade_server.pipeline.types import SourceKind
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
+from cascade_server.retrieval.models import RetrievalModels
 from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
 from cascade_server.retrieval.stage import RetrievalStage
 from cascade_server.rpc import (
@@ -26,11 +34,13 @@ from cascade_server.rpc import (
     ranking_servicer,
     retrieval_servicer,
 )
-from cascade_server.rpc.app import Binding
+from cascade_server.rpc.app import Background, Binding
 from cascade_server.rpc.downstream import GrpcRankingBackend, GrpcRetrievalBackend
 from cascade_server.rpc.executor import BlockingRunner
 from cascade_server.settings import ServiceName, Settings
 from cascade_server.storage.engagement_reader import read_engagement, read_fingerprint
+
+T = TypeVar("T")
 
 
 def snapshot_holder(settings: Settings, engine: sa.Engine) -> SnapshotHolder:
@@ -46,16 +56,42 @@ def snapshot_holder(settings: Settings, engine: sa.Engine) -> SnapshotHolder:
     )
 
 
+def keep_snapshot(settings: Settings, holder: SnapshotHolder) -> Background:
+    """The background task that keeps ``holder`` current."""
+    return lambda stop, ready: holder.keep_fresh(settings.snapshot_refresh_seconds, ready, stop)
+
+
+def keep_release(settings: Settings, watcher: ReleaseWatcher[Any]) -> Background:
+    """The background task that follows the active release."""
+    return lambda stop, ready: watcher.keep_fresh(settings.release_poll_seconds, stop, ready)
+
+
+def release_watcher(
+    settings: Settings, engine: sa.Engine, load: Callable[[Path, Manifest], T], name: str
+) -> ReleaseWatcher[T | None]:
+    """Follows the active release in Postgres, loading it from ``HOME/releases`` with ``load``."""
+    registry = ReleaseRegistry(engine, settings.home / "releases")
+
+    def load_release(release_id: str) -> T:
+        path = registry.path_of(release_id)
+        return load(path, read_verified(path))
+
+    return ReleaseWatcher(read_active=registry.active, load=load_release, baseline=None, name=name)
+
+
 def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
-    """RetrievalService: co-engagement then popular, with the settings' default limits."""
+    """RetrievalService: the release's Annoy source (when published), co-engagement, popular."""
     holder = snapshot_holder(settings, engine)
+    models = release_watcher(settings, engine, RetrievalModels, "retrieval")
     stage = RetrievalStage(
         holder,
         [CoEngagementCandidateSource(), PopularCandidateSource()],
         {
+            SourceKind.ANN: settings.ann_candidates,
             SourceKind.CO_ENGAGEMENT: settings.co_engagement_candidates,
             SourceKind.POPULAR: settings.popular_candidates,
         },
+        models,
     )
     servicer = retrieval_servicer.RetrievalServicer(stage, runner)
     return Binding(
@@ -63,7 +99,7 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
         lambda server: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(
             servicer, server
         ),
-        holder,
+        [keep_snapshot(settings, holder), keep_release(settings, models)],
     )
 
 
@@ -76,7 +112,7 @@ def ranking(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Bi
         lambda server: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(
             servicer, server
         ),
-        holder,
+        [keep_snapshot(settings, holder)],
     )
 
 
@@ -106,7 +142,7 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
         lambda server: blending_service_pb2_grpc.add_BlendingServiceServicer_to_server(
             servicer, server
         ),
-        holder,
+        [keep_snapshot(settings, holder)],
         [retrieval_client.close, ranking_client.close],
     )
 

@@ -38,6 +38,7 @@ _KINDS: dict[pb.EventKind.ValueType, EventKind | None] = {
     pb.EVENT_KIND_LIKE: EventKind.LIKE,
     pb.EVENT_KIND_SHARE: EventKind.SHARE,
     pb.EVENT_KIND_HIDE: EventKind.HIDE,
+    pb.EVENT_KIND_RATE: EventKind.RATE,
 }
 
 

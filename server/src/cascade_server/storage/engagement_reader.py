@@ -14,6 +14,16 @@ from cascade_server.storage.tables import EVENT_KINDS, ITEM_STATUSES
 
 
 @dataclass(frozen=True)
+class CatalogMetadata:
+    """Item and user attributes, aligned with ``EngagementData``'s item and user order."""
+
+    item_categories: Sequence[Sequence[str]]
+    item_created: npt.NDArray[np.float64]
+    """Item creation times in seconds since the epoch."""
+    user_attributes: Sequence[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class EngagementData:
     """The catalog and event log as parallel arrays. Kinds and statuses are codes: positions
     in ``tables.EVENT_KINDS`` and ``tables.ITEM_STATUSES``."""
@@ -29,6 +39,8 @@ class EngagementData:
     """Event times in seconds since the epoch."""
     fingerprint: str
     """Identifies the database state the data was read from."""
+    metadata: CatalogMetadata | None = None
+    """Item categories and user attributes; read only when asked for (training)."""
 
 
 _FINGERPRINT = sa.text(
@@ -63,7 +75,7 @@ _EVENTS = sa.text(
 )
 
 
-def read_engagement(engine: sa.Engine) -> EngagementData:
+def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> EngagementData:
     """Every item, user and event, with ids mapped to dense indices.
 
     Runs in one REPEATABLE READ transaction so the fingerprint and the rows agree.
@@ -75,11 +87,18 @@ def read_engagement(engine: sa.Engine) -> EngagementData:
         with connection.begin():
             summary = connection.execute(_FINGERPRINT).one()
             fingerprint = "/".join(str(value) for value in summary)
+            extra_item, extra_user = (
+                (", categories, extract(epoch FROM created_at)::float8", ", attributes")
+                if with_metadata
+                else ("", "")
+            )
             items = connection.execute(
-                sa.text("SELECT id, external_id, creator_id, status FROM items ORDER BY id")
+                sa.text(
+                    f"SELECT id, external_id, creator_id, status{extra_item} FROM items ORDER BY id"
+                )
             ).all()
             users = connection.execute(
-                sa.text("SELECT id, external_id FROM users ORDER BY id")
+                sa.text(f"SELECT id, external_id{extra_user} FROM users ORDER BY id")
             ).all()
             last_id = int(summary[0])
             chunks = [
@@ -107,4 +126,11 @@ def read_engagement(engine: sa.Engine) -> EngagementData:
         kinds=column(2, ">i2").astype(np.int8),
         timestamps=column(3, ">i8") / 1e6 + _POSTGRES_EPOCH,
         fingerprint=fingerprint,
+        metadata=CatalogMetadata(
+            item_categories=[tuple(row[4]) for row in items],
+            item_created=np.fromiter((row[5] for row in items), np.float64, len(items)),
+            user_attributes=[dict(row[2]) for row in users],
+        )
+        if with_metadata
+        else None,
     )

@@ -36,7 +36,7 @@ NAMING_CONVENTION = {
 }
 
 ITEM_STATUSES = ("active", "hidden", "deleted")
-EVENT_KINDS = ("impression", "click", "save", "like", "share", "hide")
+EVENT_KINDS = ("impression", "click", "save", "like", "share", "hide", "rate")
 RELEASE_STATUSES = ("staged", "active", "retired", "rejected")
 
 

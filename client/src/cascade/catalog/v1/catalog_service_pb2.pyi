@@ -72,6 +72,10 @@ class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.V
     """The user asked not to see the item again. A hidden item is never
     recommended to that user.
     """
+    EVENT_KIND_RATE: _EventKind.ValueType  # 7
+    """The user rated the item; `value` holds the rating, 0 when unknown. Counts as
+    positive engagement.
+    """
 
 class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper):
     """EventKind is the kind of an engagement event."""
@@ -91,6 +95,10 @@ EVENT_KIND_SHARE: EventKind.ValueType  # 5
 EVENT_KIND_HIDE: EventKind.ValueType  # 6
 """The user asked not to see the item again. A hidden item is never
 recommended to that user.
+"""
+EVENT_KIND_RATE: EventKind.ValueType  # 7
+"""The user rated the item; `value` holds the rating, 0 when unknown. Counts as
+positive engagement.
 """
 Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
 

@@ -35,6 +35,10 @@ class _CandidateSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Candi
     """
     CANDIDATE_SOURCE_CALLER: _CandidateSource.ValueType  # 3
     """Items given by the caller, for example the input of BlendCandidates."""
+    CANDIDATE_SOURCE_ANN: _CandidateSource.ValueType  # 4
+    """Nearest neighbours of the user's (or the seed items') two-tower embedding in
+    the Annoy index of the active release.
+    """
 
 class CandidateSource(_CandidateSource, metaclass=_CandidateSourceEnumTypeWrapper):
     """CandidateSource names the component that proposed a candidate."""
@@ -49,6 +53,10 @@ items (item-to-item co-engagement).
 """
 CANDIDATE_SOURCE_CALLER: CandidateSource.ValueType  # 3
 """Items given by the caller, for example the input of BlendCandidates."""
+CANDIDATE_SOURCE_ANN: CandidateSource.ValueType  # 4
+"""Nearest neighbours of the user's (or the seed items') two-tower embedding in
+the Annoy index of the active release.
+"""
 Global___CandidateSource: _TypeAlias = CandidateSource  # noqa: Y015
 
 @_typing.final

@@ -1,0 +1,1 @@
+"""Releases: manifests with checksums, the registry in Postgres, atomic publish and swap."""

@@ -1,0 +1,107 @@
+"""Follow the active release: load a new one beside the current, validate, warm up, swap.
+
+A server keeps serving what it has while the next release loads in a worker thread.
+Only a release that loads, validates and warms up replaces the current one, in one
+reference swap; a release that fails is logged, remembered and not retried, and the
+previous one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from cascade_server.logs import get_logger
+
+T = TypeVar("T")
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[T]):
+    """A loaded release (or the baseline, with ``release_id`` None)."""
+
+    release_id: str | None
+    value: T
+
+
+class ReleaseWatcher(Generic[T]):
+    """Holds what a stage serves with, and swaps it when the active release changes.
+
+    ``load(release_id)`` must return a fully validated and warmed-up value, or raise.
+    Before any release is published (or after every published one failed) the
+    ``baseline`` value serves.
+    """
+
+    def __init__(
+        self,
+        *,
+        read_active: Callable[[], str | None],
+        load: Callable[[str], T],
+        baseline: T,
+        name: str,
+    ) -> None:
+        self._read_active = read_active
+        self._load = load
+        self._current: Loaded[T] = Loaded(None, baseline)
+        self._rejected: dict[str, str] = {}
+        self._name = name
+
+    def current(self) -> Loaded[T]:
+        """What to serve one whole request with."""
+        return self._current
+
+    @property
+    def rejected(self) -> dict[str, str]:
+        """Releases that failed to load here, with the reason."""
+        return dict(self._rejected)
+
+    def refresh(self) -> bool:
+        """Load and swap in the active release if it changed. Blocking; True when swapped."""
+        active = self._read_active()
+        if active is None or active == self._current.release_id or active in self._rejected:
+            return False
+        started = time.perf_counter()
+        try:
+            value = self._load(active)
+        except Exception as error:
+            self._rejected[active] = f"{type(error).__name__}: {error}"
+            _log.exception(
+                "release rejected; the current one keeps serving",
+                release_id=active,
+                serving=self._current.release_id or "baseline",
+                component=self._name,
+            )
+            return False
+        self._current = Loaded(active, value)
+        _log.info(
+            "release loaded",
+            release_id=active,
+            component=self._name,
+            load_s=round(time.perf_counter() - started, 3),
+        )
+        return True
+
+    async def keep_fresh(
+        self, interval_s: float, stop: asyncio.Event, on_first: Callable[[], None]
+    ) -> None:
+        """Check for a new active release every ``interval_s`` seconds until ``stop`` is set.
+
+        ``on_first`` is called after the first check, whatever its outcome, so a server
+        restarting with a published release serves it from its first request.
+        """
+        first = True
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:
+                _log.exception("could not check the active release", component=self._name)
+            if first:
+                first = False
+                on_first()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)

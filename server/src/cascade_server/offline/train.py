@@ -1,0 +1,138 @@
+"""The offline steps: train retrieval, build the index, train the rankers, publish."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from cascade_server.artifacts.manifest import Manifest
+from cascade_server.artifacts.registry import ReleaseRegistry
+from cascade_server.errors import CascadeError
+from cascade_server.features.engagement import ACTIVE
+from cascade_server.features.model_inputs import history_matrix
+from cascade_server.logs import get_logger
+from cascade_server.offline.build import Build, new_release_id
+from cascade_server.offline.index import IndexConfig, IndexReport, build_index
+from cascade_server.offline.interactions import Interactions, positive_interactions
+from cascade_server.offline.two_tower import TwoTowerConfig, train_two_tower
+from cascade_server.retrieval import models as retrieval_files
+from cascade_server.storage.engagement_reader import EngagementData, read_engagement
+
+_log = get_logger(__name__)
+
+MIN_PAIRS = 100
+MIN_USERS = 10
+MIN_ITEMS = 10
+RECALL_QUERIES = 500
+
+Progress = Callable[[str, float], None]
+"""Called with a step's name and its completed fraction (0..1)."""
+
+
+class NotEnoughDataError(CascadeError):
+    """The database holds too little engagement to train on."""
+
+    status = "FAILED_PRECONDITION"
+    reason = "NOT_ENOUGH_DATA"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of the offline pipeline."""
+
+    two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+
+def load_training_data(engine: sa.Engine) -> tuple[EngagementData, Interactions]:
+    """The data to train on, or NotEnoughDataError saying what is missing."""
+    data = read_engagement(engine, with_metadata=True)
+    interactions = positive_interactions(data)
+    users = len(np.unique(interactions.users))
+    items = len(np.unique(interactions.items))
+    if len(interactions.items) < MIN_PAIRS or users < MIN_USERS or items < MIN_ITEMS:
+        raise NotEnoughDataError(
+            f"training needs at least {MIN_PAIRS} positive engagements from {MIN_USERS} users "
+            f"on {MIN_ITEMS} items; the database has {len(interactions.items)} from {users} "
+            f"users on {items} items. Load data with `cascade import` or `cascade demo-data`"
+        )
+    return data, interactions
+
+
+def train_retrieval(
+    engine: sa.Engine, build_dir: Path, config: TwoTowerConfig, progress: Progress
+) -> Build:
+    """Start a build: id maps, user features, the two-tower model and item embeddings."""
+    data, interactions = load_training_data(engine)
+    build = Build.start(build_dir, data)
+    (build.path / retrieval_files.ITEMS_FILE).write_text(json.dumps(list(data.item_ids)))
+    (build.path / retrieval_files.USERS_FILE).write_text(json.dumps(list(data.user_ids)))
+    np.save(build.path / retrieval_files.USER_FEATURES_FILE, interactions.user_features)
+    result = train_two_tower(
+        interactions,
+        interactions.user_items(),
+        config,
+        build.path / retrieval_files.TWO_TOWER_DIR,
+        on_epoch=lambda epoch, loss: progress("two-tower", (epoch + 1) / config.epochs),
+    )
+    np.save(build.path / retrieval_files.ITEM_EMBEDDINGS_FILE, result.item_embeddings)
+    build.record(
+        "two_tower",
+        config,
+        {
+            "losses": result.losses,
+            "seconds": round(result.seconds, 1),
+            "pairs": len(interactions.items),
+        },
+    )
+    return build
+
+
+def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) -> IndexReport:
+    """Index the build's item embeddings (active items only); measure recall on user queries."""
+    import tensorflow as tf
+
+    build = Build(build_dir)
+    build.require(
+        retrieval_files.ITEM_EMBEDDINGS_FILE,
+        retrieval_files.TWO_TOWER_DIR,
+        step="cascade train retrieval",
+    )
+    data, interactions = load_training_data(engine)
+    build.require_same_data(data)
+    history_length = int(build.info().config["two_tower"]["history_length"])
+    histories = interactions.user_items()
+    users = np.random.default_rng(config.seed).permutation(interactions.n_users)[:RECALL_QUERIES]
+    query = tf.saved_model.load(str(build.path / retrieval_files.TWO_TOWER_DIR)).signatures["query"]
+    queries = query(
+        user=users + 1,
+        history=history_matrix([histories[u] for u in users], history_length),
+        user_features=interactions.user_features[users],
+    )["embedding"].numpy()
+    report = build_index(
+        np.load(build.path / retrieval_files.ITEM_EMBEDDINGS_FILE),
+        data.item_status == ACTIVE,
+        build.path / retrieval_files.INDEX_FILE,
+        config,
+        queries=queries,
+    )
+    build.record("index", config, report)
+    return report
+
+
+def publish(build_dir: Path, registry: ReleaseRegistry) -> Manifest:
+    """Publish the build as a new active release."""
+    build = Build(build_dir)
+    build.require(
+        retrieval_files.ITEMS_FILE, retrieval_files.INDEX_FILE, step="cascade build-index"
+    )
+    staging = registry.staging_dir()
+    shutil.copytree(build.path, staging)
+    Build(staging).manifest(new_release_id())
+    return registry.publish(staging)

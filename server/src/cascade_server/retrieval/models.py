@@ -1,0 +1,119 @@
+"""The retrieval half of a release: the two-tower query tower, item embeddings, the Annoy index.
+
+Loaded once per release, validated (dimensions, no NaN, index size) and warmed up
+before it serves. Items and users are known by the release's own indices; the maps
+to and from a live snapshot's indices are built once per snapshot and cached.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from annoy import AnnoyIndex
+
+from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
+from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
+from cascade_server.features.model_inputs import history_matrix
+
+ITEMS_FILE = "items.json"
+USERS_FILE = "users.json"
+USER_FEATURES_FILE = "user_features.npy"
+ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
+INDEX_FILE = "items.ann"
+TWO_TOWER_DIR = "two_tower"
+
+
+@dataclass(frozen=True)
+class IndexMaps:
+    """Live snapshot indices ↔ release indices, for one snapshot."""
+
+    snapshot_id: str
+    to_release: IntArray
+    """[live items] → release item index, -1 when the release does not know the item."""
+    to_live: IntArray
+    """[release items] → live item index, -1 when the item left the catalog."""
+
+
+class RetrievalModels:
+    """What retrieval needs from a release, ready to serve."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        import tensorflow as tf
+
+        self.release_id = manifest.release_id
+        self.item_ids: list[str] = json.loads((path / ITEMS_FILE).read_text())
+        self.user_index = {u: i for i, u in enumerate(json.loads((path / USERS_FILE).read_text()))}
+        self.user_features: npt.NDArray[np.int64] = np.load(path / USER_FEATURES_FILE)
+        self.item_embeddings: npt.NDArray[np.float32] = np.load(path / ITEM_EMBEDDINGS_FILE)
+        self.history_length = int(manifest.config["two_tower"]["history_length"])
+        self.search_k = int(manifest.config.get("index", {}).get("search_k", 0)) or -1
+        dims = self.item_embeddings.shape[1]
+        if self.item_embeddings.shape[0] != len(self.item_ids):
+            raise CorruptReleaseError("item embeddings and the item list differ in length")
+        if not np.isfinite(self.item_embeddings).all():
+            raise CorruptReleaseError("item embeddings hold NaN or infinite values")
+        self.index = AnnoyIndex(dims, "angular")
+        if not self.index.load(str(path / INDEX_FILE), prefault=True):
+            raise CorruptReleaseError("the Annoy index could not be loaded")
+        if self.index.get_n_items() > len(self.item_ids):
+            raise CorruptReleaseError("the Annoy index holds items the release does not list")
+        self._query = tf.saved_model.load(str(path / TWO_TOWER_DIR)).signatures["query"]
+        self._maps: IndexMaps | None = None
+        self._lock = threading.Lock()
+        self._warm_up()
+
+    def maps(self, snapshot: EngagementSnapshot) -> IndexMaps:
+        """Index maps for ``snapshot`` (computed once per snapshot)."""
+        maps = self._maps
+        if maps is not None and maps.snapshot_id == snapshot.snapshot_id:
+            return maps
+        with self._lock:
+            release_index = {item: i for i, item in enumerate(self.item_ids)}
+            to_release = np.fromiter(
+                (release_index.get(item, -1) for item in snapshot.item_ids),
+                np.int64,
+                snapshot.item_count,
+            )
+            to_live = snapshot.lookup_items(self.item_ids)
+            self._maps = IndexMaps(snapshot.snapshot_id, to_release, to_live)
+            return self._maps
+
+    def user_embedding(self, user_id: str, history: IntArray) -> npt.NDArray[np.float32]:
+        """The query tower's embedding for a user with ``history`` (release item indices)."""
+        user = self.user_index.get(user_id, -1)
+        features = (
+            self.user_features[user : user + 1]
+            if user >= 0
+            else np.zeros((1, self.user_features.shape[1]), dtype=np.int64)
+        )
+        out = self._query(
+            user=np.array([user + 1], dtype=np.int64),
+            history=history_matrix([history], self.history_length),
+            user_features=features,
+        )
+        embedding: npt.NDArray[np.float32] = out["embedding"].numpy()[0]
+        return embedding
+
+    def seed_embedding(self, seeds: IntArray) -> npt.NDArray[np.float32]:
+        """The normalised mean embedding of seed items (release indices)."""
+        mean = self.item_embeddings[seeds].mean(axis=0)
+        norm = float(np.linalg.norm(mean))
+        normalised: npt.NDArray[np.float32] = (mean / norm if norm > 0 else mean).astype(np.float32)
+        return normalised
+
+    def nearest(self, embedding: npt.NDArray[np.float32], k: int) -> tuple[IntArray, FloatArray]:
+        """The ``k`` indexed items nearest ``embedding``, with their dot-product scores."""
+        found = self.index.get_nns_by_vector(embedding.tolist(), k, search_k=self.search_k)
+        items = np.asarray(found, dtype=np.int64)
+        return items, (self.item_embeddings[items] @ embedding).astype(np.float64)
+
+    def _warm_up(self) -> None:
+        embedding = self.user_embedding("", np.zeros(0, dtype=np.int64))
+        if embedding.shape != (self.item_embeddings.shape[1],) or not np.isfinite(embedding).all():
+            raise CorruptReleaseError("the query tower returns malformed embeddings")
+        self.nearest(embedding, 10)

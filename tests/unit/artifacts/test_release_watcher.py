@@ -1,0 +1,73 @@
+import asyncio
+
+from cascade_server.artifacts.watcher import ReleaseWatcher
+
+
+class Registry:
+    def __init__(self):
+        self.active = None
+        self.loads = []
+
+    def load(self, release_id):
+        self.loads.append(release_id)
+        if release_id.startswith("bad"):
+            raise ValueError("the index file is truncated")
+        return f"models of {release_id}"
+
+
+def watcher(registry):
+    return ReleaseWatcher(
+        read_active=lambda: registry.active, load=registry.load, baseline="baseline", name="t"
+    )
+
+
+def test_the_baseline_serves_until_a_release_is_active():
+    registry = Registry()
+    w = watcher(registry)
+    assert not w.refresh()
+    assert (w.current().release_id, w.current().value) == (None, "baseline")
+
+
+def test_a_new_active_release_is_loaded_and_swapped_in_once():
+    registry = Registry()
+    w = watcher(registry)
+    registry.active = "r1"
+    assert w.refresh()
+    assert not w.refresh()
+    assert w.current().value == "models of r1"
+    assert registry.loads == ["r1"]
+
+
+def test_a_failing_release_is_rejected_once_and_the_previous_keeps_serving():
+    registry = Registry()
+    w = watcher(registry)
+    registry.active = "r1"
+    w.refresh()
+    registry.active = "bad2"
+    assert not w.refresh()
+    assert not w.refresh()
+    assert w.current().release_id == "r1"
+    assert registry.loads == ["r1", "bad2"]
+    assert "truncated" in w.rejected["bad2"]
+    registry.active = "r3"
+    assert w.refresh()
+    assert w.current().release_id == "r3"
+
+
+def test_keep_fresh_reports_its_first_check_and_stops():
+    registry = Registry()
+    registry.active = "r1"
+    w = watcher(registry)
+    first = []
+
+    async def run():
+        stop = asyncio.Event()
+        task = asyncio.create_task(w.keep_fresh(0.01, stop, lambda: first.append(True)))
+        while not first:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    asyncio.run(run())
+    assert first == [True]
+    assert w.current().release_id == "r1"
