@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cascade_server.offline import importer
-from cascade_server.offline.importer import DataFileError, ImportFormat, ImportResult, import_files
+from cascade_server.offline.importing import (
+    DataFileError,
+    ImportFormat,
+    ImportResult,
+    import_files,
+    loading as importer,
+)
 
 pytestmark = pytest.mark.db
 

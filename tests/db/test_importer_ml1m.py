@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from cascade_server.offline.importer import ImportFormat, ImportResult, import_files
+from cascade_server.offline.importing import ImportFormat, ImportResult, import_files
 
 pytestmark = pytest.mark.db
 

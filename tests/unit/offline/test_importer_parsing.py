@@ -10,7 +10,7 @@ import pytest
 
 from cascade_server.catalog.records import EventKind, EventRecord, ItemStatus
 from cascade_server.errors import InvalidArgumentError
-from cascade_server.offline.importer import (
+from cascade_server.offline.importing import (
     MAX_LISTED_PROBLEMS,
     DataFileError,
     FileProblem,

@@ -1,0 +1,118 @@
+"""Commands that run servers: `serve`, `demo`, `settings`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cascade_server.cli.common import console, load_settings, migrated_engine
+from cascade_server.offline.demo_data import DemoDataConfig, floor_to_hour, generate, is_empty, load
+from cascade_server.settings import ServiceName, Settings
+from cascade_server.storage import migrations
+from cascade_server.storage.database import database_url, make_engine
+
+
+class ServeTarget(StrEnum):
+    """What `cascade serve` runs."""
+
+    ALL = "all"
+    BLENDING = "blending"
+    RETRIEVAL = "retrieval"
+    RANKING = "ranking"
+    CATALOG = "catalog"
+
+
+def serve(
+    target: Annotated[
+        ServeTarget,
+        typer.Argument(help="The server to run, or `all` for the four, each its own process."),
+    ],
+) -> None:
+    """Run gRPC servers until Ctrl-C or SIGTERM (in-flight calls are drained first).
+
+    Ports: blending 50051, retrieval 50052, ranking 50053, catalog 50054
+    (`CASCADE_<NAME>_PORT`). The database must be migrated (`cascade db upgrade`).
+    Retrieval and ranking serve the active release (`cascade release list`) and the
+    baseline until one is published.
+    """
+    settings = load_settings(target.value)
+    if target is ServeTarget.ALL:
+        raise typer.Exit(serve_all(settings))
+    from cascade_server.rpc.app import build_server
+
+    service = ServiceName(target.value)
+    with migrated_engine(settings, pool_size=settings.workers) as engine:
+
+        async def run() -> None:
+            await build_server(settings, service, engine).serve_until_signalled()
+
+        asyncio.run(run())
+
+
+def demo(
+    seed: Annotated[int, typer.Option(help="Seed of the demo data generator.")] = 42,
+) -> None:
+    """Set up and serve a demo: migrate, load demo data if the database is empty, serve all."""
+    settings = load_settings("demo")
+    with database_url(settings) as url:
+        migrations.upgrade(url)
+        engine = make_engine(url)
+        try:
+            config = DemoDataConfig(seed=seed, end=floor_to_hour(datetime.now(UTC)))
+            load_demo_data(engine, config, if_empty=True)
+        finally:
+            engine.dispose()
+        raise typer.Exit(serve_all(settings, url=url))
+
+
+def show_settings() -> None:
+    """Print every setting: its environment variable, current value and meaning."""
+    settings = Settings()
+    table = Table("variable", "value", "meaning")
+    for name, field in Settings.model_fields.items():
+        table.add_row(
+            f"CASCADE_{name.upper()}", str(getattr(settings, name)), field.description or ""
+        )
+    Console().print(table)
+
+
+def serve_all(settings: Settings, *, url: str | None = None) -> int:
+    """Run the four servers as supervised processes sharing one database URL."""
+    from cascade_server.supervisor import Supervisor
+
+    if url is None:
+        with database_url(settings) as embedded_or_external:
+            return serve_all(settings, url=embedded_or_external)
+    engine = make_engine(url, pool_size=1)
+    try:
+        migrations.require_current(engine)
+    finally:
+        engine.dispose()
+    env = {**os.environ, "CASCADE_DATABASE_URL": url}
+    console.print(
+        f"serving: blending {settings.host}:{settings.blending_port} (front door), "
+        f"retrieval :{settings.retrieval_port}, ranking :{settings.ranking_port}, "
+        f"catalog :{settings.catalog_port} — Ctrl-C stops"
+    )
+    return Supervisor(env=env, grace_s=settings.grace_seconds).run()
+
+
+def load_demo_data(engine: sa.Engine, config: DemoDataConfig, *, if_empty: bool) -> None:
+    """Generate and load demo data (or, with ``if_empty``, skip a database that has data)."""
+    if if_empty and not is_empty(engine):
+        console.print("database already holds data; not loading demo data")
+        return
+    console.print(
+        f"generating demo data: {config.users:,} users, {config.items:,} items, "
+        f"{config.events:,} events (seed {config.seed})"
+    )
+    result = load(engine, generate(config), progress=True)
+    console.print(f"loaded {result}")
