@@ -129,9 +129,8 @@ def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) ->
 def publish(build_dir: Path, registry: ReleaseRegistry) -> Manifest:
     """Publish the build as a new active release."""
     build = Build(build_dir)
-    build.require(
-        retrieval_files.ITEMS_FILE, retrieval_files.INDEX_FILE, step="cascade build-index"
-    )
+    build.info()
+    build.require(retrieval_files.INDEX_FILE, step="cascade build-index")
     staging = registry.staging_dir()
     shutil.copytree(build.path, staging)
     Build(staging).manifest(new_release_id())

@@ -1,0 +1,105 @@
+"""The offline pipeline on the small demo data: train, index, publish, load, serve candidates."""
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from cascade_server.artifacts.manifest import read_verified
+from cascade_server.artifacts.registry import ReleaseRegistry
+from cascade_server.features.engagement import SignalConfig, build_snapshot
+from cascade_server.offline.build import BuildError
+from cascade_server.offline.index import IndexConfig
+from cascade_server.offline.train import (
+    NotEnoughDataError,
+    build_item_index,
+    publish,
+    train_retrieval,
+)
+from cascade_server.offline.two_tower import TwoTowerConfig
+from cascade_server.pipeline.components import RetrievalQuery
+from cascade_server.pipeline.types import RequestContext
+from cascade_server.retrieval.models import RetrievalModels
+from cascade_server.retrieval.sources import AnnoyCandidateSource
+from cascade_server.storage.database import make_engine
+from cascade_server.storage.engagement_reader import read_engagement
+
+pytestmark = pytest.mark.db
+
+FAST = TwoTowerConfig(epochs=1, embedding_dim=16, batch_size=1024)
+
+
+@pytest.fixture(scope="module")
+def trained(shared_demo_database_url, tmp_path_factory):
+    """A published release trained on the shared demo database (once per module)."""
+    engine = make_engine(shared_demo_database_url, pool_size=2)
+    home = tmp_path_factory.mktemp("home")
+    steps = []
+    build = train_retrieval(engine, home / "build", FAST, lambda step, done: steps.append(step))
+    report = build_item_index(engine, build.path, IndexConfig(n_trees=10))
+    registry = ReleaseRegistry(engine, home / "releases")
+    manifest = publish(build.path, registry)
+    yield engine, registry, manifest, report, steps
+    engine.dispose()
+
+
+def test_training_reports_progress_and_publishes_an_active_release(trained):
+    engine, registry, manifest, report, steps = trained
+    assert set(steps) == {"two-tower"}
+    assert registry.active() == manifest.release_id
+    assert set(manifest.artifacts) >= {
+        "two_tower",
+        "items.ann",
+        "items.json",
+        "item_embeddings.npy",
+    }
+    assert manifest.metrics["index"]["recall_at_k"]["recall@10"] > 0.5
+    with engine.connect() as connection:
+        active = connection.scalar(sa.text("SELECT count(*) FROM items WHERE status = 'active'"))
+    assert report.items == active
+
+
+def test_the_published_release_verifies_and_loads(trained):
+    _, registry, manifest, _, _ = trained
+    path = registry.path_of(manifest.release_id)
+    models = RetrievalModels(path, read_verified(path))
+    assert models.release_id == manifest.release_id
+    assert models.item_embeddings.shape[1] == FAST.embedding_dim
+    assert np.allclose(np.linalg.norm(models.item_embeddings, axis=1), 1.0, atol=1e-4)
+
+
+def test_the_ann_source_proposes_active_unseen_items_for_a_user(trained):
+    engine, registry, manifest, _, _ = trained
+    path = registry.path_of(manifest.release_id)
+    models = RetrievalModels(path, read_verified(path))
+    snapshot = build_snapshot(read_engagement(engine), SignalConfig())
+    user = snapshot.user_row("u042")
+    query = RetrievalQuery(RequestContext(user_id="u042"), user, np.zeros(0, dtype=np.int64))
+    found = AnnoyCandidateSource(models).fetch(snapshot, query, 50)
+    assert len(found.items) == 50
+    assert snapshot.item_active[found.items].all()
+    assert np.all(np.diff(found.scores) <= 1e-6)
+
+
+def test_a_build_step_refuses_data_that_changed(trained, shared_demo_database_url, tmp_path):
+    engine = make_engine(shared_demo_database_url, pool_size=1)
+    try:
+        build = train_retrieval(engine, tmp_path / "build", FAST, lambda *_: None)
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("UPDATE items SET updated_at = now() WHERE external_id = 'i0001'")
+            )
+        with pytest.raises(BuildError, match="data changed"):
+            build_item_index(engine, build.path, IndexConfig(n_trees=2))
+    finally:
+        engine.dispose()
+
+
+def test_too_little_data_is_a_clear_error(engine, tmp_path):
+    with pytest.raises(NotEnoughDataError, match="cascade import"):
+        train_retrieval(engine, tmp_path / "build", FAST, lambda *_: None)
+
+
+def test_publishing_without_an_index_says_which_step_is_missing(trained, tmp_path):
+    _, registry, _, _, _ = trained
+    with pytest.raises(BuildError, match="train retrieval"):
+        publish(tmp_path / "no-build", registry)
