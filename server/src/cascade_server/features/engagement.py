@@ -232,8 +232,13 @@ def _rows(users: IntArray, items: IntArray, values: FloatArray, n_users: int) ->
 def _history(
     users: IntArray, items: IntArray, last_seen: FloatArray, n_users: int, length: int
 ) -> Csr:
-    """Each user's most recently engaged distinct items, newest first."""
-    order = np.lexsort((items, -last_seen, users))
+    """Each user's most recently engaged distinct items, newest first.
+
+    Items engaged at the same moment count the higher item index as newer, the same
+    order training uses (``Interactions.user_items`` reversed), so the two-tower model
+    sees identical histories offline and online.
+    """
+    order = np.lexsort((-items, -last_seen, users))
     users, items, last_seen = users[order], items[order], last_seen[order]
     starts = np.searchsorted(users, users, side="left")
     keep = (np.arange(len(users)) - starts) < length

@@ -1,0 +1,304 @@
+"""Ranking features: one code path for training rows and serving requests.
+
+A feature is computed for users and their candidate items from the users' engaged
+items and arrays fitted offline. It works on a batch of users at once — training
+computes thousands of groups in one call, serving one user per request — so both use
+the very same code, and a served score equals the offline score by construction.
+Items are release indices; a user's history is the set of items they engaged with
+(positive events).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from scipy import sparse
+
+from cascade_server.features.engagement import Csr, FloatArray, IntArray
+
+FloatMatrix = npt.NDArray[np.float64]
+FloatCube = npt.NDArray[np.float64]
+"""[users, candidates, columns]."""
+IntMatrix = npt.NDArray[np.int64]
+"""[users, candidates] release item indices."""
+
+
+@dataclass(frozen=True)
+class Users:
+    """A batch of users: their engaged items as one binary users x items CSR matrix."""
+
+    histories: Any
+    """``scipy.sparse.csr_matrix`` [n_users, n_items] of 0/1."""
+
+    @classmethod
+    def of(cls, histories: Sequence[IntArray], n_items: int) -> Users:
+        """The batch for these users' item lists (release indices)."""
+        lengths = [len(h) for h in histories]
+        indptr = np.zeros(len(histories) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        indices = np.concatenate(histories) if histories else np.zeros(0, dtype=np.int64)
+        data = np.ones(len(indices), dtype=np.float64)
+        matrix = sparse.csr_matrix((data, indices, indptr), shape=(len(histories), n_items))
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return cls(matrix)
+
+    def history(self, row: int) -> IntArray:
+        """One user's items."""
+        start, end = self.histories.indptr[row], self.histories.indptr[row + 1]
+        items: IntArray = self.histories.indices[start:end].astype(np.int64)
+        return items
+
+
+class Feature(Protocol):
+    """A named group of feature columns."""
+
+    kind: ClassVar[str]
+
+    @property
+    def name(self) -> str:
+        """The feature's name (the prefix of its columns)."""
+        ...
+
+    @property
+    def columns(self) -> list[str]:
+        """The names of the columns this feature produces."""
+        ...
+
+    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+        """[n_users, n_candidates, len(columns)] values for each user's candidates."""
+        ...
+
+    def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        """The fitted arrays to store in a release."""
+        ...
+
+
+@dataclass(frozen=True)
+class NeighbourFeature:
+    """Σ over the user's items of an item-to-item weight (item-kNN, EASE, RP3β...)."""
+
+    kind: ClassVar[str] = "neighbours"
+    name: str
+    weights: Csr
+    """Row ``j``: the items ``i`` with weight ``w[j, i]``."""
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.name]
+
+    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+        n_items = len(self.weights.indptr) - 1
+        weights = sparse.csr_matrix(
+            (self.weights.data, self.weights.indices, self.weights.indptr), shape=(n_items, n_items)
+        )
+        scores = (users.histories @ weights).toarray()
+        return np.take_along_axis(scores, candidates, axis=1)[..., None]
+
+    def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        return {
+            "indptr": self.weights.indptr,
+            "indices": self.weights.indices,
+            "data": self.weights.data,
+        }
+
+
+@dataclass(frozen=True)
+class FactorFeature:
+    """Dot product of item factors with the user's vector, folded in from the user's items.
+
+    For iALS (Rendle et al., 2022) with unobserved weight ``alpha0`` and regularisation
+    ``lam * (|items| + alpha0 * n_items) ** nu``, the user vector given the item
+    factors ``V`` solves ``(alpha0 VᵀV + Σ v_j v_jᵀ + reg I) u = Σ v_j`` over the user's
+    items ``j`` — one small solve per request, so users who engaged after training
+    are scored from their current items, exactly as training's user step would.
+    """
+
+    kind: ClassVar[str] = "factors"
+    name: str
+    item_factors: FloatMatrix
+    gram: FloatMatrix
+    """``alpha0 * VᵀV``."""
+    lam: float
+    nu: float
+    offset: float
+    """``alpha0 * n_items``."""
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.name]
+
+    def user_vector(self, history: IntArray) -> FloatArray:
+        """The folded-in user vector (zeros for an empty history)."""
+        if len(history) == 0:
+            return np.zeros(self.item_factors.shape[1])
+        v = self.item_factors[history]
+        reg = self.lam * (len(history) + self.offset) ** self.nu
+        system = self.gram + v.T @ v + reg * np.eye(v.shape[1])
+        solved: FloatArray = np.linalg.solve(system, v.sum(axis=0))
+        return solved
+
+    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+        n = users.histories.shape[0]
+        vectors = np.stack([self.user_vector(users.history(r)) for r in range(n)])
+        scores: FloatCube = np.einsum("nk,nck->nc", vectors, self.item_factors[candidates])
+        return scores[..., None]
+
+    def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        return {
+            "item_factors": self.item_factors,
+            "gram": self.gram,
+            "params": np.array([self.lam, self.nu, self.offset]),
+        }
+
+
+@dataclass(frozen=True)
+class ItemValueFeature:
+    """Per-item values fitted offline (popularity, age, catalog attributes)."""
+
+    kind: ClassVar[str] = "item_values"
+    name: str
+    values: FloatMatrix
+    """[n_items, n_columns]."""
+    names: tuple[str, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [f"{self.name}.{column}" for column in self.names]
+
+    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+        values: FloatCube = self.values[candidates]
+        return values
+
+    def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        return {"values": self.values, "names": np.array(self.names)}
+
+
+@dataclass(frozen=True)
+class CategoryAffinityFeature:
+    """How much of the user's history falls in each candidate's categories."""
+
+    kind: ClassVar[str] = "category_affinity"
+    name: str
+    item_categories: npt.NDArray[np.int64]
+    """[n_items, max categories] category ids (0 = none)."""
+
+    @property
+    def columns(self) -> list[str]:
+        return [f"{self.name}.max", f"{self.name}.mean"]
+
+    @functools.cached_property
+    def _membership(self) -> Any:
+        """items x categories 0/1 matrix."""
+        rows, slots = np.nonzero(self.item_categories > 0)
+        ids = self.item_categories[rows, slots]
+        shape = (len(self.item_categories), int(self.item_categories.max(initial=0)) + 1)
+        return sparse.csr_matrix((np.ones(len(ids)), (rows, ids)), shape=shape)
+
+    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+        lengths = np.maximum(np.asarray(users.histories.sum(axis=1)).ravel(), 1)
+        shares = (users.histories @ self._membership).toarray() / lengths[:, None]
+        ids = self.item_categories[candidates]
+        mask = ids > 0
+        values = np.where(mask, np.take_along_axis(shares[:, None, :], ids, axis=2), 0.0)
+        mean = values.sum(axis=2) / np.maximum(mask.sum(axis=2), 1)
+        return np.stack([values.max(axis=2), mean], axis=2)
+
+    def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        return {"item_categories": self.item_categories}
+
+
+@dataclass(frozen=True)
+class UserActivityFeature:
+    """How many items the user engaged with (log scale)."""
+
+    kind: ClassVar[str] = "user_activity"
+    name: str
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.name]
+
+    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+        lengths = np.asarray(users.histories.sum(axis=1)).ravel()
+        return np.broadcast_to(np.log1p(lengths)[:, None, None], (*candidates.shape, 1)).copy()
+
+    def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        return {}
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """The ordered features a ranker was trained on."""
+
+    features: Sequence[Feature]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column name, in matrix order."""
+        return [column for feature in self.features for column in feature.columns]
+
+    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+        """[n_users, n_candidates, len(columns)] feature values."""
+        if not self.features:
+            return np.zeros((*candidates.shape, 0))
+        return np.concatenate([f.compute(users, candidates) for f in self.features], axis=2)
+
+    def save(self, path: Path) -> None:
+        """Store every feature's arrays in one ``.npz`` file."""
+        arrays: dict[str, npt.NDArray[np.generic]] = {}
+        for position, feature in enumerate(self.features):
+            prefix = f"{position:02d}.{feature.kind}.{feature.name}"
+            arrays[f"{prefix}.__marker"] = np.zeros(0)
+            for key, value in feature.arrays().items():
+                arrays[f"{prefix}.{key}"] = value
+        np.savez(path, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureSet:
+        """The features stored by ``save``."""
+        with np.load(path, allow_pickle=False) as stored:
+            grouped: dict[tuple[str, str, str], dict[str, npt.NDArray[np.generic]]] = {}
+            for key in stored.files:
+                position, kind, name, field = key.split(".", 3)
+                group = grouped.setdefault((position, kind, name), {})
+                if field != "__marker":
+                    group[field] = stored[key]
+        return cls([_restore(kind, name, a) for (_, kind, name), a in sorted(grouped.items())])
+
+
+def _restore(kind: str, name: str, a: Mapping[str, npt.NDArray[np.generic]]) -> Feature:
+    if kind == NeighbourFeature.kind:
+        return NeighbourFeature(
+            name,
+            Csr(
+                a["indptr"].astype(np.int64),
+                a["indices"].astype(np.int64),
+                a["data"].astype(np.float64),
+            ),
+        )
+    if kind == FactorFeature.kind:
+        lam, nu, offset = (float(v) for v in a["params"])
+        return FactorFeature(
+            name,
+            a["item_factors"].astype(np.float64),
+            a["gram"].astype(np.float64),
+            lam,
+            nu,
+            offset,
+        )
+    if kind == ItemValueFeature.kind:
+        return ItemValueFeature(
+            name, a["values"].astype(np.float64), tuple(str(n) for n in a["names"])
+        )
+    if kind == CategoryAffinityFeature.kind:
+        return CategoryAffinityFeature(name, a["item_categories"].astype(np.int64))
+    if kind == UserActivityFeature.kind:
+        return UserActivityFeature(name)
+    raise ValueError(f"unknown feature kind {kind!r}")

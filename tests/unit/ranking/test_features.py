@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+
+from cascade_server.offline.base_models import ials, interaction_matrix, item_knn, rp3beta
+from cascade_server.ranking.features import (
+    CategoryAffinityFeature,
+    FeatureSet,
+    ItemValueFeature,
+    UserActivityFeature,
+    Users,
+)
+
+N_USERS, N_ITEMS = 40, 30
+
+
+def data(seed=0):
+    rng = np.random.default_rng(seed)
+    histories = [
+        np.unique(rng.choice(N_ITEMS, size=rng.integers(2, 10), replace=False))
+        for _ in range(N_USERS)
+    ]
+    users = np.concatenate([np.full(len(h), u) for u, h in enumerate(histories)])
+    x = interaction_matrix(users, np.concatenate(histories), N_USERS, N_ITEMS)
+    return histories, x
+
+
+def feature_set(x):
+    categories = np.zeros((N_ITEMS, 2), dtype=np.int64)
+    categories[:, 0] = np.arange(N_ITEMS) % 3 + 1
+    categories[::4, 1] = 4
+    popularity = np.log1p(np.asarray(x.sum(axis=0)).ravel())[:, None]
+    return FeatureSet(
+        [
+            item_knn(x, shrink=2.0, k=10),
+            rp3beta(x, alpha=1.0, beta=0.5, k=10),
+            ials(x, factors=4, alpha0=0.1, lam=0.01, iterations=3, seed=1),
+            ItemValueFeature("item", popularity, ("log_popularity",)),
+            CategoryAffinityFeature("category_affinity", categories),
+            UserActivityFeature("user_activity"),
+        ]
+    )
+
+
+def test_columns_name_every_feature():
+    _, x = data()
+    assert feature_set(x).columns == [
+        "item_knn",
+        "rp3beta",
+        "ials",
+        "item.log_popularity",
+        "category_affinity.max",
+        "category_affinity.mean",
+        "user_activity",
+    ]
+
+
+def test_a_batch_of_users_scores_exactly_like_each_user_alone():
+    histories, x = data()
+    features = feature_set(x)
+    rng = np.random.default_rng(3)
+    candidates = rng.integers(0, N_ITEMS, size=(N_USERS, 7))
+    batch = features.compute(Users.of(histories, N_ITEMS), candidates)
+    assert batch.shape == (N_USERS, 7, len(features.columns))
+    for u in range(N_USERS):
+        alone = features.compute(Users.of([histories[u]], N_ITEMS), candidates[u : u + 1])
+        np.testing.assert_allclose(alone[0], batch[u], rtol=1e-9, atol=1e-12)
+
+
+def test_neighbour_scores_sum_the_history_rows():
+    histories, x = data()
+    knn = item_knn(x, shrink=2.0, k=10)
+    user = histories[0]
+    dense = np.zeros((N_ITEMS, N_ITEMS))
+    for j in range(N_ITEMS):
+        cols, vals = knn.weights.row(j)
+        dense[j, cols] = vals
+    expected = dense[user].sum(axis=0)
+    got = knn.compute(Users.of([user], N_ITEMS), np.arange(N_ITEMS)[None, :])[0, :, 0]
+    np.testing.assert_allclose(got, expected)
+
+
+def test_category_affinity_is_the_share_of_history_in_the_candidates_categories():
+    categories = np.array([[1, 0], [1, 2], [2, 0], [3, 0]], dtype=np.int64)
+    feature = CategoryAffinityFeature("c", categories)
+    got = feature.compute(Users.of([np.array([0, 1])], 4), np.array([[0, 1, 2, 3]]))[0]
+    # history: item 0 (cat 1), item 1 (cats 1, 2) -> shares cat1 = 1.0, cat2 = 0.5, cat3 = 0
+    np.testing.assert_allclose(got[:, 0], [1.0, 1.0, 0.5, 0.0])
+    np.testing.assert_allclose(got[:, 1], [1.0, 0.75, 0.5, 0.0])
+
+
+def test_users_without_history_get_zero_personal_features():
+    _, x = data()
+    features = feature_set(x)
+    values = features.compute(Users.of([np.zeros(0, dtype=np.int64)], N_ITEMS), np.array([[0, 1]]))
+    personal = [i for i, c in enumerate(features.columns) if c != "item.log_popularity"]
+    assert np.all(values[0][:, personal] == 0)
+
+
+def test_feature_sets_round_trip_through_a_file(tmp_path):
+    histories, x = data()
+    features = feature_set(x)
+    features.save(tmp_path / "features.npz")
+    loaded = FeatureSet.load(tmp_path / "features.npz")
+    assert loaded.columns == features.columns
+    candidates = np.tile(np.arange(N_ITEMS), (N_USERS, 1))
+    users = Users.of(histories, N_ITEMS)
+    np.testing.assert_array_equal(
+        loaded.compute(users, candidates), features.compute(users, candidates)
+    )
+
+
+def test_unknown_feature_kinds_are_rejected(tmp_path):
+    np.savez(tmp_path / "bad.npz", **{"00.mystery.x.__marker": np.zeros(0)})
+    with pytest.raises(ValueError, match="mystery"):
+        FeatureSet.load(tmp_path / "bad.npz")
