@@ -110,6 +110,6 @@ def test_feature_sets_round_trip_through_a_file(tmp_path):
 
 
 def test_unknown_feature_kinds_are_rejected(tmp_path):
-    np.savez(tmp_path / "bad.npz", **{"00.mystery.x.__marker": np.zeros(0)})
+    np.savez(tmp_path / "bad.npz", **{"00.mystery.x.__marker": np.zeros(0)})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="mystery"):
         FeatureSet.load(tmp_path / "bad.npz")
