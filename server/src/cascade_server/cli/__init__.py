@@ -31,6 +31,7 @@ app.add_typer(data.db_app, name="db")
 app.add_typer(models.train_app, name="train")
 app.command("build-index")(models.build_index_command)
 app.add_typer(models.release_app, name="release")
+app.command("evaluate")(models.evaluate_command)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -12,10 +13,21 @@ from rich.table import Table
 
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.cli.common import console, load_settings, migrated_engine, progress_bars
+from cascade_server.offline.evaluate import (
+    CaseResult,
+    RankingCase,
+    compare,
+    evaluate,
+    in_process_ranker,
+    ranked_ids,
+    read_ncf_cases,
+)
 from cascade_server.offline.index import IndexConfig
-from cascade_server.offline.train import build_item_index, publish, train_retrieval
+from cascade_server.offline.ranker import RankerConfig, RankerReport
+from cascade_server.offline.train import build_item_index, publish, train_ranker, train_retrieval
 from cascade_server.offline.two_tower import TwoTowerConfig
-from cascade_server.settings import Settings
+from cascade_server.rpc.bindings import signal_config
+from cascade_server.settings import ServiceName, Settings
 
 train_app = typer.Typer(help="Train models into the current build.", no_args_is_help=True)
 release_app = typer.Typer(
@@ -54,6 +66,26 @@ def train_retrieval_command(
     console.print(f"two-tower model trained into {build.path}")
 
 
+@train_app.command("ranker")
+def train_ranker_command(
+    negatives: Annotated[
+        int, typer.Option(min=1, help="Sampled negatives per training group.")
+    ] = 99,
+    build_dir: BuildDir = None,
+) -> None:
+    """Add the ranking features and the LightGBM LambdaRank light ranker to the build.
+
+    Base models (iALS, EASE, item-kNN, RP3beta, popularity, category affinity) are fitted
+    on the data minus one held-out item per user; the ranker learns to rank each held-out
+    item among sampled unseen items; the base models are then refitted on all data.
+    """
+    settings = load_settings()
+    config = RankerConfig(negatives=negatives)
+    with migrated_engine(settings) as engine, progress_bars() as progress:
+        report = train_ranker(engine, _build_dir(settings, build_dir), config, progress)
+    _print_ranker_report(report)
+
+
 @train_app.command("all")
 def train_all_command(
     epochs: Annotated[int, typer.Option(min=1, help="Two-tower passes over the data.")] = 8,
@@ -68,8 +100,10 @@ def train_all_command(
     with migrated_engine(settings) as engine:
         with progress_bars() as progress:
             train_retrieval(engine, path, TwoTowerConfig(epochs=epochs), progress)
-            report = build_item_index(engine, path, IndexConfig())
-        console.print(f"index: {report.items:,} items, {report.recall_at_k}")
+            index = build_item_index(engine, path, IndexConfig())
+            ranker = train_ranker(engine, path, RankerConfig(), progress)
+        console.print(f"index: {index.items:,} items, {index.recall_at_k}")
+        _print_ranker_report(ranker)
         if publish_release:
             manifest = publish(path, _registry(settings, engine))
             console.print(f"published and activated release {manifest.release_id}")
@@ -95,6 +129,17 @@ def build_index_command(
         table.add_row(name, f"{value:.4f}")
     table.add_row("seconds", f"{report.build_seconds:.1f}")
     Console().print(table)
+
+
+def _print_ranker_report(report: RankerReport) -> None:
+    table = Table("validation (held-out item among sampled negatives)", "HR@10", "NDCG@10")
+    for name, metrics in report.validation.items():
+        table.add_row(name, f"{metrics['hr@10']:.4f}", f"{metrics['ndcg@10']:.4f}")
+    Console().print(table)
+    console.print(
+        f"{report.groups:,} training groups, {report.validation_groups:,} validation groups, "
+        f"{report.rounds} rounds, {report.seconds:.0f} s"
+    )
 
 
 @release_app.command("publish")
@@ -142,3 +187,86 @@ def release_rollback() -> None:
     with migrated_engine(settings) as engine:
         manifest = _registry(settings, engine).rollback()
     console.print(f"rolled back to release {manifest.release_id}")
+
+
+def evaluate_command(
+    test_rating: Annotated[
+        Path, typer.Option(help="NCF test file: `user<TAB>item[...]`, one held-out item per user.")
+    ],
+    test_negative: Annotated[
+        Path, typer.Option(help="NCF negatives file: `(user,item)<TAB>neg1<TAB>...`, same order.")
+    ],
+    served: Annotated[
+        bool,
+        typer.Option(
+            "--served/--offline-only",
+            help="Also rank every case through the running ranking server and compare.",
+        ),
+    ] = True,
+    target: Annotated[
+        str | None,
+        typer.Option(help="Ranking server host:port; default: CASCADE_RANKING_TARGET / port."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=0, help="Evaluate only the first N users (0: all).")
+    ] = 0,
+) -> None:
+    """HR@10 and NDCG@10 of the active release on an NCF leave-one-out test split.
+
+    Each user's held-out item is ranked among its candidates (the item and its sampled
+    negatives, de-duplicated) by the ranking stage in this process, over the database and
+    the active release, and — unless `--offline-only` — by the running ranking server
+    through its gRPC API. Both results are printed with how often they agree; served and
+    offline scores come from the same code, so any difference is a bug.
+    """
+    settings = load_settings()
+    cases = read_ncf_cases(test_rating, test_negative)
+    if limit:
+        cases = cases[:limit]
+    with migrated_engine(settings) as engine:
+        release_id, rank = in_process_ranker(
+            engine, settings.home / "releases", signal_config(settings)
+        )
+        with progress_bars() as progress:
+            offline, offline_results = evaluate(
+                cases, rank, on_case=lambda n: progress("offline", n / len(cases))
+            )
+            served_results = None
+            if served:
+                served_results = _evaluate_served(
+                    cases, target or settings.target(ServiceName.RANKING), progress
+                )
+    table = Table(f"NCF protocol, {len(cases):,} users, release {release_id}", "HR@10", "NDCG@10")
+    table.add_row("offline (in-process)", f"{offline.hit_rate:.4f}", f"{offline.ndcg:.4f}")
+    if served_results is not None:
+        comparison = compare(served_results, offline_results)
+        table.add_row(
+            "served (gRPC RankCandidates)",
+            f"{comparison.served.hit_rate:.4f}",
+            f"{comparison.served.ndcg:.4f}",
+        )
+        table.add_row("same rank served vs offline", f"{comparison.agreement:.2%}", "")
+    Console().print(table)
+
+
+def _evaluate_served(
+    cases: list[RankingCase], target: str, progress: Callable[[str, float], None]
+) -> list[CaseResult]:
+    from cascade.common.v1 import context_pb2
+    from cascade.ranking.v1 import ranking_service_pb2
+    from cascade_client import RankingClient
+
+    with RankingClient(target) as client:
+
+        def rank(case: RankingCase) -> list[str]:
+            response = client.rank_candidates(
+                ranking_service_pb2.RankCandidatesRequest(
+                    context=context_pb2.RequestContext(user_id=case.user_id),
+                    item_ids=case.candidates,
+                ),
+                timeout=10.0,
+            )
+            return ranked_ids([c.item_id for c in response.candidates], case)
+
+        _, results = evaluate(cases, rank, on_case=lambda n: progress("served", n / len(cases)))
+    return results

@@ -15,11 +15,14 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
+from threadpoolctl import threadpool_limits
 
 from cascade_server.features.engagement import Csr
 from cascade_server.ranking.features import FactorFeature, NeighbourFeature
 
 FloatMatrix = npt.NDArray[np.float64]
+DENSE_MAX_ITEMS = 8_000
+"""Up to this many items, item x item matrices are computed densely (faster, 0.5 GB at most)."""
 Matrix: TypeAlias = Any
 """A ``scipy.sparse.csr_matrix`` (scipy ships no type information)."""
 
@@ -34,14 +37,30 @@ def interaction_matrix(
     return matrix
 
 
-def item_knn(x: Matrix, *, shrink: float, k: int, name: str = "item_knn") -> NeighbourFeature:
+def cooccurrence(x: Matrix, user_weights: npt.NDArray[np.float64] | None = None) -> Any:
+    """``Xᵀ diag(w) X``: dense for catalogs up to ``DENSE_MAX_ITEMS`` items, else sparse."""
+    weighted = x if user_weights is None else sparse.diags(user_weights) @ x
+    if x.shape[1] <= DENSE_MAX_ITEMS:
+        return np.asarray((x.T @ weighted.toarray()), dtype=np.float64)
+    return (x.T @ weighted).tocsr().astype(np.float64)
+
+
+def item_knn(
+    x: Matrix, *, shrink: float, k: int, gram: Any = None, name: str = "item_knn"
+) -> NeighbourFeature:
     """Cosine similarity of items' user sets, shrunk toward 0 for small overlaps."""
-    co = (x.T @ x).tocsr().astype(np.float64)
+    co = cooccurrence(x) if gram is None else gram
+    counts = np.asarray(x.sum(axis=0)).ravel().astype(np.float64)
+    norms = np.sqrt(counts)
+    if isinstance(co, np.ndarray):
+        similarity = co / (np.outer(norms, norms) + shrink)
+        np.fill_diagonal(similarity, 0.0)
+        return NeighbourFeature(name, top_k_dense(similarity, k))
+    co = co.copy()
     co.setdiag(0)
     co.eliminate_zeros()
-    counts = np.asarray(x.sum(axis=0)).ravel()
     rows = np.repeat(np.arange(co.shape[0]), np.diff(co.indptr))
-    co.data = co.data / (np.sqrt(counts[rows] * counts[co.indices]) + shrink)
+    co.data = co.data / (norms[rows] * norms[co.indices] + shrink)
     return NeighbourFeature(name, top_k_rows(co, k))
 
 
@@ -49,29 +68,36 @@ def rp3beta(
     x: Matrix, *, alpha: float, beta: float, k: int, name: str = "rp3beta"
 ) -> NeighbourFeature:
     """Random-walk item → user → item transition probabilities, divided by popularity^β."""
-    user_degree = np.maximum(np.asarray(x.sum(axis=1)).ravel(), 1)
-    item_degree = np.maximum(np.asarray(x.sum(axis=0)).ravel(), 1)
-    p_ui = sparse.diags(1 / user_degree) @ x
-    p_iu = sparse.diags(1 / item_degree) @ x.T
-    walk = (p_iu @ p_ui).tocsr().astype(np.float64)
+    user_degree = np.maximum(np.asarray(x.sum(axis=1)).ravel(), 1).astype(np.float64)
+    item_degree = np.maximum(np.asarray(x.sum(axis=0)).ravel(), 1).astype(np.float64)
+    walk = cooccurrence(x, 1 / user_degree)
+    scale = np.power(item_degree, -beta)
+    if isinstance(walk, np.ndarray):
+        walk = walk / item_degree[:, None]
+        if alpha != 1.0:
+            walk = np.power(walk, alpha)
+        walk = walk * scale[None, :]
+        np.fill_diagonal(walk, 0.0)
+        return NeighbourFeature(name, top_k_dense(walk, k))
+    walk = sparse.diags(1 / item_degree) @ walk
     if alpha != 1.0:
         walk.data = np.power(walk.data, alpha)
-    walk = walk @ sparse.diags(np.power(item_degree, -beta))
-    walk = walk.tocsr()
+    walk = (walk @ sparse.diags(scale)).tocsr()
     walk.setdiag(0)
     walk.eliminate_zeros()
     return NeighbourFeature(name, top_k_rows(walk, k))
 
 
-def ease(x: Matrix, *, lam: float, k: int, name: str = "ease") -> NeighbourFeature:
+def ease(
+    x: Matrix, *, lam: float, k: int, gram: Any = None, name: str = "ease"
+) -> NeighbourFeature:
     """EASE's closed-form item-item weights, keeping the k largest |weights| of each column.
 
-    Needs a dense items x items inverse: use it for catalogs of up to a few thousand
-    items.
+    Needs a dense items x items inverse: only for catalogs up to ``DENSE_MAX_ITEMS``.
     """
-    gram = np.asarray((x.T @ x).todense(), dtype=np.float64)
-    gram[np.diag_indices_from(gram)] += lam
-    inverse = np.linalg.inv(gram)
+    matrix = np.array(cooccurrence(x) if gram is None else gram, dtype=np.float64)
+    matrix[np.diag_indices_from(matrix)] += lam
+    inverse = np.linalg.inv(matrix)
     weights = -inverse / np.diag(inverse)
     np.fill_diagonal(weights, 0.0)
     # Keep, for every target item (column), its k strongest source items.
@@ -103,9 +129,11 @@ def ials(
     scale = 0.1 / np.sqrt(factors)
     user_f = (rng.standard_normal((n_users, factors)) * scale).astype(np.float32)
     item_f = (rng.standard_normal((n_items, factors)) * scale).astype(np.float32)
-    for _ in range(iterations):
-        user_f = _als_step(x, item_f, alpha0, lam, nu, n_items)
-        item_f = _als_step(xt, user_f, alpha0, lam, nu, n_users)
+    # Thousands of tiny k-by-k products: BLAS threads only add overhead here.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(iterations):
+            user_f = _als_step(x, item_f, alpha0, lam, nu, n_items)
+            item_f = _als_step(xt, user_f, alpha0, lam, nu, n_users)
     item64 = item_f.astype(np.float64)
     return FactorFeature(name, item64, alpha0 * (item64.T @ item64), lam, nu, alpha0 * n_items)
 
@@ -139,6 +167,19 @@ def _als_step(
         systems += reg[start:end, None, None].astype(np.float32) * eye
         out[start:end] = np.linalg.solve(systems, targets[..., None])[..., 0]
     return out
+
+
+def top_k_dense(matrix: FloatMatrix, k: int) -> Csr:
+    """The k largest positive values of every row of a dense matrix, as a ``Csr``."""
+    k = min(k, matrix.shape[1])
+    keep = np.argpartition(-matrix, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(matrix, keep, axis=1)
+    rows = np.broadcast_to(np.arange(matrix.shape[0])[:, None], keep.shape)
+    positive = values > 0
+    kept = sparse.csr_matrix(
+        (values[positive], (rows[positive], keep[positive])), shape=matrix.shape
+    )
+    return _csr(kept)
 
 
 def top_k_rows(matrix: Matrix, k: int) -> Csr:

@@ -14,7 +14,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from cascade_server.artifacts.manifest import read_verified
+from cascade_server.artifacts.registry import ReleaseRegistry
+from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.errors import FieldViolation, InvalidArgumentError
+from cascade_server.features.engagement import SignalConfig
+from cascade_server.features.refresh import SnapshotHolder
+from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.types import RequestContext
+from cascade_server.ranking.models import LightRanker
+from cascade_server.ranking.scorers import BaselineScorer
+from cascade_server.ranking.stage import RankingStage, RankRequest
+from cascade_server.storage.engagement_reader import read_engagement, read_fingerprint
 
 
 @dataclass(frozen=True)
@@ -135,3 +148,68 @@ def _lines(path: Path) -> list[str]:
 
 def _bad(field_name: str, description: str) -> InvalidArgumentError:
     return InvalidArgumentError([FieldViolation(field_name, description)])
+
+
+def ranked_ids(ordered: Sequence[str], case: RankingCase) -> list[str]:
+    """A case's candidates in ``ordered`` order, the ones the ranker did not return last."""
+    returned = list(dict.fromkeys(i for i in ordered if i in set(case.candidates)))
+    missing = [i for i in case.candidates if i not in set(returned)]
+    return returned + missing
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Served versus offline ranks of the same cases."""
+
+    served: Metrics
+    offline: Metrics
+    same_rank: int
+    cases: int
+
+    @property
+    def agreement(self) -> float:
+        """Share of cases whose held-out item got the same rank both ways."""
+        return self.same_rank / self.cases if self.cases else 1.0
+
+
+def compare(served: Sequence[CaseResult], offline: Sequence[CaseResult], k: int = 10) -> Comparison:
+    """Metrics of both runs and how often they agree, case by case."""
+    served_metrics, offline_metrics = Metrics(k), Metrics(k)
+    same = 0
+    for a, b in zip(served, offline, strict=True):
+        served_metrics.add(a.rank)
+        offline_metrics.add(b.rank)
+        same += a.rank == b.rank
+    return Comparison(served_metrics, offline_metrics, same, len(served))
+
+
+def in_process_ranker(
+    engine: sa.Engine, releases: Path, config: SignalConfig
+) -> tuple[str, Callable[[RankingCase], list[str]]]:
+    """The ranking stage exactly as the server builds it, over the database and the active
+    release, as a function of a case; also the id of the release it serves."""
+    holder = SnapshotHolder(
+        read_data=lambda: read_engagement(engine),
+        read_fingerprint=lambda: read_fingerprint(engine),
+        config=config,
+    )
+    holder.refresh()
+    registry = ReleaseRegistry(engine, releases)
+
+    def load(release_id: str) -> LightRanker:
+        path = registry.path_of(release_id)
+        return LightRanker(path, read_verified(path))
+
+    watcher: ReleaseWatcher[LightRanker | None] = ReleaseWatcher(
+        read_active=registry.active, load=load, baseline=None, name="evaluate"
+    )
+    watcher.refresh()
+    stage = RankingStage(holder, BaselineScorer(), watcher)
+    release_id = watcher.current().release_id or holder.current().snapshot_id
+
+    def rank(case: RankingCase) -> list[str]:
+        request = RankRequest(RequestContext(user_id=case.user_id), list(case.candidates))
+        result = stage.rank(request, Deadline.after(60.0))
+        return ranked_ids([c.item_id for c in result.candidates], case)
+
+    return release_id, rank

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,9 @@ from cascade_server.logs import get_logger
 from cascade_server.offline.build import Build, new_release_id
 from cascade_server.offline.index import IndexConfig, IndexReport, build_index
 from cascade_server.offline.interactions import Interactions, positive_interactions
+from cascade_server.offline.ranker import RankerConfig, RankerReport, train_light_ranker
 from cascade_server.offline.two_tower import TwoTowerConfig, train_two_tower
+from cascade_server.ranking import models as ranking_files
 from cascade_server.retrieval import models as retrieval_files
 from cascade_server.storage.engagement_reader import EngagementData, read_engagement
 
@@ -40,14 +41,6 @@ class NotEnoughDataError(CascadeError):
 
     status = "FAILED_PRECONDITION"
     reason = "NOT_ENOUGH_DATA"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every knob of the offline pipeline."""
-
-    two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
 
 
 def load_training_data(engine: sa.Engine) -> tuple[EngagementData, Interactions]:
@@ -135,3 +128,18 @@ def publish(build_dir: Path, registry: ReleaseRegistry) -> Manifest:
     shutil.copytree(build.path, staging)
     Build(staging).manifest(new_release_id())
     return registry.publish(staging)
+
+
+def train_ranker(
+    engine: sa.Engine, build_dir: Path, config: RankerConfig, progress: Progress
+) -> RankerReport:
+    """Add the ranking features and the LightGBM light ranker to the build."""
+    build = Build(build_dir)
+    build.info()
+    data, interactions = load_training_data(engine)
+    build.require_same_data(data)
+    features, booster, report = train_light_ranker(interactions, config, progress)
+    features.save(build.path / ranking_files.FEATURES_FILE)
+    booster.save_model(str(build.path / ranking_files.LIGHT_RANKER_FILE))
+    build.record("ranker", config, report)
+    return report

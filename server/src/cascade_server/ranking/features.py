@@ -93,12 +93,15 @@ class NeighbourFeature:
     def columns(self) -> list[str]:
         return [self.name]
 
-    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+    @functools.cached_property
+    def _matrix(self) -> Any:
         n_items = len(self.weights.indptr) - 1
-        weights = sparse.csr_matrix(
+        return sparse.csr_matrix(
             (self.weights.data, self.weights.indices, self.weights.indptr), shape=(n_items, n_items)
         )
-        scores = (users.histories @ weights).toarray()
+
+    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+        scores = (users.histories @ self._matrix).toarray()
         return np.take_along_axis(scores, candidates, axis=1)[..., None]
 
     def arrays(self) -> dict[str, npt.NDArray[np.generic]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import (
@@ -13,6 +14,7 @@ from cascade_server.pipeline.types import (
     RequestContext,
     ScoredCandidate,
 )
+from cascade_server.ranking.models import LightRanker
 from cascade_server.ranking.scorers import Scorer
 
 
@@ -43,13 +45,24 @@ class RankingStage:
     scored like any other: filtering is blending's job.
     """
 
-    def __init__(self, holder: SnapshotSource, scorer: Scorer) -> None:
+    def __init__(
+        self,
+        holder: SnapshotSource,
+        baseline: Scorer,
+        models: ReleaseWatcher[LightRanker | None] | None = None,
+    ) -> None:
         self._holder = holder
-        self._scorer = scorer
+        self._baseline = baseline
+        self._models = models
 
     def rank(self, request: RankRequest, deadline: Deadline) -> RankResult:
         """The scored candidates for ``request``."""
         snapshot = self._holder.current()
+        loaded = self._models.current() if self._models else None
+        scorer: Scorer = self._baseline
+        release_id = snapshot.snapshot_id
+        if loaded is not None and loaded.value is not None and loaded.release_id:
+            scorer, release_id = loaded.value, loaded.release_id
         item_ids = list(dict.fromkeys(request.item_ids))
         indices = snapshot.lookup_items(item_ids)
         known = indices >= 0
@@ -58,8 +71,8 @@ class RankingStage:
         deadline.check("ranking")
         seeds = snapshot.lookup_items(request.seed_item_ids)
         user = snapshot.user_row(request.context.user_id)
-        scores = self._scorer.score(snapshot, user, seeds[seeds >= 0], items)
-        name = self._scorer.name
+        scores = scorer.score(snapshot, user, seeds[seeds >= 0], items)
+        name = scorer.name
         candidates = [
             ScoredCandidate(
                 item_id=snapshot.item_ids[item],
@@ -75,5 +88,5 @@ class RankingStage:
         return RankResult(
             candidates=candidates,
             unknown_item_ids=unknown,
-            release=ReleaseInfo(snapshot.snapshot_id, name, snapshot.data_as_of),
+            release=ReleaseInfo(release_id, name, snapshot.data_as_of),
         )

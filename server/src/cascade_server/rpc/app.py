@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from threadpoolctl import threadpool_limits
 
 from cascade_server.errors import ConfigurationError
 from cascade_server.logs import get_logger
@@ -143,6 +144,9 @@ def build_server(
     """The server for ``service``, not yet started. ``port`` overrides the settings (0: any)."""
     from cascade_server.rpc import bindings
 
+    # Requests do many small matrix products on several threads at once: one BLAS
+    # thread each is faster than BLAS spreading every tiny product over the cores.
+    threadpool_limits(limits=1, user_api="blas")
     runner = BlockingRunner(settings.workers, service.value)
     factory = {
         ServiceName.RETRIEVAL: bindings.retrieval,

@@ -23,6 +23,7 @@ from cascade_server.catalog.service import CatalogService
 from cascade_server.features.engagement import SignalConfig
 from cascade_server.features.refresh import SnapshotHolder
 from cascade_server.pipeline.types import SourceKind
+from cascade_server.ranking.models import LightRanker
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
 from cascade_server.retrieval.models import RetrievalModels
@@ -43,16 +44,21 @@ from cascade_server.storage.engagement_reader import read_engagement, read_finge
 T = TypeVar("T")
 
 
+def signal_config(settings: Settings) -> SignalConfig:
+    """The engagement-signal knobs from the settings."""
+    return SignalConfig(
+        popularity_half_life_days=settings.popularity_half_life_days,
+        history_length=settings.history_length,
+        neighbours_per_item=settings.neighbours_per_item,
+    )
+
+
 def snapshot_holder(settings: Settings, engine: sa.Engine) -> SnapshotHolder:
     """A snapshot holder reading ``engine`` with the settings' signal knobs."""
     return SnapshotHolder(
         read_data=lambda: read_engagement(engine),
         read_fingerprint=lambda: read_fingerprint(engine),
-        config=SignalConfig(
-            popularity_half_life_days=settings.popularity_half_life_days,
-            history_length=settings.history_length,
-            neighbours_per_item=settings.neighbours_per_item,
-        ),
+        config=signal_config(settings),
     )
 
 
@@ -104,15 +110,17 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
 
 
 def ranking(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
-    """RankingService with the baseline scorer."""
+    """RankingService: the release's light ranker when published, else the baseline scorer."""
     holder = snapshot_holder(settings, engine)
-    servicer = ranking_servicer.RankingServicer(RankingStage(holder, BaselineScorer()), runner)
+    models = release_watcher(settings, engine, LightRanker, "ranking")
+    stage = RankingStage(holder, BaselineScorer(), models)
+    servicer = ranking_servicer.RankingServicer(stage, runner)
     return Binding(
         ranking_servicer.SERVICE_NAME,
         lambda server: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(
             servicer, server
         ),
-        [keep_snapshot(settings, holder)],
+        [keep_snapshot(settings, holder), keep_release(settings, models)],
     )
 
 

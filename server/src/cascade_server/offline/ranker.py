@@ -1,0 +1,272 @@
+"""Train the light ranker: LightGBM LambdaRank over base-model features, stacked honestly.
+
+The base models must not have seen the items the ranker learns to rank, so:
+
+1. hold out one random item per user (users with at least two items);
+2. fit the base models on the remaining pairs;
+3. for each user, rank group = ``negatives`` items the user never engaged with,
+   sampled uniformly (as the NCF protocol samples its test negatives), and the
+   held-out item;
+   features come from the base models of step 2 and the user's remaining items;
+4. fit LambdaRank on the groups, a share of users kept aside for early stopping and
+   for the validation metrics reported with the release;
+5. refit the base models on all pairs: these are what the release serves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import numpy.typing as npt
+from threadpoolctl import threadpool_limits
+
+from cascade_server.offline import base_models
+from cascade_server.offline.interactions import Interactions
+from cascade_server.ranking.features import (
+    CategoryAffinityFeature,
+    Feature,
+    FeatureSet,
+    ItemValueFeature,
+    UserActivityFeature,
+    Users,
+)
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class BaseModelConfig:
+    """Hyperparameters of the base models (chosen on a validation split of ML-1M)."""
+
+    ials_factors: int = 64
+    ials_alpha0: float = 0.1
+    ials_lambda: float = 0.01
+    ials_iterations: int = 8
+    ease_lambda: float = 1000.0
+    ease_k: int = 400
+    knn_shrink: float = 10.0
+    knn_k: int = 100
+    rp3_alpha: float = 1.0
+    rp3_beta: float = 0.6
+    rp3_k: int = 200
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    """How ranker training groups are built and LightGBM's parameters."""
+
+    base: BaseModelConfig = field(default_factory=BaseModelConfig)
+    negatives: int = 99
+    validation_share: float = 0.1
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    max_rounds: int = 600
+    early_stopping_rounds: int = 40
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.9
+    truncation_level: int = 20
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class RankerReport:
+    """What training measured, on the validation users' groups."""
+
+    groups: int
+    validation_groups: int
+    rounds: int
+    validation: dict[str, dict[str, float]]
+    """HR@10 and NDCG@10 of the ranker and of each feature alone."""
+    importance: dict[str, float]
+    seconds: float
+
+
+def fit_features(
+    data: Interactions, users: IntArray, items: IntArray, config: BaseModelConfig
+) -> FeatureSet:
+    """Fit every base model on the (user, item) pairs and wrap them as features."""
+    x = base_models.interaction_matrix(users, items, data.n_users, data.n_items)
+    gram = base_models.cooccurrence(x)
+    features: list[Feature] = [
+        base_models.ials(
+            x,
+            factors=config.ials_factors,
+            alpha0=config.ials_alpha0,
+            lam=config.ials_lambda,
+            iterations=config.ials_iterations,
+            seed=config.seed,
+        ),
+        base_models.item_knn(x, shrink=config.knn_shrink, k=config.knn_k, gram=gram),
+        base_models.rp3beta(x, alpha=config.rp3_alpha, beta=config.rp3_beta, k=config.rp3_k),
+    ]
+    if isinstance(gram, np.ndarray):
+        features.append(base_models.ease(x, lam=config.ease_lambda, k=config.ease_k, gram=gram))
+    counts = np.asarray(x.sum(axis=0)).ravel()
+    features += [
+        ItemValueFeature("item", np.log1p(counts)[:, None], ("log_popularity",)),
+        CategoryAffinityFeature("category_affinity", data.item_categories),
+        UserActivityFeature("user_activity"),
+    ]
+    return FeatureSet(features)
+
+
+def train_light_ranker(
+    data: Interactions,
+    config: RankerConfig,
+    progress: Callable[[str, float], None],
+) -> tuple[FeatureSet, lgb.Booster, RankerReport]:
+    """Fit the ranker on held-out groups; return the full-data features and the booster."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(config.seed)
+    histories = data.user_items()
+    holdout = _holdout(histories, data.n_items, rng)
+    eligible = np.flatnonzero(holdout >= 0)
+    kept = [
+        np.setdiff1d(h, [holdout[u]]) if holdout[u] >= 0 else h for u, h in enumerate(histories)
+    ]
+    progress("base models", 0.0)
+    reduced_users = np.concatenate([np.full(len(h), u) for u, h in enumerate(kept)])
+    features = fit_features(data, reduced_users, np.concatenate(kept), config.base)
+    progress("base models", 1.0)
+
+    candidates = _groups(histories, holdout, eligible, data.n_items, config.negatives, rng)
+    x = _compute_in_batches(
+        features, [kept[u] for u in eligible], candidates, data.n_items, progress
+    )
+    labels = np.zeros(candidates.shape)
+    labels[:, -1] = 1.0
+    order = rng.permutation(len(eligible))
+    n_valid = max(1, int(len(eligible) * config.validation_share))
+    valid, train = order[:n_valid], order[n_valid:]
+    booster = _fit(x, labels, train, valid, features.columns, config)
+    progress("light ranker", 1.0)
+
+    predicted = np.asarray(booster.predict(_flat(x[valid])), dtype=np.float64)
+    validation = {"light_ranker": _metrics(predicted.reshape(len(valid), -1))}
+    for position, column in enumerate(features.columns):
+        validation[column] = _metrics(x[valid][:, :, position])
+    importance = dict(
+        zip(features.columns, booster.feature_importance("gain").tolist(), strict=True)
+    )
+    full_users = np.concatenate([np.full(len(h), u) for u, h in enumerate(histories)])
+    progress("refit", 0.0)
+    served = fit_features(data, full_users, np.concatenate(histories), config.base)
+    progress("refit", 1.0)
+    report = RankerReport(
+        groups=len(train),
+        validation_groups=len(valid),
+        rounds=booster.best_iteration or booster.current_iteration(),
+        validation=validation,
+        importance={k: round(v, 1) for k, v in importance.items()},
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    return served, booster, report
+
+
+def _holdout(histories: Sequence[IntArray], n_items: int, rng: np.random.Generator) -> IntArray:
+    """One random item per user with at least two items and some unseen item; else -1."""
+    return np.array(
+        [int(rng.choice(h)) if 2 <= len(h) < n_items else -1 for h in histories],
+        dtype=np.int64,
+    )
+
+
+def _groups(
+    histories: Sequence[IntArray],
+    holdout: IntArray,
+    eligible: IntArray,
+    n_items: int,
+    negatives: int,
+    rng: np.random.Generator,
+) -> IntArray:
+    """[users, negatives + 1]: sampled unseen items, then each user's held-out item.
+
+    Negatives are drawn without replacement from the items the user never engaged
+    with (with replacement only when fewer than ``negatives`` such items exist). The
+    held-out item comes last so that ties never favour it: ranking metrics and
+    LightGBM's early stopping both see tied scores as misses.
+    """
+    groups = np.zeros((len(eligible), 1 + negatives), dtype=np.int64)
+    for row, user in enumerate(eligible):
+        seen = np.sort(histories[user])
+        pool = n_items - len(seen)
+        picks = rng.choice(pool, size=negatives, replace=pool < negatives)
+        # Map positions in the pool of unseen items onto item ids that skip ``seen``.
+        shifted = seen - np.arange(len(seen))
+        groups[row, :-1] = picks + np.searchsorted(shifted, picks, side="right")
+        groups[row, -1] = holdout[user]
+    return groups
+
+
+def _compute_in_batches(
+    features: FeatureSet,
+    histories: Sequence[IntArray],
+    candidates: IntArray,
+    n_items: int,
+    progress: Callable[[str, float], None],
+    batch: int = 512,
+) -> npt.NDArray[np.float64]:
+    parts = []
+    # Per-user k-by-k solves: BLAS threads only add overhead.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for start in range(0, len(histories), batch):
+            users = Users.of(histories[start : start + batch], n_items)
+            parts.append(features.compute(users, candidates[start : start + batch]))
+            progress("features", min(1.0, (start + batch) / max(1, len(histories))))
+    return np.concatenate(parts) if parts else np.zeros((0, candidates.shape[1], 0))
+
+
+def _flat(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return x.reshape(-1, x.shape[2])
+
+
+def _fit(
+    x: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.float64],
+    train: IntArray,
+    valid: IntArray,
+    columns: list[str],
+    config: RankerConfig,
+) -> lgb.Booster:
+    group = x.shape[1]
+    params = {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "lambdarank_truncation_level": config.truncation_level,
+        "num_leaves": config.num_leaves,
+        "learning_rate": config.learning_rate,
+        "min_data_in_leaf": config.min_data_in_leaf,
+        "feature_fraction": config.feature_fraction,
+        "seed": config.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": 2,
+        "verbose": -1,
+    }
+    train_set = lgb.Dataset(
+        _flat(x[train]), labels[train].ravel(), group=[group] * len(train), feature_name=columns
+    )
+    valid_set = lgb.Dataset(
+        _flat(x[valid]), labels[valid].ravel(), group=[group] * len(valid), reference=train_set
+    )
+    return lgb.train(
+        params,
+        train_set,
+        num_boost_round=config.max_rounds,
+        valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+    )
+
+
+def _metrics(scores: npt.NDArray[np.float64], k: int = 10) -> dict[str, float]:
+    """HR@k and NDCG@k when the last column of each row is the positive (ties: misses)."""
+    rank = (scores[:, :-1] >= scores[:, -1:]).sum(axis=1)
+    hits = rank < k
+    ndcg = np.where(hits, np.log(2) / np.log(rank + 2), 0.0)
+    return {f"hr@{k}": round(float(hits.mean()), 4), f"ndcg@{k}": round(float(ndcg.mean()), 4)}
