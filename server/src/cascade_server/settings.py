@@ -23,6 +23,14 @@ class ServiceName(StrEnum):
     CATALOG = "catalog"
 
 
+class RankingMode(StrEnum):
+    """Which of a release's rankers score candidates."""
+
+    LIGHT_HEAVY = "light_heavy"
+    LIGHT = "light"
+    HEAVY = "heavy"
+
+
 class LogFormat(StrEnum):
     """How log lines are rendered."""
 
@@ -92,6 +100,13 @@ class Settings(BaseSettings):
     )
     co_engagement_candidates: int = Field(
         default=300, ge=0, le=2000, description="Default candidates from co-engagement."
+    )
+    ranking_mode: RankingMode = Field(
+        default=RankingMode.LIGHT_HEAVY,
+        description="light_heavy (heavy re-scores the light top N), light, or heavy alone.",
+    )
+    heavy_top_n: PositiveInt = Field(
+        default=50, description="How many light-ranked candidates the heavy ranker re-scores."
     )
     recommend_deadline_ms: PositiveInt = Field(
         default=500, description="Deadline of a Recommend call when the caller sets none."

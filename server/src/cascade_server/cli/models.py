@@ -14,20 +14,20 @@ from rich.table import Table
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.cli.common import console, load_settings, migrated_engine, progress_bars
 from cascade_server.offline.evaluate import (
-    CaseResult,
+    Metrics,
     RankingCase,
-    compare,
+    agreement,
     evaluate,
-    in_process_ranker,
     ranked_ids,
     read_ncf_cases,
+    stage_metrics,
 )
 from cascade_server.offline.index import IndexConfig
 from cascade_server.offline.ranker import RankerConfig, RankerReport
 from cascade_server.offline.train import build_item_index, publish, train_ranker, train_retrieval
 from cascade_server.offline.two_tower import TwoTowerConfig
 from cascade_server.rpc.bindings import signal_config
-from cascade_server.settings import ServiceName, Settings
+from cascade_server.settings import RankingMode, ServiceName, Settings
 
 train_app = typer.Typer(help="Train models into the current build.", no_args_is_help=True)
 release_app = typer.Typer(
@@ -136,6 +136,8 @@ def _print_ranker_report(report: RankerReport) -> None:
     for name, metrics in report.validation.items():
         table.add_row(name, f"{metrics['hr@10']:.4f}", f"{metrics['ndcg@10']:.4f}")
     Console().print(table)
+    if report.heavy is not None:
+        console.print(f"heavy ranker heads: {', '.join(report.heavy.heads)}")
     console.print(
         f"{report.groups:,} training groups, {report.validation_groups:,} validation groups, "
         f"{report.rounds} rounds, {report.seconds:.0f} s"
@@ -210,48 +212,64 @@ def evaluate_command(
     limit: Annotated[
         int, typer.Option(min=0, help="Evaluate only the first N users (0: all).")
     ] = 0,
+    stages: Annotated[
+        bool,
+        typer.Option(
+            "--stages/--no-stages",
+            help="Also report each stage alone: TopPop, two-tower, light, light+heavy.",
+        ),
+    ] = True,
 ) -> None:
     """HR@10 and NDCG@10 of the active release on an NCF leave-one-out test split.
 
     Each user's held-out item is ranked among its candidates (the item and its sampled
-    negatives, de-duplicated) by the ranking stage in this process, over the database and
-    the active release, and — unless `--offline-only` — by the running ranking server
-    through its gRPC API. Both results are printed with how often they agree; served and
-    offline scores come from the same code, so any difference is a bug.
+    negatives, de-duplicated) offline, in this process, by every stage of the active
+    release alone and stacked (TopPop, two-tower, light, heavy, light+heavy), and —
+    unless `--offline-only` — by the running ranking server through its gRPC API. The
+    served ranks are compared user by user with the offline ranks of the serving mode
+    (`CASCADE_RANKING_MODE`): both come from the same code, so any difference is a bug.
     """
     settings = load_settings()
     cases = read_ncf_cases(test_rating, test_negative)
     if limit:
         cases = cases[:limit]
-    with migrated_engine(settings) as engine:
-        release_id, rank = in_process_ranker(
-            engine, settings.home / "releases", signal_config(settings)
+    mode_row = {
+        RankingMode.LIGHT_HEAVY: "light+heavy",
+        RankingMode.LIGHT: "light",
+        RankingMode.HEAVY: "heavy",
+    }[settings.ranking_mode]
+    with migrated_engine(settings) as engine, progress_bars() as progress:
+        rows = stage_metrics(
+            engine,
+            settings.home / "releases",
+            cases,
+            signal_config(settings),
+            heavy_top_n=settings.heavy_top_n,
+            on_progress=progress,
         )
-        with progress_bars() as progress:
-            offline, offline_results = evaluate(
-                cases, rank, on_case=lambda n: progress("offline", n / len(cases))
-            )
-            served_results = None
-            if served:
-                served_results = _evaluate_served(
-                    cases, target or settings.target(ServiceName.RANKING), progress
-                )
-    table = Table(f"NCF protocol, {len(cases):,} users, release {release_id}", "HR@10", "NDCG@10")
-    table.add_row("offline (in-process)", f"{offline.hit_rate:.4f}", f"{offline.ndcg:.4f}")
-    if served_results is not None:
-        comparison = compare(served_results, offline_results)
+        served_metrics = (
+            _evaluate_served(cases, target or settings.target(ServiceName.RANKING), progress)
+            if served
+            else None
+        )
+    table = Table(f"NCF protocol, {len(cases):,} users", "HR@10", "NDCG@10")
+    for name, metrics in rows.items():
+        label = f"{name} (offline){' — serving mode' if name == mode_row else ''}"
+        table.add_row(label, f"{metrics.hit_rate:.4f}", f"{metrics.ndcg:.4f}")
+    if served_metrics is not None:
         table.add_row(
-            "served (gRPC RankCandidates)",
-            f"{comparison.served.hit_rate:.4f}",
-            f"{comparison.served.ndcg:.4f}",
+            f"{mode_row} (served, gRPC RankCandidates)",
+            f"{served_metrics.hit_rate:.4f}",
+            f"{served_metrics.ndcg:.4f}",
         )
-        table.add_row("same rank served vs offline", f"{comparison.agreement:.2%}", "")
+        same = agreement(served_metrics, rows[mode_row])
+        table.add_row("same rank served vs offline", f"{same:.2%}", "")
     Console().print(table)
 
 
 def _evaluate_served(
     cases: list[RankingCase], target: str, progress: Callable[[str, float], None]
-) -> list[CaseResult]:
+) -> Metrics:
     from cascade.common.v1 import context_pb2
     from cascade.ranking.v1 import ranking_service_pb2
     from cascade_client import RankingClient
@@ -268,5 +286,5 @@ def _evaluate_served(
             )
             return ranked_ids([c.item_id for c in response.candidates], case)
 
-        _, results = evaluate(cases, rank, on_case=lambda n: progress("served", n / len(cases)))
-    return results
+        metrics, _ = evaluate(cases, rank, on_case=lambda n: progress("served", n / len(cases)))
+    return metrics

@@ -14,20 +14,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 
 from cascade_server.artifacts.manifest import read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
-from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.errors import FieldViolation, InvalidArgumentError
 from cascade_server.features.engagement import SignalConfig
-from cascade_server.features.refresh import SnapshotHolder
-from cascade_server.pipeline.deadline import Deadline
-from cascade_server.pipeline.types import RequestContext
-from cascade_server.ranking.models import LightRanker
-from cascade_server.ranking.scorers import BaselineScorer
-from cascade_server.ranking.stage import RankingStage, RankRequest
-from cascade_server.storage.engagement_reader import read_engagement, read_fingerprint
+from cascade_server.ranking.models import LearnedRanker
+from cascade_server.storage.engagement_reader import read_engagement
 
 
 @dataclass(frozen=True)
@@ -157,59 +153,110 @@ def ranked_ids(ordered: Sequence[str], case: RankingCase) -> list[str]:
     return returned + missing
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """Served versus offline ranks of the same cases."""
-
-    served: Metrics
-    offline: Metrics
-    same_rank: int
-    cases: int
-
-    @property
-    def agreement(self) -> float:
-        """Share of cases whose held-out item got the same rank both ways."""
-        return self.same_rank / self.cases if self.cases else 1.0
+def agreement(served: Metrics, offline: Metrics) -> float:
+    """Share of cases whose held-out item got the same rank served and offline."""
+    same = sum(a == b for a, b in zip(served.ranks, offline.ranks, strict=True))
+    return same / served.cases if served.cases else 1.0
 
 
-def compare(served: Sequence[CaseResult], offline: Sequence[CaseResult], k: int = 10) -> Comparison:
-    """Metrics of both runs and how often they agree, case by case."""
-    served_metrics, offline_metrics = Metrics(k), Metrics(k)
-    same = 0
-    for a, b in zip(served, offline, strict=True):
-        served_metrics.add(a.rank)
-        offline_metrics.add(b.rank)
-        same += a.rank == b.rank
-    return Comparison(served_metrics, offline_metrics, same, len(served))
+def stage_metrics(
+    engine: sa.Engine,
+    releases: Path,
+    cases: Sequence[RankingCase],
+    config: SignalConfig,
+    *,
+    heavy_top_n: int = 50,
+    batch: int = 512,
+    on_progress: Callable[[str, float], None] | None = None,
+) -> dict[str, Metrics]:
+    """HR@10/NDCG@10 of each stage of the active release alone and stacked, on ``cases``.
 
+    Rows: ``popularity`` (TopPop: decayed engagement counts), ``two_tower`` (dot product
+    of the query and candidate towers), ``light`` (LightGBM), ``heavy`` (the heavy
+    ranker on every candidate), ``light+heavy`` (the heavy ranker re-scoring the light
+    top N). Computed in batches with the same feature code the servers run; tied
+    scores count against the held-out item.
+    """
+    from threadpoolctl import threadpool_limits
 
-def in_process_ranker(
-    engine: sa.Engine, releases: Path, config: SignalConfig
-) -> tuple[str, Callable[[RankingCase], list[str]]]:
-    """The ranking stage exactly as the server builds it, over the database and the active
-    release, as a function of a case; also the id of the release it serves."""
-    holder = SnapshotHolder(
-        read_data=lambda: read_engagement(engine),
-        read_fingerprint=lambda: read_fingerprint(engine),
-        config=config,
-    )
-    holder.refresh()
+    from cascade_server.features.engagement import build_snapshot
+    from cascade_server.ranking.features import Users
+    from cascade_server.ranking.models import after_heavy
+    from cascade_server.retrieval.models import RetrievalModels
+
     registry = ReleaseRegistry(engine, releases)
+    active = registry.active()
+    if active is None:
+        raise _bad("release", "no release is active; run `cascade train all` first")
+    path = registry.path_of(active)
+    manifest = read_verified(path)
+    ranker = LearnedRanker(path, manifest)
+    retrieval = RetrievalModels(path, manifest)
+    snapshot = build_snapshot(read_engagement(engine), config)
+    live_to_release = ranker.to_release(snapshot)
 
-    def load(release_id: str) -> LightRanker:
-        path = registry.path_of(release_id)
-        return LightRanker(path, read_verified(path))
+    width = max(len(c.candidates) for c in cases)
+    rows = {
+        name: Metrics(10) for name in ("popularity", "two_tower", "light", "heavy", "light+heavy")
+    }
+    with threadpool_limits(limits=1, user_api="blas"):
+        for start in range(0, len(cases), batch):
+            chunk = cases[start : start + batch]
+            live = np.full((len(chunk), width), -1, dtype=np.int64)
+            for r, case in enumerate(chunk):
+                live[r, : len(case.candidates)] = snapshot.lookup_items(list(case.candidates))
+            release = np.where(live >= 0, live_to_release[np.maximum(live, 0)], -1)
+            users = [snapshot.user_row(c.user_id) for c in chunk]
+            histories = [live_to_release[snapshot.engaged.row(u)[0]] for u in users]
+            histories = [h[h >= 0] for h in histories]
+            known = release >= 0
+            safe = np.maximum(release, 0)
+            popularity = snapshot.popularity[np.maximum(live, 0)]
+            recent = [live_to_release[snapshot.history.row(u)[0][::-1]] for u in users]
+            queries = retrieval.user_embeddings(
+                [c.user_id for c in chunk], [r[r >= 0] for r in recent]
+            )
+            two_tower = np.einsum("nk,nck->nc", queries, retrieval.item_embeddings[safe])
+            values = ranker.features.compute(Users.of(histories, ranker.n_items), safe)
+            light = np.asarray(
+                ranker.booster.predict(values.reshape(-1, values.shape[2])), dtype=np.float64
+            ).reshape(len(chunk), width)
+            stacked, heavy_alone = light.copy(), light.copy()
+            if ranker.heavy is not None:
+                heavy_alone = ranker.heavy.predict(values.reshape(-1, values.shape[2]))[0].reshape(
+                    len(chunk), width
+                )
+                ordered = np.argsort(-np.where(known, light, -np.inf), axis=1, kind="stable")
+                top = ordered[:, :heavy_top_n]
+                rows_of_top = np.take_along_axis(values, top[..., None], axis=1)
+                combined = ranker.heavy.predict(rows_of_top.reshape(-1, values.shape[2]))[0]
+                heavy = np.full((len(chunk), width), np.nan)
+                np.put_along_axis(heavy, top, combined.reshape(top.shape), axis=1)
+                for r in range(len(chunk)):
+                    stacked[r] = after_heavy(light[r], heavy[r])
+            for name, scores in (
+                ("popularity", popularity),
+                ("two_tower", two_tower),
+                ("light", light),
+                ("heavy", heavy_alone),
+                ("light+heavy", stacked),
+            ):
+                for r, case in enumerate(chunk):
+                    rows[name].add(_rank_in_row(scores[r], known[r], case))
+            if on_progress is not None:
+                on_progress("stages", min(1.0, (start + batch) / len(cases)))
+    return rows
 
-    watcher: ReleaseWatcher[LightRanker | None] = ReleaseWatcher(
-        read_active=registry.active, load=load, baseline=None, name="evaluate"
-    )
-    watcher.refresh()
-    stage = RankingStage(holder, BaselineScorer(), watcher)
-    release_id = watcher.current().release_id or holder.current().snapshot_id
 
-    def rank(case: RankingCase) -> list[str]:
-        request = RankRequest(RequestContext(user_id=case.user_id), list(case.candidates))
-        result = stage.rank(request, Deadline.after(60.0))
-        return ranked_ids([c.item_id for c in result.candidates], case)
-
-    return release_id, rank
+def _rank_in_row(
+    scores: npt.NDArray[np.float64], known: npt.NDArray[np.bool_], case: RankingCase
+) -> int:
+    """Where the case's positive lands when its candidates are sorted by ``scores``
+    (unknown candidates last, ties against the positive)."""
+    n = len(case.candidates)
+    positive = case.candidates.index(case.positive)
+    if not known[positive]:
+        return -1
+    others = np.delete(np.arange(n), positive)
+    ahead = known[others] & (scores[others] >= scores[positive])
+    return int(ahead.sum())

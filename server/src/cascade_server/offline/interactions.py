@@ -32,6 +32,8 @@ class Interactions:
     users: IntArray
     items: IntArray
     timestamps: FloatArray
+    kinds: IntArray
+    """Per pair, a bit mask of the positive event kinds seen (bit ``k`` = ``EVENT_KINDS[k]``)."""
     item_categories: IntArray
     """[n_items, MAX_ITEM_CATEGORIES] category ids (0 = none)."""
     item_creators: IntArray
@@ -55,9 +57,13 @@ def positive_interactions(data: EngagementData) -> Interactions:
     if data.metadata is None:
         raise ValueError("training needs catalog metadata: read_engagement(with_metadata=True)")
     positive = KIND_WEIGHTS[data.kinds] > 0
-    users, items, times = distinct_pairs(
-        data.event_users[positive], data.event_items[positive], data.timestamps[positive]
-    )
+    event_users, event_items = data.event_users[positive], data.event_items[positive]
+    users, items, times = distinct_pairs(event_users, event_items, data.timestamps[positive])
+    by_pair = np.lexsort((event_items, event_users))
+    first = np.ones(len(by_pair), dtype=bool)
+    first[1:] = (np.diff(event_users[by_pair]) != 0) | (np.diff(event_items[by_pair]) != 0)
+    bits = np.left_shift(1, data.kinds[positive].astype(np.int64))[by_pair]
+    kinds = np.bitwise_or.reduceat(bits, np.flatnonzero(first)) if len(bits) else bits
     chronological = np.lexsort((items, users, times))
 
     categories = Vocabulary(
@@ -72,6 +78,7 @@ def positive_interactions(data: EngagementData) -> Interactions:
         users=users[chronological],
         items=items[chronological],
         timestamps=times[chronological],
+        kinds=kinds[chronological],
         item_categories=padded(
             [categories.ids(list(c)) for c in data.metadata.item_categories], MAX_ITEM_CATEGORIES
         ),

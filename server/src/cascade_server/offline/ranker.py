@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
@@ -25,6 +26,12 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from cascade_server.offline import base_models
+from cascade_server.offline.heavy_ranker import (
+    HeavyRankerConfig,
+    HeavyRankerReport,
+    head_labels,
+    train_heavy_ranker,
+)
 from cascade_server.offline.interactions import Interactions
 from cascade_server.ranking.features import (
     CategoryAffinityFeature,
@@ -34,6 +41,8 @@ from cascade_server.ranking.features import (
     UserActivityFeature,
     Users,
 )
+from cascade_server.ranking.heavy import HeavyRanker
+from cascade_server.ranking.models import after_heavy
 
 IntArray = npt.NDArray[np.int64]
 
@@ -70,6 +79,8 @@ class RankerConfig:
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.9
     truncation_level: int = 20
+    heavy: HeavyRankerConfig = field(default_factory=HeavyRankerConfig)
+    heavy_top_n: int = 50
     seed: int = 42
 
 
@@ -84,6 +95,7 @@ class RankerReport:
     """HR@10 and NDCG@10 of the ranker and of each feature alone."""
     importance: dict[str, float]
     seconds: float
+    heavy: HeavyRankerReport | None = None
 
 
 def fit_features(
@@ -115,20 +127,20 @@ def fit_features(
     return FeatureSet(features)
 
 
-def train_light_ranker(
+def train_rankers(
     data: Interactions,
     config: RankerConfig,
+    heavy_path: Path | None,
     progress: Callable[[str, float], None],
 ) -> tuple[FeatureSet, lgb.Booster, RankerReport]:
-    """Fit the ranker on held-out groups; return the full-data features and the booster."""
+    """Fit the light ranker (and, given ``heavy_path``, the heavy ranker there) on held-out
+    groups; return the full-data features and the booster."""
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     histories = data.user_items()
     holdout = _holdout(histories, data.n_items, rng)
     eligible = np.flatnonzero(holdout >= 0)
-    kept = [
-        np.setdiff1d(h, [holdout[u]]) if holdout[u] >= 0 else h for u, h in enumerate(histories)
-    ]
+    kept = [h[h != holdout[u]] for u, h in enumerate(histories)]
     progress("base models", 0.0)
     reduced_users = np.concatenate([np.full(len(h), u) for u, h in enumerate(kept)])
     features = fit_features(data, reduced_users, np.concatenate(kept), config.base)
@@ -146,8 +158,17 @@ def train_light_ranker(
     booster = _fit(x, labels, train, valid, features.columns, config)
     progress("light ranker", 1.0)
 
-    predicted = np.asarray(booster.predict(_flat(x[valid])), dtype=np.float64)
-    validation = {"light_ranker": _metrics(predicted.reshape(len(valid), -1))}
+    light = np.asarray(booster.predict(_flat(x[valid])), dtype=np.float64).reshape(len(valid), -1)
+    validation = {"light_ranker": _metrics(light)}
+    heavy_report = None
+    if heavy_path is not None:
+        kinds = _pair_kinds(data, eligible, holdout[eligible])
+        heads, positive = head_labels(kinds)
+        heavy_report = train_heavy_ranker(
+            x[train], positive[train], heads, features.columns, config.heavy, heavy_path, progress
+        )
+        heavy = HeavyRanker(heavy_path, features.columns)
+        validation["light+heavy"] = _metrics(_light_then_heavy(x[valid], light, heavy, config))
     for position, column in enumerate(features.columns):
         validation[column] = _metrics(x[valid][:, :, position])
     importance = dict(
@@ -164,8 +185,34 @@ def train_light_ranker(
         validation=validation,
         importance={k: round(v, 1) for k, v in importance.items()},
         seconds=round(time.perf_counter() - started, 1),
+        heavy=heavy_report,
     )
     return served, booster, report
+
+
+def _pair_kinds(data: Interactions, users: IntArray, items: IntArray) -> IntArray:
+    """The kinds bit mask of each (user, item) pair."""
+    keys = data.users * data.n_items + data.items
+    order = np.argsort(keys)
+    positions = order[np.searchsorted(keys[order], users * data.n_items + items)]
+    kinds: IntArray = data.kinds[positions]
+    return kinds
+
+
+def _light_then_heavy(
+    x: npt.NDArray[np.float64],
+    light: npt.NDArray[np.float64],
+    heavy: HeavyRanker,
+    config: RankerConfig,
+) -> npt.NDArray[np.float64]:
+    """Group scores as served in light_heavy mode: heavy re-scores each light top N."""
+    scores = np.empty_like(light)
+    for g in range(len(light)):
+        top = np.argsort(-light[g], kind="stable")[: config.heavy_top_n]
+        heavy_scores = np.full(light.shape[1], np.nan)
+        heavy_scores[top] = heavy.predict(x[g][top])[0]
+        scores[g] = after_heavy(light[g], heavy_scores)
+    return scores
 
 
 def _holdout(histories: Sequence[IntArray], n_items: int, rng: np.random.Generator) -> IntArray:

@@ -19,9 +19,10 @@ from cascade_server.logs import get_logger
 from cascade_server.offline.build import Build, new_release_id
 from cascade_server.offline.index import IndexConfig, IndexReport, build_index
 from cascade_server.offline.interactions import Interactions, positive_interactions
-from cascade_server.offline.ranker import RankerConfig, RankerReport, train_light_ranker
+from cascade_server.offline.ranker import RankerConfig, RankerReport, train_rankers
 from cascade_server.offline.two_tower import TwoTowerConfig, train_two_tower
 from cascade_server.ranking import models as ranking_files
+from cascade_server.ranking.heavy import HEAVY_RANKER_DIR
 from cascade_server.retrieval import models as retrieval_files
 from cascade_server.storage.engagement_reader import EngagementData, read_engagement
 
@@ -138,7 +139,9 @@ def train_ranker(
     build.info()
     data, interactions = load_training_data(engine)
     build.require_same_data(data)
-    features, booster, report = train_light_ranker(interactions, config, progress)
+    heavy_path = build.path / HEAVY_RANKER_DIR
+    shutil.rmtree(heavy_path, ignore_errors=True)
+    features, booster, report = train_rankers(interactions, config, heavy_path, progress)
     features.save(build.path / ranking_files.FEATURES_FILE)
     booster.save_model(str(build.path / ranking_files.LIGHT_RANKER_FILE))
     build.record("ranker", config, report)

@@ -1,7 +1,9 @@
-"""The ranking half of a release: feature arrays and the LightGBM light ranker.
+"""The ranking half of a release: feature arrays, the LightGBM light ranker, the heavy ranker.
 
-Loaded once per release, validated (feature columns match the booster, scores of a
-golden query are finite) and warmed up before it serves.
+Loaded once per release, validated (feature columns match both models, scores of a
+golden query are finite) and warmed up before it serves. The light ranker scores
+every candidate; the heavy ranker re-scores the light ranker's top ``heavy_top_n``
+(``RankingMode.LIGHT_HEAVY``, the default). Either can also run alone.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import lightgbm as lgb
 import numpy as np
 
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
-from cascade_server.features.engagement import EngagementSnapshot, IntArray
+from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.ranking.features import FeatureSet, Users
+from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HeavyRanker
 from cascade_server.ranking.scorers import Scores
+from cascade_server.settings import RankingMode
 
 FEATURES_FILE = "ranking_features.npz"
 LIGHT_RANKER_FILE = "light_ranker.txt"
@@ -25,12 +29,17 @@ UNKNOWN_ITEM_SCORE = -1e9
 """Score of items the release does not know (added after training): ranked last."""
 
 
-class LightRanker:
-    """Scores candidates with the release's features and LightGBM booster."""
+class LearnedRanker:
+    """Scores candidates with the release's features, light ranker and heavy ranker."""
 
-    name = "light_ranker"
-
-    def __init__(self, path: Path, manifest: Manifest) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        *,
+        mode: RankingMode = RankingMode.LIGHT_HEAVY,
+        heavy_top_n: int = 50,
+    ) -> None:
         self.release_id = manifest.release_id
         item_ids: list[str] = json.loads((path / ITEMS_FILE).read_text())
         self._release_index = {item: i for i, item in enumerate(item_ids)}
@@ -45,6 +54,15 @@ class LightRanker:
                 f"the light ranker expects features {self.booster.feature_name()}, "
                 f"the release stores {self.features.columns}"
             )
+        heavy_path = path / HEAVY_RANKER_DIR
+        self.heavy = HeavyRanker(heavy_path, self.features.columns) if heavy_path.exists() else None
+        self.mode = mode if self.heavy is not None else RankingMode.LIGHT
+        self.heavy_top_n = heavy_top_n
+        self.name = {
+            RankingMode.LIGHT_HEAVY: "light+heavy",
+            RankingMode.LIGHT: "light",
+            RankingMode.HEAVY: "heavy",
+        }[self.mode]
         self._maps: tuple[str, IntArray] | None = None
         self._lock = threading.Lock()
         self._warm_up()
@@ -72,18 +90,59 @@ class LightRanker:
         history = mapping[anchors]
         candidates = mapping[items]
         known = candidates >= 0
-        final = np.full(len(items), UNKNOWN_ITEM_SCORE)
+        n = len(items)
+        final = np.full(n, UNKNOWN_ITEM_SCORE)
+        stages = {"light": np.full(n, np.nan), "heavy": np.full(n, np.nan)}
+        heads: dict[str, FloatArray] = {}
         if known.any():
-            final[known] = self.predict(history[history >= 0], candidates[known])
-        return Scores(final=final, heads={self.name: final})
+            scored = self.predict(history[history >= 0], candidates[known])
+            final[known] = scored.final
+            for name, values in scored.stages.items():
+                stages[name][known] = values
+            for name, values in scored.heads.items():
+                heads.setdefault(name, np.full(n, np.nan))[known] = values
+        return Scores(final=final, heads=heads, stages=stages)
 
-    def predict(self, history: IntArray, candidates: IntArray) -> np.ndarray:
-        """Booster scores of release-index ``candidates`` for a user with ``history``."""
+    def predict(self, history: IntArray, candidates: IntArray) -> Scores:
+        """Scores of release-index ``candidates`` for a user with ``history``."""
         values = self.features.compute(Users.of([history], self.n_items), candidates[None, :])[0]
-        return np.asarray(self.booster.predict(values, num_threads=1), dtype=np.float64)
+        n = len(candidates)
+        nan = np.full(n, np.nan)
+        light = (
+            np.asarray(self.booster.predict(values, num_threads=1), dtype=np.float64)
+            if self.mode is not RankingMode.HEAVY
+            else nan
+        )
+        if self.heavy is None or self.mode is RankingMode.LIGHT:
+            return Scores(final=light, heads={}, stages={"light": light, "heavy": nan})
+        chosen = (
+            np.arange(n)
+            if self.mode is RankingMode.HEAVY
+            else np.argsort(-light, kind="stable")[: self.heavy_top_n]
+        )
+        combined, per_head = self.heavy.predict(values[chosen])
+        heavy = nan.copy()
+        heavy[chosen] = combined
+        heads = {name: nan.copy() for name in per_head}
+        for name, scores in per_head.items():
+            heads[name][chosen] = scores
+        final = after_heavy(light, heavy)
+        return Scores(final=final, heads=heads, stages={"light": light, "heavy": heavy})
 
     def _warm_up(self) -> None:
         probe = np.arange(min(10, self.n_items), dtype=np.int64)
         scores = self.predict(probe[:3], probe)
-        if not np.isfinite(scores).all():
-            raise CorruptReleaseError("the light ranker returns non-finite scores")
+        if not np.isfinite(scores.final).all():
+            raise CorruptReleaseError("the rankers return non-finite scores")
+
+
+def after_heavy(light: FloatArray, heavy: FloatArray) -> FloatArray:
+    """One ordering: heavy-scored items by heavy score, then the rest in light order below."""
+    scored = np.isfinite(heavy)
+    if scored.all():
+        return heavy
+    final = heavy.copy()
+    rest = light[~scored]
+    floor = heavy[scored].min() if scored.any() else 0.0
+    final[~scored] = floor - 1.0 - (rest.max() - rest)
+    return final

@@ -10,10 +10,15 @@ from cascade_server.features.engagement import EngagementSnapshot, FloatArray, I
 
 @dataclass(frozen=True)
 class Scores:
-    """Final scores aligned with the input items, and each head's scores."""
+    """Final scores aligned with the input items, and each stage's and head's scores.
+
+    A stage or head that did not score an item (the heavy ranker scores only the light
+    ranker's top N) has NaN there.
+    """
 
     final: FloatArray
     heads: dict[str, FloatArray]
+    stages: dict[str, FloatArray]
 
 
 class Scorer(Protocol):
@@ -55,7 +60,9 @@ class BaselineScorer:
         anchors = seeds if len(seeds) else snapshot.history.row(user)[0]
         co_engagement = snapshot.co_engagement(anchors, items)
         popularity = snapshot.popularity_head(items)
+        final = co_engagement + self.popularity_weight * popularity
         return Scores(
-            final=co_engagement + self.popularity_weight * popularity,
+            final=final,
             heads={"co_engagement": co_engagement, "popularity": popularity},
+            stages={self.name: final},
         )

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from cascade_server.artifacts.watcher import ReleaseWatcher
+from cascade_server.features.engagement import FloatArray
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import (
@@ -14,7 +17,7 @@ from cascade_server.pipeline.types import (
     RequestContext,
     ScoredCandidate,
 )
-from cascade_server.ranking.models import LightRanker
+from cascade_server.ranking.models import LearnedRanker
 from cascade_server.ranking.scorers import Scorer
 
 
@@ -49,7 +52,7 @@ class RankingStage:
         self,
         holder: SnapshotSource,
         baseline: Scorer,
-        models: ReleaseWatcher[LightRanker | None] | None = None,
+        models: ReleaseWatcher[LearnedRanker | None] | None = None,
     ) -> None:
         self._holder = holder
         self._baseline = baseline
@@ -77,8 +80,8 @@ class RankingStage:
             ScoredCandidate(
                 item_id=snapshot.item_ids[item],
                 score=float(scores.final[i]),
-                stage_scores={name: float(scores.final[i])},
-                head_scores={head: float(values[i]) for head, values in scores.heads.items()},
+                stage_scores=_finite(scores.stages, i),
+                head_scores=_finite(scores.heads, i),
             )
             for i, item in enumerate(items.tolist())
         ]
@@ -90,3 +93,8 @@ class RankingStage:
             unknown_item_ids=unknown,
             release=ReleaseInfo(release_id, name, snapshot.data_as_of),
         )
+
+
+def _finite(values: dict[str, FloatArray], i: int) -> dict[str, float]:
+    """The ``i``-th value of each array, leaving out NaN (not scored)."""
+    return {name: float(v[i]) for name, v in values.items() if np.isfinite(v[i])}

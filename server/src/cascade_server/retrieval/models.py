@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,20 +85,23 @@ class RetrievalModels:
             return self._maps
 
     def user_embedding(self, user_id: str, history: IntArray) -> npt.NDArray[np.float32]:
-        """The query tower's embedding for a user with ``history`` (release item indices)."""
-        user = self.user_index.get(user_id, -1)
-        features = (
-            self.user_features[user : user + 1]
-            if user >= 0
-            else np.zeros((1, self.user_features.shape[1]), dtype=np.int64)
-        )
+        """The query tower's embedding for a user with ``history`` (release items, oldest first)."""
+        embedding: npt.NDArray[np.float32] = self.user_embeddings([user_id], [history])[0]
+        return embedding
+
+    def user_embeddings(
+        self, user_ids: Sequence[str], histories: Sequence[IntArray]
+    ) -> npt.NDArray[np.float32]:
+        """The query tower's embeddings for many users in one model call."""
+        users = np.array([self.user_index.get(u, -1) for u in user_ids], dtype=np.int64)
+        features = np.where(users[:, None] >= 0, self.user_features[np.maximum(users, 0)], 0)
         out = self._query(
-            user=np.array([user + 1], dtype=np.int64),
-            history=history_matrix([history], self.history_length),
+            user=users + 1,
+            history=history_matrix(histories, self.history_length),
             user_features=features,
         )
-        embedding: npt.NDArray[np.float32] = out["embedding"].numpy()[0]
-        return embedding
+        embeddings: npt.NDArray[np.float32] = out["embedding"].numpy()
+        return embeddings
 
     def seed_embedding(self, seeds: IntArray) -> npt.NDArray[np.float32]:
         """The normalised mean embedding of seed items (release indices)."""

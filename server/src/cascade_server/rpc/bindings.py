@@ -23,7 +23,7 @@ from cascade_server.catalog.service import CatalogService
 from cascade_server.features.engagement import SignalConfig
 from cascade_server.features.refresh import SnapshotHolder
 from cascade_server.pipeline.types import SourceKind
-from cascade_server.ranking.models import LightRanker
+from cascade_server.ranking.models import LearnedRanker
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
 from cascade_server.retrieval.models import RetrievalModels
@@ -112,7 +112,14 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
 def ranking(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
     """RankingService: the release's light ranker when published, else the baseline scorer."""
     holder = snapshot_holder(settings, engine)
-    models = release_watcher(settings, engine, LightRanker, "ranking")
+    models = release_watcher(
+        settings,
+        engine,
+        lambda path, manifest: LearnedRanker(
+            path, manifest, mode=settings.ranking_mode, heavy_top_n=settings.heavy_top_n
+        ),
+        "ranking",
+    )
     stage = RankingStage(holder, BaselineScorer(), models)
     servicer = ranking_servicer.RankingServicer(stage, runner)
     return Binding(
