@@ -9,23 +9,29 @@ from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.features.engagement import SignalConfig, build_snapshot
 from cascade_server.offline.build import BuildError
 from cascade_server.offline.index import IndexConfig
+from cascade_server.offline.ranker import RankerConfig
 from cascade_server.offline.train import (
     NotEnoughDataError,
     build_item_index,
     publish,
+    train_ranker,
     train_retrieval,
 )
 from cascade_server.offline.two_tower import TwoTowerConfig
 from cascade_server.pipeline.components import RetrievalQuery
 from cascade_server.pipeline.types import RequestContext
+from cascade_server.ranking.features import Users
+from cascade_server.ranking.models import LearnedRanker
 from cascade_server.retrieval.models import RetrievalModels
 from cascade_server.retrieval.sources import AnnoyCandidateSource
+from cascade_server.settings import RankingMode
 from cascade_server.storage.database import make_engine
 from cascade_server.storage.engagement_reader import read_engagement
 
 pytestmark = pytest.mark.db
 
 FAST = TwoTowerConfig(epochs=1, embedding_dim=16, batch_size=1024)
+SMALL_RANKER = RankerConfig(negatives=20, max_rounds=50)
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +42,16 @@ def trained(shared_demo_database_url, tmp_path_factory):
     steps = []
     build = train_retrieval(engine, home / "build", FAST, lambda step, done: steps.append(step))
     report = build_item_index(engine, build.path, IndexConfig(n_trees=10))
+    ranker = train_ranker(engine, build.path, SMALL_RANKER, lambda step, done: steps.append(step))
     registry = ReleaseRegistry(engine, home / "releases")
     manifest = publish(build.path, registry)
-    yield engine, registry, manifest, report, steps
+    yield engine, registry, manifest, report, steps, ranker
     engine.dispose()
 
 
 def test_training_reports_progress_and_publishes_an_active_release(trained):
-    engine, registry, manifest, report, steps = trained
-    assert set(steps) == {"two-tower"}
+    engine, registry, manifest, report, steps, _ = trained
+    assert {"two-tower", "base models", "features", "heavy ranker", "refit"} <= set(steps)
     assert registry.active() == manifest.release_id
     assert set(manifest.artifacts) >= {
         "two_tower",
@@ -59,7 +66,7 @@ def test_training_reports_progress_and_publishes_an_active_release(trained):
 
 
 def test_the_published_release_verifies_and_loads(trained):
-    _, registry, manifest, _, _ = trained
+    _, registry, manifest, _, _, _ = trained
     path = registry.path_of(manifest.release_id)
     models = RetrievalModels(path, read_verified(path))
     assert models.release_id == manifest.release_id
@@ -68,7 +75,7 @@ def test_the_published_release_verifies_and_loads(trained):
 
 
 def test_the_ann_source_proposes_active_unseen_items_for_a_user(trained):
-    engine, registry, manifest, _, _ = trained
+    engine, registry, manifest, _, _, _ = trained
     path = registry.path_of(manifest.release_id)
     models = RetrievalModels(path, read_verified(path))
     snapshot = build_snapshot(read_engagement(engine), SignalConfig())
@@ -100,6 +107,42 @@ def test_too_little_data_is_a_clear_error(engine, tmp_path):
 
 
 def test_publishing_without_an_index_says_which_step_is_missing(trained, tmp_path):
-    _, registry, _, _, _ = trained
+    _, registry, _, _, _, _ = trained
     with pytest.raises(BuildError, match="train retrieval"):
         publish(tmp_path / "no-build", registry)
+
+
+def test_the_ranker_beats_popularity_on_held_out_items(trained):
+    *_, ranker = trained
+    light = ranker.validation["light_ranker"]["ndcg@10"]
+    assert light > ranker.validation["item.log_popularity"]["ndcg@10"]
+    assert "light+heavy" in ranker.validation
+    assert ranker.heavy is not None
+    assert ranker.heavy.heads  # one head per positive event kind in the demo data
+
+
+@pytest.mark.parametrize("mode", list(RankingMode))
+def test_served_scores_equal_batched_offline_scores(trained, mode):
+    _, registry, manifest, *_ = trained
+    path = registry.path_of(manifest.release_id)
+    ranker = LearnedRanker(path, read_verified(path), mode=mode, heavy_top_n=5)
+    rng = np.random.default_rng(0)
+    histories = [rng.choice(ranker.n_items, 12, replace=False) for _ in range(8)]
+    candidates = np.stack([rng.choice(ranker.n_items, 30, replace=False) for _ in range(8)])
+    values = ranker.features.compute(Users.of(histories, ranker.n_items), candidates)
+    for row in range(8):
+        served = ranker.predict(histories[row], candidates[row])
+        light = np.asarray(ranker.booster.predict(values[row]), dtype=np.float64)
+        if mode is RankingMode.LIGHT:
+            np.testing.assert_array_equal(served.final, light)
+        else:
+            assert ranker.heavy is not None
+            heavy = ranker.heavy.predict(values[row])[0]
+            scored = np.isfinite(served.stages["heavy"])
+            np.testing.assert_allclose(served.stages["heavy"][scored], heavy[scored], rtol=1e-5)
+            if mode is RankingMode.LIGHT_HEAVY:
+                assert scored.sum() == 5
+                top = np.argsort(-light, kind="stable")[:5]
+                assert set(np.flatnonzero(scored)) == set(top)
+                order = np.argsort(-served.final, kind="stable")
+                assert set(order[:5]) == set(top)  # heavy-scored items stay on top

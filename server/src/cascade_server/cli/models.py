@@ -50,7 +50,7 @@ def _registry(settings: Settings, engine: sa.Engine) -> ReleaseRegistry:
 
 @train_app.command("retrieval")
 def train_retrieval_command(
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training pairs.")] = 8,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training pairs.")] = 3,
     dim: Annotated[int, typer.Option(min=8, help="Embedding dimensions.")] = 64,
     build_dir: BuildDir = None,
 ) -> None:
@@ -88,20 +88,28 @@ def train_ranker_command(
 
 @train_app.command("all")
 def train_all_command(
-    epochs: Annotated[int, typer.Option(min=1, help="Two-tower passes over the data.")] = 8,
+    epochs: Annotated[int, typer.Option(min=1, help="Two-tower passes over the data.")] = 3,
+    negatives: Annotated[
+        int, typer.Option(min=1, help="Sampled negatives per ranker training group.")
+    ] = 99,
     publish_release: Annotated[
         bool, typer.Option("--publish/--no-publish", help="Publish the build when done.")
     ] = True,
     build_dir: BuildDir = None,
 ) -> None:
-    """Train everything on the data in the database, evaluate, and publish one release."""
+    """Train everything on the data in the database and publish it as one release.
+
+    Two-tower model → Annoy index (recall measured) → base models, LightGBM light ranker
+    and TensorFlow heavy ranker (validated on held-out items) → publish and activate.
+    Running servers swap the new release in without dropping a request.
+    """
     settings = load_settings()
     path = _build_dir(settings, build_dir)
     with migrated_engine(settings) as engine:
         with progress_bars() as progress:
             train_retrieval(engine, path, TwoTowerConfig(epochs=epochs), progress)
             index = build_item_index(engine, path, IndexConfig())
-            ranker = train_ranker(engine, path, RankerConfig(), progress)
+            ranker = train_ranker(engine, path, RankerConfig(negatives=negatives), progress)
         console.print(f"index: {index.items:,} items, {index.recall_at_k}")
         _print_ranker_report(ranker)
         if publish_release:

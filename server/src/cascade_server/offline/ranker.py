@@ -72,7 +72,7 @@ class RankerConfig:
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
     negatives: int = 99
     validation_share: float = 0.1
-    num_leaves: int = 31
+    num_leaves: int = 15
     learning_rate: float = 0.05
     max_rounds: int = 600
     early_stopping_rounds: int = 40

@@ -40,8 +40,8 @@ class TwoTowerConfig:
     """Architecture and training knobs."""
 
     embedding_dim: int = 64
-    history_length: int = 50
-    epochs: int = 8
+    history_length: int = 30
+    epochs: int = 3
     batch_size: int = 2048
     learning_rate: float = 0.003
     temperature: float = 0.07
