@@ -45,11 +45,14 @@ fmt: install ## format Python and protos
 	$(BIN)/buf format -w
 
 typecheck: install ## mypy --strict on hand-written code
-	$(BIN)/mypy client/src/cascade_client server/src/cascade_server migrations tests protos/generate.py
+	$(BIN)/mypy client/src/cascade_client server/src/cascade_server migrations tests bench protos/generate.py
+
+bench-quality: install ## ML-1M quality end to end through the API (needs ../shared/datasets)
+	$(BIN)/python bench/quality.py
 
 check: lint typecheck protos-check test ## everything CI runs
 
 clean: ## remove the virtualenv (keeps .cascade state)
 	rm -rf $(VENV)
 
-.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck check clean
+.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench-quality check clean

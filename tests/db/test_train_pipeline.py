@@ -126,6 +126,7 @@ def test_served_scores_equal_batched_offline_scores(trained, mode):
     _, registry, manifest, *_ = trained
     path = registry.path_of(manifest.release_id)
     ranker = LearnedRanker(path, read_verified(path), mode=mode, heavy_top_n=5)
+    mode = ranker.mode  # AUTO resolves to what the release's validation chose
     rng = np.random.default_rng(0)
     histories = [rng.choice(ranker.n_items, 12, replace=False) for _ in range(8)]
     candidates = np.stack([rng.choice(ranker.n_items, 30, replace=False) for _ in range(8)])

@@ -26,6 +26,8 @@ class ServiceName(StrEnum):
 class RankingMode(StrEnum):
     """Which of a release's rankers score candidates."""
 
+    AUTO = "auto"
+    """What the release's own validation chose: light+heavy if the heavy ranker helped."""
     LIGHT_HEAVY = "light_heavy"
     LIGHT = "light"
     HEAVY = "heavy"
@@ -102,8 +104,11 @@ class Settings(BaseSettings):
         default=300, ge=0, le=2000, description="Default candidates from co-engagement."
     )
     ranking_mode: RankingMode = Field(
-        default=RankingMode.LIGHT_HEAVY,
-        description="light_heavy (heavy re-scores the light top N), light, or heavy alone.",
+        default=RankingMode.AUTO,
+        description=(
+            "auto (the release's validated choice), light_heavy (heavy re-scores the light "
+            "top N), light, or heavy alone."
+        ),
     )
     heavy_top_n: PositiveInt = Field(
         default=50, description="How many light-ranked candidates the heavy ranker re-scores."

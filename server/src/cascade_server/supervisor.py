@@ -4,7 +4,8 @@ The supervisor starts the four servers (``python -m cascade_server serve <stage>
 with the same settings and one database URL, forwards SIGINT/SIGTERM to them, and
 exits when they have all stopped. When any server exits on its own, the others are
 stopped too and the supervisor exits with an error: a partial deployment is never
-left running.
+left running. One-off jobs (``cascade demo`` trains the first release this way) run
+beside the servers; their exit, successful or not, is logged and nothing else.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ class Supervisor:
         *,
         env: Mapping[str, str] | None = None,
         grace_s: float = 5.0,
+        jobs: Sequence[Sequence[str]] = (),
     ) -> None:
         self._services = tuple(services)
+        self._jobs = [list(job) for job in jobs]
+        self._running_jobs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._env = dict(os.environ if env is None else env)
         self._grace_s = grace_s
         self._children: list[Child] = []
@@ -64,7 +68,11 @@ class Supervisor:
             for service in self._services:
                 self._children.append(Child(service, self._spawn(service)))
             _log.info("started", services=[c.service.value for c in self._children])
+            for job in self._jobs:
+                command = [sys.executable, "-m", "cascade_server", *job]
+                self._running_jobs.append((" ".join(job), subprocess.Popen(command, env=self._env)))
             while not self._stopping:
+                self._reap_jobs()
                 for child in self._children:
                     code = child.process.poll()
                     if code is not None:
@@ -82,6 +90,17 @@ class Supervisor:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
+    def _reap_jobs(self) -> None:
+        for name, process in list(self._running_jobs):
+            code = process.poll()
+            if code is None:
+                continue
+            self._running_jobs.remove((name, process))
+            if code == 0:
+                _log.info("job finished", job=name)
+            else:
+                _log.error("job failed; the servers keep running", job=name, exit_code=code)
+
     def _spawn(self, service: ServiceName) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "cascade_server", "serve", service.value],
@@ -96,6 +115,9 @@ class Supervisor:
         self._stopping = True
 
     def _stop_all(self) -> None:
+        for _, job in self._running_jobs:
+            if job.poll() is None:
+                job.send_signal(signal.SIGTERM)
         for child in reversed(self._children):
             if child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)

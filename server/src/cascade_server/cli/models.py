@@ -245,13 +245,14 @@ def evaluate_command(
         RankingMode.LIGHT_HEAVY: "light+heavy",
         RankingMode.LIGHT: "light",
         RankingMode.HEAVY: "heavy",
-    }[settings.ranking_mode]
+    }
     with migrated_engine(settings) as engine, progress_bars() as progress:
-        rows = stage_metrics(
+        rows, serving_mode = stage_metrics(
             engine,
             settings.home / "releases",
             cases,
             signal_config(settings),
+            mode=settings.ranking_mode,
             heavy_top_n=settings.heavy_top_n,
             on_progress=progress,
         )
@@ -260,17 +261,18 @@ def evaluate_command(
             if served
             else None
         )
+    served_row = mode_row[serving_mode]
     table = Table(f"NCF protocol, {len(cases):,} users", "HR@10", "NDCG@10")
     for name, metrics in rows.items():
-        label = f"{name} (offline){' — serving mode' if name == mode_row else ''}"
+        label = f"{name} (offline){' — serving mode' if name == served_row else ''}"
         table.add_row(label, f"{metrics.hit_rate:.4f}", f"{metrics.ndcg:.4f}")
     if served_metrics is not None:
         table.add_row(
-            f"{mode_row} (served, gRPC RankCandidates)",
+            f"{served_row} (served, gRPC RankCandidates)",
             f"{served_metrics.hit_rate:.4f}",
             f"{served_metrics.ndcg:.4f}",
         )
-        same = agreement(served_metrics, rows[mode_row])
+        same = agreement(served_metrics, rows[served_row])
         table.add_row("same rank served vs offline", f"{same:.2%}", "")
     Console().print(table)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
@@ -13,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.cli.common import console, load_settings, migrated_engine
 from cascade_server.offline.demo_data import DemoDataConfig, floor_to_hour, generate, is_empty, load
 from cascade_server.settings import ServiceName, Settings
@@ -60,7 +62,12 @@ def serve(
 def demo(
     seed: Annotated[int, typer.Option(help="Seed of the demo data generator.")] = 42,
 ) -> None:
-    """Set up and serve a demo: migrate, load demo data if the database is empty, serve all."""
+    """Set up and serve a demo: migrate, load demo data if the database is empty, serve all.
+
+    With no release published yet, `cascade train all` also runs beside the servers:
+    they serve the baseline at once and swap the trained release in when it is
+    published (a few minutes; progress is shown).
+    """
     settings = load_settings("demo")
     with database_url(settings) as url:
         migrations.upgrade(url)
@@ -68,9 +75,13 @@ def demo(
         try:
             config = DemoDataConfig(seed=seed, end=floor_to_hour(datetime.now(UTC)))
             load_demo_data(engine, config, if_empty=True)
+            published = ReleaseRegistry(engine, settings.home / "releases").active() is not None
         finally:
             engine.dispose()
-        raise typer.Exit(serve_all(settings, url=url))
+        jobs = [] if published else [["train", "all"]]
+        if jobs:
+            console.print("no release yet: training one beside the servers (cascade train all)")
+        raise typer.Exit(serve_all(settings, url=url, jobs=jobs))
 
 
 def show_settings() -> None:
@@ -84,13 +95,16 @@ def show_settings() -> None:
     Console().print(table)
 
 
-def serve_all(settings: Settings, *, url: str | None = None) -> int:
-    """Run the four servers as supervised processes sharing one database URL."""
+def serve_all(
+    settings: Settings, *, url: str | None = None, jobs: Sequence[Sequence[str]] = ()
+) -> int:
+    """Run the four servers as supervised processes sharing one database URL (and ``jobs``,
+    one-off ``cascade`` commands, beside them)."""
     from cascade_server.supervisor import Supervisor
 
     if url is None:
         with database_url(settings) as embedded_or_external:
-            return serve_all(settings, url=embedded_or_external)
+            return serve_all(settings, url=embedded_or_external, jobs=jobs)
     engine = make_engine(url, pool_size=1)
     try:
         migrations.require_current(engine)
@@ -102,7 +116,7 @@ def serve_all(settings: Settings, *, url: str | None = None) -> int:
         f"retrieval :{settings.retrieval_port}, ranking :{settings.ranking_port}, "
         f"catalog :{settings.catalog_port} — Ctrl-C stops"
     )
-    return Supervisor(env=env, grace_s=settings.grace_seconds).run()
+    return Supervisor(env=env, grace_s=settings.grace_seconds, jobs=jobs).run()
 
 
 def load_demo_data(engine: sa.Engine, config: DemoDataConfig, *, if_empty: bool) -> None:

@@ -23,6 +23,7 @@ from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.errors import FieldViolation, InvalidArgumentError
 from cascade_server.features.engagement import SignalConfig
 from cascade_server.ranking.models import LearnedRanker
+from cascade_server.settings import RankingMode
 from cascade_server.storage.engagement_reader import read_engagement
 
 
@@ -165,17 +166,19 @@ def stage_metrics(
     cases: Sequence[RankingCase],
     config: SignalConfig,
     *,
+    mode: RankingMode = RankingMode.AUTO,
     heavy_top_n: int = 50,
     batch: int = 512,
     on_progress: Callable[[str, float], None] | None = None,
-) -> dict[str, Metrics]:
+) -> tuple[dict[str, Metrics], RankingMode]:
     """HR@10/NDCG@10 of each stage of the active release alone and stacked, on ``cases``.
 
     Rows: ``popularity`` (TopPop: decayed engagement counts), ``two_tower`` (dot product
     of the query and candidate towers), ``light`` (LightGBM), ``heavy`` (the heavy
     ranker on every candidate), ``light+heavy`` (the heavy ranker re-scoring the light
     top N). Computed in batches with the same feature code the servers run; tied
-    scores count against the held-out item.
+    scores count against the held-out item. Also returns the mode the ranking server
+    serves with these settings (``mode``, resolved for ``AUTO``).
     """
     from threadpoolctl import threadpool_limits
 
@@ -190,7 +193,7 @@ def stage_metrics(
         raise _bad("release", "no release is active; run `cascade train all` first")
     path = registry.path_of(active)
     manifest = read_verified(path)
-    ranker = LearnedRanker(path, manifest)
+    ranker = LearnedRanker(path, manifest, mode=mode, heavy_top_n=heavy_top_n)
     retrieval = RetrievalModels(path, manifest)
     snapshot = build_snapshot(read_engagement(engine), config)
     live_to_release = ranker.to_release(snapshot)
@@ -245,7 +248,7 @@ def stage_metrics(
                     rows[name].add(_rank_in_row(scores[r], known[r], case))
             if on_progress is not None:
                 on_progress("stages", min(1.0, (start + batch) / len(cases)))
-    return rows
+    return rows, ranker.mode
 
 
 def _rank_in_row(

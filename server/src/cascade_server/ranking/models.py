@@ -3,7 +3,9 @@
 Loaded once per release, validated (feature columns match both models, scores of a
 golden query are finite) and warmed up before it serves. The light ranker scores
 every candidate; the heavy ranker re-scores the light ranker's top ``heavy_top_n``
-(``RankingMode.LIGHT_HEAVY``, the default). Either can also run alone.
+(``RankingMode.LIGHT_HEAVY``). Either can also run alone. By default
+(``RankingMode.AUTO``) the release's own validation decides: light+heavy when the
+heavy ranker improved NDCG@10 on the held-out groups, else the light ranker alone.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class LearnedRanker:
         path: Path,
         manifest: Manifest,
         *,
-        mode: RankingMode = RankingMode.LIGHT_HEAVY,
+        mode: RankingMode = RankingMode.AUTO,
         heavy_top_n: int = 50,
     ) -> None:
         self.release_id = manifest.release_id
@@ -56,6 +58,8 @@ class LearnedRanker:
             )
         heavy_path = path / HEAVY_RANKER_DIR
         self.heavy = HeavyRanker(heavy_path, self.features.columns) if heavy_path.exists() else None
+        if mode is RankingMode.AUTO:
+            mode = validated_mode(manifest)
         self.mode = mode if self.heavy is not None else RankingMode.LIGHT
         self.heavy_top_n = heavy_top_n
         self.name = {
@@ -134,6 +138,16 @@ class LearnedRanker:
         scores = self.predict(probe[:3], probe)
         if not np.isfinite(scores.final).all():
             raise CorruptReleaseError("the rankers return non-finite scores")
+
+
+def validated_mode(manifest: Manifest) -> RankingMode:
+    """light_heavy when the release's validation shows the heavy ranker helping, else light."""
+    validation = manifest.metrics.get("ranker", {}).get("validation", {})
+    light = validation.get("light_ranker", {}).get("ndcg@10")
+    stacked = validation.get("light+heavy", {}).get("ndcg@10")
+    if light is None or stacked is None:
+        return RankingMode.LIGHT
+    return RankingMode.LIGHT_HEAVY if stacked > light else RankingMode.LIGHT
 
 
 def after_heavy(light: FloatArray, heavy: FloatArray) -> FloatArray:

@@ -1,0 +1,229 @@
+"""Quality benchmark: import an NCF split, train everything, serve, and score through the API.
+
+    .venv/bin/python bench/quality.py                      # ML-1M from ../shared/datasets
+    .venv/bin/python bench/quality.py --train T --test-rating R --test-negative N
+
+Runs the whole pipeline a user runs, on a fresh database (an embedded Postgres in a
+temporary CASCADE_HOME, or a new database on --database-url's server): `cascade db
+upgrade`, `cascade import --format ncf`, `cascade train all`, then `cascade serve
+ranking` on a free port, and scores every test user's candidates through
+RankingService/RankCandidates, next to each stage's offline numbers (TopPop,
+two-tower, light ranker, heavy ranker, light+heavy). Writes JSON and Markdown to
+bench/results/ and prints the Markdown table. Any NCF-format split works unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "datasets" / "ml-1m"
+CASCADE = [sys.executable, "-m", "cascade_server"]
+PUBLISHED = {  # ../shared/datasets/README.md, NCF split of ML-1M, HR@10 / NDCG@10
+    "TopPop": (0.4531, 0.2542),
+    "NeuMF (He et al. 2017)": (0.730, 0.447),
+    "iALS (irspack re-run)": (0.7310, 0.4521),
+}
+
+
+def main() -> int:
+    args = _arguments()
+    for path in (args.train, args.test_rating, args.test_negative):
+        if not path.exists():
+            print(
+                f"{path} does not exist; pass --train/--test-rating/--test-negative",
+                file=sys.stderr,
+            )
+            return 2
+    home = Path(tempfile.mkdtemp(prefix="cascade-quality-"))
+    env = {
+        **os.environ,
+        "CASCADE_HOME": str(home),
+        "CASCADE_LOG_LEVEL": "WARNING",
+        "COLUMNS": "200",
+    }
+    database = _fresh_database(args.database_url) if args.database_url else None
+    if database:
+        env["CASCADE_DATABASE_URL"] = database
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    try:
+        _step(timings, "db upgrade", env, "db", "upgrade")
+        _step(timings, "import", env, "import", "--format", "ncf", str(args.train))
+        _step(timings, "train all", env, "train", "all")
+        port = _free_port()
+        server_env = {**env, "CASCADE_RANKING_PORT": str(port)}
+        if not database:
+            # The servers must share the embedded database the CLI created.
+            server_env["CASCADE_DATABASE_URL"] = _embedded_url(home)
+        seconds, results = _serve_and_evaluate(server_env, port, args)
+        timings["evaluate"] = seconds
+        timings["total"] = time.perf_counter() - started
+    finally:
+        if database:
+            _drop_database(database)
+    report: dict[str, object] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        ),
+        "train": str(args.train),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "results": results,
+    }
+    _write(report, args.out)
+    return 0
+
+
+def _serve_and_evaluate(
+    env: dict[str, str], port: int, args: argparse.Namespace
+) -> tuple[float, dict[str, dict[str, float | str]]]:
+    server = subprocess.Popen([*CASCADE, "serve", "ranking"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        _wait_serving(f"127.0.0.1:{port}")
+        started = time.perf_counter()
+        result = subprocess.run(
+            [
+                *CASCADE, "evaluate",
+                "--test-rating", str(args.test_rating),
+                "--test-negative", str(args.test_negative),
+                "--target", f"127.0.0.1:{port}",
+            ],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return time.perf_counter() - started, _parse_table(result.stdout)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _parse_table(text: str) -> dict[str, dict[str, float | str]]:
+    rows: dict[str, dict[str, float | str]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if len(cells) == 3 and re.fullmatch(r"[\d.]+%?", cells[1] or "x"):
+            if cells[1].endswith("%"):
+                rows[cells[0]] = {"agreement": cells[1]}
+            else:
+                rows[cells[0]] = {"hr@10": float(cells[1]), "ndcg@10": float(cells[2])}
+    return rows
+
+
+def _write(report: dict[str, object], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    (out / f"quality-{stamp}.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        f"# Quality on {report['train']}",
+        "",
+        f"{report['date']} — {report['machine']}",
+        "",
+        "| ranking | HR@10 | NDCG@10 |",
+        "|---|---|---|",
+    ]
+    results = report["results"]
+    assert isinstance(results, dict)
+    for name, metrics in results.items():
+        if "hr@10" in metrics:
+            lines.append(f"| {name} | {metrics['hr@10']:.4f} | {metrics['ndcg@10']:.4f} |")
+        else:
+            lines.append(f"| {name} | {metrics['agreement']} | |")
+    for name, (hr, ndcg) in PUBLISHED.items():
+        lines.append(f"| published: {name} | {hr:.4f} | {ndcg:.4f} |")
+    lines += ["", "| step | seconds |", "|---|---|"]
+    timings = report["timings_s"]
+    assert isinstance(timings, dict)
+    lines += [f"| {step} | {seconds} |" for step, seconds in timings.items()]
+    markdown = "\n".join(lines) + "\n"
+    (out / f"quality-{stamp}.md").write_text(markdown)
+    print(markdown)
+
+
+def _step(timings: dict[str, float], name: str, env: dict[str, str], *args: str) -> None:
+    started = time.perf_counter()
+    print(f"== cascade {' '.join(args)}", file=sys.stderr, flush=True)
+    subprocess.run([*CASCADE, *args], env=env, check=True)
+    timings[name] = time.perf_counter() - started
+
+
+def _fresh_database(server_url: str) -> str:
+    name = f"cascade_quality_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(url: str) -> None:
+    parsed = make_url(url)
+    engine = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    engine.dispose()
+
+
+def _embedded_url(home: Path) -> str:
+    from cascade_server.storage.database import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(home / "pgdata")
+    return embedded.start()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_serving(target: str, timeout_s: float = 120.0) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                request = health_pb2.HealthCheckRequest()
+                if stub.Check(request, timeout=1).status == 1:  # type: ignore[attr-defined]
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.5)
+    raise RuntimeError(f"the ranking server at {target} did not become SERVING")
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--train", type=Path, default=SHARED / "ml-1m.train.pairs.gz")
+    parser.add_argument("--test-rating", type=Path, default=SHARED / "ml-1m.test.rating")
+    parser.add_argument("--test-negative", type=Path, default=SHARED / "ml-1m.test.negative")
+    parser.add_argument(
+        "--database-url",
+        help="A Postgres server to create a fresh database on (default: embedded Postgres).",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
