@@ -6,10 +6,12 @@
 Runs the whole pipeline a user runs, on a fresh database (an embedded Postgres in a
 temporary CASCADE_HOME, or a new database on --database-url's server): `cascade db
 upgrade`, `cascade import --format ncf`, `cascade train all`, then `cascade serve
-ranking` on a free port, and scores every test user's candidates through
+all` on free ports, and scores every test user's candidates through
 RankingService/RankCandidates, next to each stage's offline numbers (TopPop,
-two-tower, light ranker, heavy ranker, light+heavy). Writes JSON and Markdown to
-bench/results/ and prints the Markdown table. Any NCF-format split works unchanged.
+two-tower, light ranker, heavy ranker, light+heavy), plus full-catalog recall@K of
+the held-out items through BlendingService/Recommend for --recommend-users users.
+Writes JSON and Markdown to bench/results/ and prints the Markdown table. Any
+NCF-format split works unchanged.
 """
 
 from __future__ import annotations
@@ -67,12 +69,12 @@ def main() -> int:
         _step(timings, "db upgrade", env, "db", "upgrade")
         _step(timings, "import", env, "import", "--format", "ncf", str(args.train))
         _step(timings, "train all", env, "train", "all")
-        port = _free_port()
-        server_env = {**env, "CASCADE_RANKING_PORT": str(port)}
+        ports = {name: _free_port() for name in ("BLENDING", "RETRIEVAL", "RANKING", "CATALOG")}
+        server_env = {**env, **{f"CASCADE_{name}_PORT": str(p) for name, p in ports.items()}}
         if not database:
             # The servers must share the embedded database the CLI created.
             server_env["CASCADE_DATABASE_URL"] = _embedded_url(home)
-        seconds, results = _serve_and_evaluate(server_env, port, args)
+        seconds, results = _serve_and_evaluate(server_env, ports, args)
         timings["evaluate"] = seconds
         timings["total"] = time.perf_counter() - started
     finally:
@@ -92,32 +94,41 @@ def main() -> int:
 
 
 def _serve_and_evaluate(
-    env: dict[str, str], port: int, args: argparse.Namespace
+    env: dict[str, str], ports: dict[str, int], args: argparse.Namespace
 ) -> tuple[float, dict[str, dict[str, float | str]]]:
-    server = subprocess.Popen([*CASCADE, "serve", "ranking"], env=env, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([*CASCADE, "serve", "all"], env=env, stderr=subprocess.DEVNULL)
     try:
-        _wait_serving(f"127.0.0.1:{port}")
+        for port in ports.values():
+            _wait_serving(f"127.0.0.1:{port}")
         started = time.perf_counter()
         result = subprocess.run(
             [
                 *CASCADE, "evaluate",
                 "--test-rating", str(args.test_rating),
                 "--test-negative", str(args.test_negative),
-                "--target", f"127.0.0.1:{port}",
+                "--target", f"127.0.0.1:{ports['RANKING']}",
+                "--blending-target", f"127.0.0.1:{ports['BLENDING']}",
+                "--recommend-users", str(args.recommend_users),
             ],
             env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
+        print(result.stdout)
         return time.perf_counter() - started, _parse_table(result.stdout)
     finally:
         server.terminate()
-        server.wait(30)
+        server.wait(60)
 
 
 def _parse_table(text: str) -> dict[str, dict[str, float | str]]:
     rows: dict[str, dict[str, float | str]] = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.split("│")[1:-1]]
-        if len(cells) == 3 and re.fullmatch(r"[\d.]+%?", cells[1] or "x"):
+        if len(cells) == 4 and cells[0].isdigit():
+            rows[f"Recommend, full catalog, K={cells[0]}"] = {
+                "recall@K": float(cells[1]),
+                "ndcg@K": float(cells[2]),
+            }
+        elif len(cells) == 3 and re.fullmatch(r"[\d.]+%?", cells[1] or "x"):
             if cells[1].endswith("%"):
                 rows[cells[0]] = {"agreement": cells[1]}
             else:
@@ -142,10 +153,19 @@ def _write(report: dict[str, object], out: Path) -> None:
     for name, metrics in results.items():
         if "hr@10" in metrics:
             lines.append(f"| {name} | {metrics['hr@10']:.4f} | {metrics['ndcg@10']:.4f} |")
-        else:
+        elif "agreement" in metrics:
             lines.append(f"| {name} | {metrics['agreement']} | |")
     for name, (hr, ndcg) in PUBLISHED.items():
         lines.append(f"| published: {name} | {hr:.4f} | {ndcg:.4f} |")
+    catalog = {k: v for k, v in results.items() if "recall@K" in v}
+    if catalog:
+        lines += [
+            "",
+            "| held-out item in the Recommend page | recall@K | NDCG@K |",
+            "|---|---|---|",
+        ]
+        for name, metrics in catalog.items():
+            lines.append(f"| {name} | {metrics['recall@K']:.4f} | {metrics['ndcg@K']:.4f} |")
     lines += ["", "| step | seconds |", "|---|---|"]
     timings = report["timings_s"]
     assert isinstance(timings, dict)
@@ -220,6 +240,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--database-url",
         help="A Postgres server to create a fresh database on (default: embedded Postgres).",
+    )
+    parser.add_argument(
+        "--recommend-users",
+        type=int,
+        default=1000,
+        help="Users whose full-catalog Recommend pages are scored (0: skip).",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     return parser.parse_args()

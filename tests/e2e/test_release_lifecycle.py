@@ -3,66 +3,21 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
+from functools import partial
 
-import grpc
 import pytest
 import sqlalchemy as sa
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.processes import CASCADE, cascade, cascade_env, is_serving, wait_for
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
 from cascade.ranking.v1 import ranking_service_pb2 as ranking_pb
 from cascade_client import BlendingClient, RankingClient
 
 pytestmark = pytest.mark.e2e
-
-CASCADE = [sys.executable, "-m", "cascade_server"]
-PORTS = ("BLENDING", "RETRIEVAL", "RANKING", "CATALOG")
-
-
-def free_ports(count):
-    import socket
-
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def cascade(env, *args, check=True):
-    result = subprocess.run([*CASCADE, *args], env=env, capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
-def serving(target):
-    with grpc.insecure_channel(target) as channel:
-        request = health_pb2.HealthCheckRequest()
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            status = stub.Check(request, timeout=1).status  # type: ignore[attr-defined]
-        except grpc.RpcError:
-            return False
-        return status == health_pb2.HealthCheckResponse.SERVING
-
-
-def wait_for(check, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def active_release(env):
@@ -72,18 +27,7 @@ def active_release(env):
 
 @pytest.fixture
 def trained_env(empty_database_url, tmp_path):
-    ports = dict(zip(PORTS, free_ports(4), strict=True))
-    env = {
-        **os.environ,
-        "CASCADE_DATABASE_URL": empty_database_url,
-        "CASCADE_HOME": str(tmp_path / "home"),
-        "CASCADE_SNAPSHOT_REFRESH_SECONDS": "1",
-        "CASCADE_RELEASE_POLL_SECONDS": "0.5",
-        "CASCADE_GRACE_SECONDS": "2",
-        "CASCADE_LOG_FORMAT": "json",
-        "COLUMNS": "200",
-        **{f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()},
-    }
+    env, ports = cascade_env(empty_database_url, tmp_path / "home", release_poll_seconds="0.5")
     cascade(env, "db", "upgrade")
     cascade(
         env,
@@ -107,7 +51,7 @@ def test_a_release_is_served_swapped_under_traffic_rolled_back_and_protected(
     ranking_target = f"127.0.0.1:{ports['RANKING']}"
     try:
         for port in ports.values():
-            wait_for(lambda port=port: serving(f"127.0.0.1:{port}"), 120, f"port {port}")
+            wait_for(partial(is_serving, f"127.0.0.1:{port}"), 120, f"port {port}")
         with BlendingClient(front) as blending, RankingClient(ranking_target) as ranking:
 
             def release_served():

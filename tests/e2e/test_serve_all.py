@@ -6,16 +6,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
-import grpc
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.processes import CASCADE, cascade, cascade_env, is_serving, wait_for
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
 from cascade.catalog.v1 import catalog_service_pb2 as catalog_pb
@@ -23,57 +21,12 @@ from cascade_client import BlendingClient, CatalogClient
 
 pytestmark = pytest.mark.e2e
 
-CASCADE = [sys.executable, "-m", "cascade_server"]
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
-PORT_NAMES = ("BLENDING", "RETRIEVAL", "RANKING", "CATALOG")
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def cascade(env, *args, timeout=120):
-    result = subprocess.run(
-        [*CASCADE, *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
-def wait_serving(target, timeout_s=90.0):
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                request = health_pb2.HealthCheckRequest()
-                status = stub.Check(request, timeout=1).status  # type: ignore[attr-defined]
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.3)
-    raise AssertionError(f"{target} did not become SERVING within {timeout_s} s")
 
 
 @pytest.fixture
-def cascade_env(empty_database_url, tmp_path):
-    ports = dict(zip(PORT_NAMES, free_ports(4), strict=True))
-    env = {
-        **os.environ,
-        "CASCADE_DATABASE_URL": empty_database_url,
-        "CASCADE_HOME": str(tmp_path / "home"),
-        "CASCADE_SNAPSHOT_REFRESH_SECONDS": "1",
-        "CASCADE_GRACE_SECONDS": "2",
-        "CASCADE_LOG_FORMAT": "json",
-        **{f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()},
-    }
+def prepared(empty_database_url, tmp_path):
+    env, ports = cascade_env(empty_database_url, tmp_path / "home")
     cascade(env, "db", "upgrade")
     cascade(
         env,
@@ -93,15 +46,15 @@ def cascade_env(empty_database_url, tmp_path):
 
 
 @pytest.fixture
-def served(cascade_env, tmp_path):
-    env, ports = cascade_env
+def served(prepared, tmp_path):
+    env, ports = prepared
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
         [*CASCADE, "serve", "all"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         for port in ports.values():
-            wait_serving(f"127.0.0.1:{port}")
+            wait_for(partial(is_serving, f"127.0.0.1:{port}"), 90, f"port {port}")
         yield process, ports
     finally:
         if process.poll() is None:

@@ -14,6 +14,7 @@ from rich.table import Table
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.cli.common import console, load_settings, migrated_engine, progress_bars
 from cascade_server.offline.evaluate import (
+    CatalogRecall,
     Metrics,
     RankingCase,
     agreement,
@@ -220,13 +221,18 @@ def evaluate_command(
     limit: Annotated[
         int, typer.Option(min=0, help="Evaluate only the first N users (0: all).")
     ] = 0,
-    stages: Annotated[
-        bool,
+    recommend_users: Annotated[
+        int,
         typer.Option(
-            "--stages/--no-stages",
-            help="Also report each stage alone: TopPop, two-tower, light, light+heavy.",
+            min=0,
+            help="Also rank the whole catalog for this many test users through the running "
+            "front door (Recommend, 100 items) and report recall@K/NDCG@K; 0: skip.",
         ),
-    ] = True,
+    ] = 0,
+    blending_target: Annotated[
+        str | None,
+        typer.Option(help="Front door host:port for --recommend-users; default: settings."),
+    ] = None,
 ) -> None:
     """HR@10 and NDCG@10 of the active release on an NCF leave-one-out test split.
 
@@ -275,6 +281,34 @@ def evaluate_command(
         same = agreement(served_metrics, rows[served_row])
         table.add_row("same rank served vs offline", f"{same:.2%}", "")
     Console().print(table)
+    if recommend_users:
+        front = blending_target or settings.target(ServiceName.BLENDING)
+        recall = _catalog_recall(cases[:recommend_users], front)
+        catalog = Table(
+            f"full catalog through Recommend (page of 100), {recall.cases:,} users",
+            "K",
+            "recall@K",
+            "NDCG@K",
+        )
+        values = recall.summary()
+        for k in recall.ks:
+            catalog.add_row(str(k), f"{values[f'recall@{k}']:.4f}", f"{values[f'ndcg@{k}']:.4f}")
+        Console().print(catalog)
+
+
+def _catalog_recall(cases: list[RankingCase], target: str) -> CatalogRecall:
+    from cascade.blending.v1 import blending_service_pb2
+    from cascade_client import BlendingClient
+
+    recall = CatalogRecall()
+    with BlendingClient(target) as client:
+        for case in cases:
+            page = client.recommend(
+                blending_service_pb2.RecommendRequest(user_id=case.user_id, page_size=100),
+                timeout=10.0,
+            )
+            recall.add([item.item_id for item in page.items], case.positive)
+    return recall
 
 
 def _evaluate_served(

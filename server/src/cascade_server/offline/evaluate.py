@@ -263,3 +263,30 @@ def _rank_in_row(
     others = np.delete(np.arange(n), positive)
     ahead = known[others] & (scores[others] >= scores[positive])
     return int(ahead.sum())
+
+
+@dataclass
+class CatalogRecall:
+    """Full-catalog ranking of held-out items through Recommend: recall@k and NDCG@k."""
+
+    ks: tuple[int, ...] = (10, 50, 100)
+    cases: int = 0
+    hits: dict[int, int] = field(default_factory=dict)
+    ndcg_sum: dict[int, float] = field(default_factory=dict)
+
+    def add(self, page: Sequence[str], positive: str) -> None:
+        """Count one user whose page (best first) should hold ``positive``."""
+        self.cases += 1
+        rank = rank_of(page, positive)
+        for k in self.ks:
+            if 0 <= rank < k:
+                self.hits[k] = self.hits.get(k, 0) + 1
+                self.ndcg_sum[k] = self.ndcg_sum.get(k, 0.0) + math.log(2) / math.log(rank + 2)
+
+    def summary(self) -> dict[str, float]:
+        """recall@k and ndcg@k for every k."""
+        out: dict[str, float] = {}
+        for k in self.ks:
+            out[f"recall@{k}"] = self.hits.get(k, 0) / self.cases if self.cases else 0.0
+            out[f"ndcg@{k}"] = self.ndcg_sum.get(k, 0.0) / self.cases if self.cases else 0.0
+        return out
