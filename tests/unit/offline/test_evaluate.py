@@ -9,7 +9,6 @@ from cascade_server.offline.evaluate import (
     RankingCase,
     agreement,
     evaluate,
-    ranked_ids,
     read_ncf_cases,
 )
 
@@ -55,11 +54,6 @@ def test_evaluate_ranks_with_the_given_function():
     metrics, results = evaluate(cases, lambda case: sorted(case.candidates, reverse=True), k=1)
     assert [r.rank for r in results] == [1, 0]
     assert metrics.hit_rate == 0.5
-
-
-def test_candidates_a_ranker_did_not_return_go_last():
-    case = RankingCase("u", "b", ("a", "b", "c"))
-    assert ranked_ids(["c", "x"], case) == ["c", "a", "b"]
 
 
 def test_agreement_counts_equal_ranks():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -167,10 +166,6 @@ class ReleaseRegistry:
             )
             for row in rows
         ]
-
-    def discard_staging(self) -> None:
-        """Remove leftovers of interrupted builds."""
-        shutil.rmtree(self.root / _STAGING, ignore_errors=True)
 
     def _verified(self, release_id: str) -> Manifest:
         with self._engine.connect() as connection:

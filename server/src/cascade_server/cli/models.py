@@ -19,7 +19,6 @@ from cascade_server.offline.evaluate import (
     RankingCase,
     agreement,
     evaluate,
-    ranked_ids,
     read_ncf_cases,
     stage_metrics,
 )
@@ -71,7 +70,7 @@ def train_retrieval_command(
 def train_ranker_command(
     negatives: Annotated[
         int, typer.Option(min=1, help="Sampled negatives per training group.")
-    ] = 99,
+    ] = 49,
     build_dir: BuildDir = None,
 ) -> None:
     """Add the ranking features and the LightGBM LambdaRank light ranker to the build.
@@ -92,7 +91,7 @@ def train_all_command(
     epochs: Annotated[int, typer.Option(min=1, help="Two-tower passes over the data.")] = 3,
     negatives: Annotated[
         int, typer.Option(min=1, help="Sampled negatives per ranker training group.")
-    ] = 99,
+    ] = 49,
     publish_release: Annotated[
         bool, typer.Option("--publish/--no-publish", help="Publish the build when done.")
     ] = True,
@@ -328,7 +327,7 @@ def _evaluate_served(
                 ),
                 timeout=10.0,
             )
-            return ranked_ids([c.item_id for c in response.candidates], case)
+            return [c.item_id for c in response.candidates]
 
         metrics, _ = evaluate(cases, rank, on_case=lambda n: progress("served", n / len(cases)))
     return metrics

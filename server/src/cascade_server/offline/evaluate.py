@@ -147,13 +147,6 @@ def _bad(field_name: str, description: str) -> InvalidArgumentError:
     return InvalidArgumentError([FieldViolation(field_name, description)])
 
 
-def ranked_ids(ordered: Sequence[str], case: RankingCase) -> list[str]:
-    """A case's candidates in ``ordered`` order, the ones the ranker did not return last."""
-    returned = list(dict.fromkeys(i for i in ordered if i in set(case.candidates)))
-    missing = [i for i in case.candidates if i not in set(returned)]
-    return returned + missing
-
-
 def agreement(served: Metrics, offline: Metrics) -> float:
     """Share of cases whose held-out item got the same rank served and offline."""
     same = sum(a == b for a, b in zip(served.ranks, offline.ranks, strict=True))
@@ -176,15 +169,15 @@ def stage_metrics(
     Rows: ``popularity`` (TopPop: decayed engagement counts), ``two_tower`` (dot product
     of the query and candidate towers), ``light`` (LightGBM), ``heavy`` (the heavy
     ranker on every candidate), ``light+heavy`` (the heavy ranker re-scoring the light
-    top N). Computed in batches with the same feature code the servers run; tied
-    scores count against the held-out item. Also returns the mode the ranking server
+    top N). Computed in batches with the same feature code the servers run, and
+    sorted as the servers sort (ties by item id). Also returns the mode the ranking server
     serves with these settings (``mode``, resolved for ``AUTO``).
     """
     from threadpoolctl import threadpool_limits
 
     from cascade_server.features.engagement import build_snapshot
     from cascade_server.ranking.features import Users
-    from cascade_server.ranking.models import after_heavy
+    from cascade_server.ranking.models import UNKNOWN_ITEM_SCORE, after_heavy
     from cascade_server.retrieval.models import RetrievalModels
 
     registry = ReleaseRegistry(engine, releases)
@@ -213,6 +206,7 @@ def stage_metrics(
             histories = [live_to_release[snapshot.engaged.row(u)[0]] for u in users]
             histories = [h[h >= 0] for h in histories]
             known = release >= 0
+            in_catalog = live >= 0
             safe = np.maximum(release, 0)
             popularity = snapshot.popularity[np.maximum(live, 0)]
             recent = [live_to_release[snapshot.history.row(u)[0][::-1]] for u in users]
@@ -244,8 +238,10 @@ def stage_metrics(
                 ("heavy", heavy_alone),
                 ("light+heavy", stacked),
             ):
+                # As served: items the release does not know rank last, by id.
+                scores = np.where(known | (name == "popularity"), scores, UNKNOWN_ITEM_SCORE)
                 for r, case in enumerate(chunk):
-                    rows[name].add(_rank_in_row(scores[r], known[r], case))
+                    rows[name].add(_rank_in_row(scores[r], in_catalog[r], case))
             if on_progress is not None:
                 on_progress("stages", min(1.0, (start + batch) / len(cases)))
     return rows, ranker.mode
@@ -254,15 +250,18 @@ def stage_metrics(
 def _rank_in_row(
     scores: npt.NDArray[np.float64], known: npt.NDArray[np.bool_], case: RankingCase
 ) -> int:
-    """Where the case's positive lands when its candidates are sorted by ``scores``
-    (unknown candidates last, ties against the positive)."""
+    """Where the case's positive lands when its candidates are sorted as the ranking server
+    sorts them (score descending, then item id); -1 when the positive is not in the
+    catalog, which the server reports as unknown instead of ranking."""
     n = len(case.candidates)
     positive = case.candidates.index(case.positive)
     if not known[positive]:
         return -1
+    ids = np.array(case.candidates, dtype=object)
     others = np.delete(np.arange(n), positive)
-    ahead = known[others] & (scores[others] >= scores[positive])
-    return int(ahead.sum())
+    better = scores[others] > scores[positive]
+    tied_before = (scores[others] == scores[positive]) & (ids[others] < case.positive)
+    return int((known[others] & (better | tied_before)).sum())
 
 
 @dataclass

@@ -70,7 +70,7 @@ class RankerConfig:
     """How ranker training groups are built and LightGBM's parameters."""
 
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
-    negatives: int = 99
+    negatives: int = 49
     validation_share: float = 0.1
     num_leaves: int = 15
     learning_rate: float = 0.05
