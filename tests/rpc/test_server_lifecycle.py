@@ -1,14 +1,12 @@
 """Health, reflection, readiness and start-up errors of the real servers."""
 
-import asyncio
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from support.stack import ServerStack, stack_settings
+from support.stack import ServerStack, run_on_server_loop, stack_settings
 
 from cascade.ranking.v1 import ranking_service_pb2 as ranking_pb
 from cascade_client import RankingClient, UnavailableError
@@ -59,7 +57,7 @@ def test_reflection_describes_documented_messages(stack):
 
 
 def run_alone(database_url, service, **overrides):
-    """One server on port 0 in its own loop, not waiting for it to be ready."""
+    """One server on port 0, not waiting for it to be ready."""
     engine = make_engine(database_url, pool_size=2)
     stack = ServerStack(stack_settings(database_url, **overrides), engine)
     stack.start((service,), wait_ready=False)
@@ -107,6 +105,6 @@ def test_a_taken_port_is_a_clear_configuration_error(stack, demo_database_url):
 
     try:
         with pytest.raises(ConfigurationError, match="CASCADE_"):
-            asyncio.run(start_on_taken_port())
+            run_on_server_loop(start_on_taken_port())
     finally:
         engine.dispose()

@@ -1,7 +1,13 @@
-"""The four Cascade servers, in-process on free ports, on their own event loop.
+"""The four Cascade servers, in-process on free ports, on one shared event loop.
 
 Tests talk to them with the ordinary blocking clients, exactly as another service
 would. The servers are the real ones (``build_server``), over a real database.
+
+Every in-process server of a test session runs on the same event loop, in one
+daemon thread that lives as long as the process. gRPC's asyncio layer keeps
+process-wide state bound to the loops it has seen; creating and closing a loop per
+test module left server and channel objects to be finalised after their loop was
+gone, which crashed the interpreter now and then (a segfault in teardown).
 """
 
 from __future__ import annotations
@@ -24,6 +30,28 @@ T = TypeVar("T")
 BACKENDS = (ServiceName.RETRIEVAL, ServiceName.RANKING, ServiceName.CATALOG)
 
 
+_loop_lock = threading.Lock()
+_shared_loop: asyncio.AbstractEventLoop | None = None
+
+
+def server_loop() -> asyncio.AbstractEventLoop:
+    """The event loop every in-process server runs on, started on first use."""
+    global _shared_loop
+    with _loop_lock:
+        if _shared_loop is None:
+            _shared_loop = asyncio.new_event_loop()
+            threading.Thread(
+                target=_shared_loop.run_forever, name="test-servers", daemon=True
+            ).start()
+        return _shared_loop
+
+
+def run_on_server_loop(coroutine: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
+    """Run ``coroutine`` on the servers' loop and wait for its result."""
+    future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, server_loop())
+    return future.result(timeout_s)
+
+
 class ServerStack:
     """Starts retrieval, ranking and catalog, then blending pointed at the first two."""
 
@@ -31,14 +59,10 @@ class ServerStack:
         self.settings = settings
         self.engine = engine
         self.servers: dict[ServiceName, CascadeServer] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
         """Run ``coroutine`` on the servers' loop and wait for its result."""
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        return future.result(timeout_s)
+        return run_on_server_loop(coroutine, timeout_s)
 
     def start(
         self,
@@ -76,12 +100,9 @@ class ServerStack:
         self.run(self.servers.pop(service).stop(grace_s))
 
     def close(self) -> None:
-        """Stop every server and the loop."""
+        """Stop every server (the shared loop keeps running for the next stack)."""
         for service in list(self.servers):
             self.stop(service, 0.2)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
 
 
 def stack_settings(database_url: str, **overrides: Any) -> Settings:

@@ -84,6 +84,8 @@ class CascadeServer:
         try:
             self.port = self._server.add_insecure_port(address)
         except RuntimeError as error:
+            await self._server.stop(None)
+            await self._release()
             raise ConfigurationError(
                 f"cannot listen on {address} ({error}); is another server using the port? "
                 "Set a different CASCADE_*_PORT"
@@ -120,11 +122,15 @@ class CascadeServer:
         await self._server.stop(self.settings.grace_seconds if grace_s is None else grace_s)
         self._stopping.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._release()
+        _log.info("stopped", service=self.binding.service_name)
+
+    async def _release(self) -> None:
+        """Close what the binding opened (clients, worker threads)."""
         for close in self.binding.closers:
             result = close()
             if result is not None:
                 await result
-        _log.info("stopped", service=self.binding.service_name)
 
     async def serve_until_signalled(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""
