@@ -130,9 +130,16 @@ def test_served_scores_equal_batched_offline_scores(trained, mode):
     rng = np.random.default_rng(0)
     histories = [rng.choice(ranker.n_items, 12, replace=False) for _ in range(8)]
     candidates = np.stack([rng.choice(ranker.n_items, 30, replace=False) for _ in range(8)])
-    values = ranker.features.compute(Users.of(histories, ranker.n_items), candidates)
+    assert "two_tower" in ranker.features.columns
+    assert ranker.query_tower is not None
+    queries = [
+        ranker.query_tower.embeddings(np.array([row]), [histories[row]]).astype(np.float64)
+        for row in range(8)
+    ]
+    users = Users.of(histories, ranker.n_items, np.concatenate(queries))
+    values = ranker.features.compute(users, candidates)
     for row in range(8):
-        served = ranker.predict(histories[row], candidates[row])
+        served = ranker.predict(histories[row], candidates[row], queries[row])
         light = np.asarray(ranker.booster.predict(values[row]), dtype=np.float64)
         if mode is RankingMode.LIGHT:
             np.testing.assert_array_equal(served.final, light)

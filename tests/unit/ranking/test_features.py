@@ -6,11 +6,14 @@ from cascade_server.ranking.features import (
     CategoryAffinityFeature,
     FeatureSet,
     ItemValueFeature,
+    TwoTowerFeature,
     UserActivityFeature,
     Users,
 )
 
-N_USERS, N_ITEMS = 40, 30
+N_USERS, N_ITEMS, DIM = 40, 30, 8
+EMBEDDINGS = np.random.default_rng(11).normal(size=(N_ITEMS, DIM))
+QUERIES = np.random.default_rng(12).normal(size=(N_USERS, DIM))
 
 
 def data(seed=0):
@@ -34,6 +37,7 @@ def feature_set(x):
             item_knn(x, shrink=2.0, k=10),
             rp3beta(x, alpha=1.0, beta=0.5, k=10),
             ials(x, factors=4, alpha0=0.1, lam=0.01, iterations=3, seed=1),
+            TwoTowerFeature("two_tower", EMBEDDINGS),
             ItemValueFeature("item", popularity, ("log_popularity",)),
             CategoryAffinityFeature("category_affinity", categories),
             UserActivityFeature("user_activity"),
@@ -47,6 +51,7 @@ def test_columns_name_every_feature():
         "item_knn",
         "rp3beta",
         "ials",
+        "two_tower",
         "item.log_popularity",
         "category_affinity.max",
         "category_affinity.mean",
@@ -59,11 +64,13 @@ def test_a_batch_of_users_scores_exactly_like_each_user_alone():
     features = feature_set(x)
     rng = np.random.default_rng(3)
     candidates = rng.integers(0, N_ITEMS, size=(N_USERS, 7))
-    batch = features.compute(Users.of(histories, N_ITEMS), candidates)
+    batch = features.compute(Users.of(histories, N_ITEMS, QUERIES), candidates)
     assert batch.shape == (N_USERS, 7, len(features.columns))
     for u in range(N_USERS):
-        alone = features.compute(Users.of([histories[u]], N_ITEMS), candidates[u : u + 1])
-        np.testing.assert_allclose(alone[0], batch[u], rtol=1e-9, atol=1e-12)
+        alone = features.compute(
+            Users.of([histories[u]], N_ITEMS, QUERIES[u : u + 1]), candidates[u : u + 1]
+        )
+        np.testing.assert_array_equal(alone[0], batch[u])
 
 
 def test_neighbour_scores_sum_the_history_rows():
@@ -79,6 +86,19 @@ def test_neighbour_scores_sum_the_history_rows():
     np.testing.assert_allclose(got, expected)
 
 
+def test_two_tower_scores_are_query_item_dot_products_and_need_the_queries():
+    feature = TwoTowerFeature("two_tower", EMBEDDINGS)
+    candidates = np.array([[3, 0, 7], [1, 1, 2]])
+    got = feature.compute(
+        Users.of([np.array([0]), np.array([1])], N_ITEMS, QUERIES[:2]), candidates
+    )
+    np.testing.assert_allclose(
+        got[..., 0], np.einsum("ucd,ud->uc", EMBEDDINGS[candidates], QUERIES[:2])
+    )
+    with pytest.raises(ValueError, match="query-tower embeddings"):
+        feature.compute(Users.of([np.array([0])], N_ITEMS), candidates[:1])
+
+
 def test_category_affinity_is_the_share_of_history_in_the_candidates_categories():
     categories = np.array([[1, 0], [1, 2], [2, 0], [3, 0]], dtype=np.int64)
     feature = CategoryAffinityFeature("c", categories)
@@ -91,7 +111,8 @@ def test_category_affinity_is_the_share_of_history_in_the_candidates_categories(
 def test_users_without_history_get_zero_personal_features():
     _, x = data()
     features = feature_set(x)
-    values = features.compute(Users.of([np.zeros(0, dtype=np.int64)], N_ITEMS), np.array([[0, 1]]))
+    no_history = Users.of([np.zeros(0, dtype=np.int64)], N_ITEMS, np.zeros((1, DIM)))
+    values = features.compute(no_history, np.array([[0, 1]]))
     personal = [i for i, c in enumerate(features.columns) if c != "item.log_popularity"]
     assert np.all(values[0][:, personal] == 0)
 
@@ -103,7 +124,7 @@ def test_feature_sets_round_trip_through_a_file(tmp_path):
     loaded = FeatureSet.load(tmp_path / "features.npz")
     assert loaded.columns == features.columns
     candidates = np.tile(np.arange(N_ITEMS), (N_USERS, 1))
-    users = Users.of(histories, N_ITEMS)
+    users = Users.of(histories, N_ITEMS, QUERIES)
     np.testing.assert_array_equal(
         loaded.compute(users, candidates), features.compute(users, candidates)
     )

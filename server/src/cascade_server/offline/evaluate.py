@@ -192,6 +192,7 @@ def stage_metrics(
     live_to_release = ranker.to_release(snapshot)
 
     width = max(len(c.candidates) for c in cases)
+    no_seeds = np.zeros(0, dtype=np.int64)
     rows = {
         name: Metrics(10) for name in ("popularity", "two_tower", "light", "heavy", "light+heavy")
     }
@@ -214,7 +215,12 @@ def stage_metrics(
                 [c.user_id for c in chunk], [r[r >= 0] for r in recent]
             )
             two_tower = np.einsum("nk,nck->nc", queries, retrieval.item_embeddings[safe])
-            values = ranker.features.compute(Users.of(histories, ranker.n_items), safe)
+            # One query-tower call per user, as the server makes: the same bits.
+            per_user = [q for u in users if (q := ranker.query(snapshot, u, no_seeds)) is not None]
+            user_queries = np.concatenate(per_user) if per_user else None
+            values = ranker.features.compute(
+                Users.of(histories, ranker.n_items, user_queries), safe
+            )
             light = np.asarray(
                 ranker.booster.predict(values.reshape(-1, values.shape[2])), dtype=np.float64
             ).reshape(len(chunk), width)

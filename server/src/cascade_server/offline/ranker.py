@@ -3,21 +3,23 @@
 The base models must not have seen the items the ranker learns to rank, so:
 
 1. hold out one random item per user (users with at least two items);
-2. fit the base models on the remaining pairs;
+2. fit the base models on the remaining pairs, the two-tower model among them;
 3. for each user, rank group = ``negatives`` items the user never engaged with,
    sampled uniformly (as the NCF protocol samples its test negatives), and the
    held-out item;
    features come from the base models of step 2 and the user's remaining items;
 4. fit LambdaRank on the groups, a share of users kept aside for early stopping and
    for the validation metrics reported with the release;
-5. refit the base models on all pairs: these are what the release serves.
+5. refit the base models on all pairs: these are what the release serves (the
+   two-tower feature uses the retrieval model, already trained on all pairs).
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightgbm as lgb
@@ -25,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
+from cascade_server.features.query_tower import QueryTower
 from cascade_server.offline import base_models
 from cascade_server.offline.heavy_ranker import (
     HeavyRankerConfig,
@@ -33,11 +36,13 @@ from cascade_server.offline.heavy_ranker import (
     train_heavy_ranker,
 )
 from cascade_server.offline.interactions import Interactions
+from cascade_server.offline.two_tower import TwoTowerConfig, train_two_tower
 from cascade_server.ranking.features import (
     CategoryAffinityFeature,
     Feature,
     FeatureSet,
     ItemValueFeature,
+    TwoTowerFeature,
     UserActivityFeature,
     Users,
 )
@@ -45,6 +50,15 @@ from cascade_server.ranking.heavy import HeavyRanker
 from cascade_server.ranking.models import after_heavy
 
 IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TwoTowerInputs:
+    """What the two-tower score feature needs: how the retrieval model was trained (to
+    train its held-out twin the same way) and that model's item embeddings (served)."""
+
+    config: TwoTowerConfig
+    item_embeddings: npt.NDArray[np.floating]
 
 
 @dataclass(frozen=True)
@@ -99,9 +113,14 @@ class RankerReport:
 
 
 def fit_features(
-    data: Interactions, users: IntArray, items: IntArray, config: BaseModelConfig
+    data: Interactions,
+    users: IntArray,
+    items: IntArray,
+    config: BaseModelConfig,
+    item_embeddings: npt.NDArray[np.floating] | None = None,
 ) -> FeatureSet:
-    """Fit every base model on the (user, item) pairs and wrap them as features."""
+    """Fit every base model on the (user, item) pairs and wrap them as features (with a
+    two-tower score over ``item_embeddings`` when given)."""
     x = base_models.interaction_matrix(users, items, data.n_users, data.n_items)
     gram = base_models.cooccurrence(x)
     features: list[Feature] = [
@@ -118,6 +137,8 @@ def fit_features(
     ]
     if isinstance(gram, np.ndarray):
         features.append(base_models.ease(x, lam=config.ease_lambda, k=config.ease_k, gram=gram))
+    if item_embeddings is not None:
+        features.append(TwoTowerFeature("two_tower", item_embeddings.astype(np.float64)))
     counts = np.asarray(x.sum(axis=0)).ravel()
     features += [
         ItemValueFeature("item", np.log1p(counts)[:, None], ("log_popularity",)),
@@ -132,23 +153,33 @@ def train_rankers(
     config: RankerConfig,
     heavy_path: Path | None,
     progress: Callable[[str, float], None],
+    two_tower: TwoTowerInputs | None = None,
 ) -> tuple[FeatureSet, lgb.Booster, RankerReport]:
     """Fit the light ranker (and, given ``heavy_path``, the heavy ranker there) on held-out
-    groups; return the full-data features and the booster."""
+    groups; return the full-data features and the booster. Given ``two_tower``, the
+    features include the two-tower score."""
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     histories = data.user_items()
     holdout = _holdout(histories, data.n_items, rng)
     eligible = np.flatnonzero(holdout >= 0)
     kept = [h[h != holdout[u]] for u, h in enumerate(histories)]
+    queries = None
+    held_out_embeddings = None
+    if two_tower is not None:
+        held_out_embeddings, queries = _held_out_two_tower(
+            data, holdout, kept, eligible, two_tower.config, progress
+        )
     progress("base models", 0.0)
     reduced_users = np.concatenate([np.full(len(h), u) for u, h in enumerate(kept)])
-    features = fit_features(data, reduced_users, np.concatenate(kept), config.base)
+    features = fit_features(
+        data, reduced_users, np.concatenate(kept), config.base, held_out_embeddings
+    )
     progress("base models", 1.0)
 
     candidates = _groups(histories, holdout, eligible, data.n_items, config.negatives, rng)
     x = _compute_in_batches(
-        features, [kept[u] for u in eligible], candidates, data.n_items, progress
+        features, [kept[u] for u in eligible], candidates, data.n_items, progress, queries
     )
     labels = np.zeros(candidates.shape)
     labels[:, -1] = 1.0
@@ -176,7 +207,13 @@ def train_rankers(
     )
     full_users = np.concatenate([np.full(len(h), u) for u, h in enumerate(histories)])
     progress("refit", 0.0)
-    served = fit_features(data, full_users, np.concatenate(histories), config.base)
+    served = fit_features(
+        data,
+        full_users,
+        np.concatenate(histories),
+        config.base,
+        None if two_tower is None else two_tower.item_embeddings,
+    )
     progress("refit", 1.0)
     report = RankerReport(
         groups=len(train),
@@ -188,6 +225,41 @@ def train_rankers(
         heavy=heavy_report,
     )
     return served, booster, report
+
+
+def _held_out_two_tower(
+    data: Interactions,
+    holdout: IntArray,
+    kept: Sequence[IntArray],
+    eligible: IntArray,
+    config: TwoTowerConfig,
+    progress: Callable[[str, float], None],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Train a two-tower model without the held-out pairs, as retrieval trained its model
+    on all of them; return its item embeddings and the eligible users' query embeddings
+    from their remaining items."""
+    held_out = data.items == holdout[data.users]
+    reduced = replace(
+        data,
+        users=data.users[~held_out],
+        items=data.items[~held_out],
+        timestamps=data.timestamps[~held_out],
+        kinds=data.kinds[~held_out],
+    )
+    with tempfile.TemporaryDirectory(prefix="cascade-two-tower-") as scratch:
+        result = train_two_tower(
+            reduced,
+            list(kept),
+            config,
+            Path(scratch) / "model",
+            on_epoch=lambda epoch, _: progress("two-tower (held out)", (epoch + 1) / config.epochs),
+        )
+        tower = QueryTower(result.model_dir, data.user_features, config.history_length)
+        queries = [
+            tower.embeddings(eligible[s : s + 4096], [kept[u] for u in eligible[s : s + 4096]])
+            for s in range(0, len(eligible), 4096)
+        ]
+    return result.item_embeddings, np.concatenate(queries)
 
 
 def _pair_kinds(data: Interactions, users: IntArray, items: IntArray) -> IntArray:
@@ -256,13 +328,18 @@ def _compute_in_batches(
     candidates: IntArray,
     n_items: int,
     progress: Callable[[str, float], None],
+    queries: npt.NDArray[np.float32] | None = None,
     batch: int = 512,
 ) -> npt.NDArray[np.float64]:
     parts = []
     # Per-user k-by-k solves: BLAS threads only add overhead.
     with threadpool_limits(limits=1, user_api="blas"):
         for start in range(0, len(histories), batch):
-            users = Users.of(histories[start : start + batch], n_items)
+            users = Users.of(
+                histories[start : start + batch],
+                n_items,
+                None if queries is None else queries[start : start + batch].astype(np.float64),
+            )
             parts.append(features.compute(users, candidates[start : start + batch]))
             progress("features", min(1.0, (start + batch) / max(1, len(histories))))
     return np.concatenate(parts) if parts else np.zeros((0, candidates.shape[1], 0))

@@ -13,13 +13,19 @@ import sqlalchemy as sa
 from cascade_server.artifacts.manifest import Manifest
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.errors import CascadeError
+from cascade_server.features import query_tower
 from cascade_server.features.engagement import ACTIVE
-from cascade_server.features.model_inputs import history_matrix
+from cascade_server.features.query_tower import QueryTower
 from cascade_server.logs import get_logger
 from cascade_server.offline.build import Build, new_release_id
 from cascade_server.offline.index import IndexConfig, IndexReport, build_index
 from cascade_server.offline.interactions import Interactions, positive_interactions
-from cascade_server.offline.ranker import RankerConfig, RankerReport, train_rankers
+from cascade_server.offline.ranker import (
+    RankerConfig,
+    RankerReport,
+    TwoTowerInputs,
+    train_rankers,
+)
 from cascade_server.offline.two_tower import TwoTowerConfig, train_two_tower
 from cascade_server.ranking import models as ranking_files
 from cascade_server.ranking.heavy import HEAVY_RANKER_DIR
@@ -66,13 +72,13 @@ def train_retrieval(
     data, interactions = load_training_data(engine)
     build = Build.start(build_dir, data)
     (build.path / retrieval_files.ITEMS_FILE).write_text(json.dumps(list(data.item_ids)))
-    (build.path / retrieval_files.USERS_FILE).write_text(json.dumps(list(data.user_ids)))
-    np.save(build.path / retrieval_files.USER_FEATURES_FILE, interactions.user_features)
+    (build.path / query_tower.USERS_FILE).write_text(json.dumps(list(data.user_ids)))
+    np.save(build.path / query_tower.USER_FEATURES_FILE, interactions.user_features)
     result = train_two_tower(
         interactions,
         interactions.user_items(),
         config,
-        build.path / retrieval_files.TWO_TOWER_DIR,
+        build.path / query_tower.TWO_TOWER_DIR,
         on_epoch=lambda epoch, loss: progress("two-tower", (epoch + 1) / config.epochs),
     )
     np.save(build.path / retrieval_files.ITEM_EMBEDDINGS_FILE, result.item_embeddings)
@@ -90,12 +96,10 @@ def train_retrieval(
 
 def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) -> IndexReport:
     """Index the build's item embeddings (active items only); measure recall on user queries."""
-    import tensorflow as tf
-
     build = Build(build_dir)
     build.require(
         retrieval_files.ITEM_EMBEDDINGS_FILE,
-        retrieval_files.TWO_TOWER_DIR,
+        query_tower.TWO_TOWER_DIR,
         step="cascade train retrieval",
     )
     data, interactions = load_training_data(engine)
@@ -103,12 +107,9 @@ def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) ->
     history_length = int(build.info().config["two_tower"]["history_length"])
     histories = interactions.user_items()
     users = np.random.default_rng(config.seed).permutation(interactions.n_users)[:RECALL_QUERIES]
-    query = tf.saved_model.load(str(build.path / retrieval_files.TWO_TOWER_DIR)).signatures["query"]
-    queries = query(
-        user=users + 1,
-        history=history_matrix([histories[u] for u in users], history_length),
-        user_features=interactions.user_features[users],
-    )["embedding"].numpy()
+    queries = QueryTower.of_release(build.path, history_length).embeddings(
+        users, [histories[u] for u in users]
+    )
     report = build_index(
         np.load(build.path / retrieval_files.ITEM_EMBEDDINGS_FILE),
         data.item_status == ACTIVE,
@@ -134,14 +135,22 @@ def publish(build_dir: Path, registry: ReleaseRegistry) -> Manifest:
 def train_ranker(
     engine: sa.Engine, build_dir: Path, config: RankerConfig, progress: Progress
 ) -> RankerReport:
-    """Add the ranking features and the LightGBM light ranker to the build."""
+    """Add the ranking features and the light and heavy rankers to the build."""
     build = Build(build_dir)
-    build.info()
+    build.require(
+        retrieval_files.ITEM_EMBEDDINGS_FILE,
+        query_tower.TWO_TOWER_DIR,
+        step="cascade train retrieval",
+    )
     data, interactions = load_training_data(engine)
     build.require_same_data(data)
+    two_tower = TwoTowerInputs(
+        TwoTowerConfig(**build.info().config["two_tower"]),
+        np.load(build.path / retrieval_files.ITEM_EMBEDDINGS_FILE),
+    )
     heavy_path = build.path / HEAVY_RANKER_DIR
     shutil.rmtree(heavy_path, ignore_errors=True)
-    features, booster, report = train_rankers(interactions, config, heavy_path, progress)
+    features, booster, report = train_rankers(interactions, config, heavy_path, progress, two_tower)
     features.save(build.path / ranking_files.FEATURES_FILE)
     booster.save_model(str(build.path / ranking_files.LIGHT_RANKER_FILE))
     build.record("ranker", config, report)

@@ -31,13 +31,18 @@ IntMatrix = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class Users:
-    """A batch of users: their engaged items as one binary users x items CSR matrix."""
+    """A batch of users: their engaged items as one binary users x items CSR matrix, and
+    their two-tower query embeddings when a feature needs them."""
 
     histories: Any
     """``scipy.sparse.csr_matrix`` [n_users, n_items] of 0/1."""
+    queries: FloatMatrix | None = None
+    """[n_users, dim] query-tower embeddings (``features.query_tower``)."""
 
     @classmethod
-    def of(cls, histories: Sequence[IntArray], n_items: int) -> Users:
+    def of(
+        cls, histories: Sequence[IntArray], n_items: int, queries: FloatMatrix | None = None
+    ) -> Users:
         """The batch for these users' item lists (release indices)."""
         lengths = [len(h) for h in histories]
         indptr = np.zeros(len(histories) + 1, dtype=np.int64)
@@ -47,7 +52,7 @@ class Users:
         matrix = sparse.csr_matrix((data, indices, indptr), shape=(len(histories), n_items))
         matrix.sum_duplicates()
         matrix.data[:] = 1.0
-        return cls(matrix)
+        return cls(matrix, queries)
 
     def history(self, row: int) -> IntArray:
         """One user's items."""
@@ -164,6 +169,35 @@ class FactorFeature:
 
 
 @dataclass(frozen=True)
+class TwoTowerFeature:
+    """Dot product of the user's query-tower embedding with the candidate's item embedding.
+
+    The queries come with the users (``Users.queries``): the caller runs the query tower
+    on the user's recent items, so the score follows the user's current history.
+    """
+
+    kind: ClassVar[str] = "two_tower"
+    name: str
+    item_embeddings: FloatMatrix
+    """[n_items, dim] candidate-tower embeddings."""
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.name]
+
+    def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
+        if users.queries is None:
+            raise ValueError(f"feature {self.name!r} needs the users' query-tower embeddings")
+        queries = users.queries.astype(np.float64)
+        # Multiply then sum, as FactorFeature does: the same bits whatever the batch.
+        scores: FloatCube = (self.item_embeddings[candidates] * queries[:, None, :]).sum(axis=2)
+        return scores[..., None]
+
+    def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
+        return {"item_embeddings": self.item_embeddings}
+
+
+@dataclass(frozen=True)
 class ItemValueFeature:
     """Per-item values fitted offline (popularity, age, catalog attributes)."""
 
@@ -245,6 +279,11 @@ class FeatureSet:
     features: Sequence[Feature]
 
     @property
+    def needs_queries(self) -> bool:
+        """Whether computing needs the users' query-tower embeddings."""
+        return any(isinstance(f, TwoTowerFeature) for f in self.features)
+
+    @property
     def columns(self) -> list[str]:
         """Every column name, in matrix order."""
         return [column for feature in self.features for column in feature.columns]
@@ -298,6 +337,8 @@ def _restore(kind: str, name: str, a: Mapping[str, npt.NDArray[np.generic]]) -> 
             nu,
             offset,
         )
+    if kind == TwoTowerFeature.kind:
+        return TwoTowerFeature(name, a["item_embeddings"].astype(np.float64))
     if kind == ItemValueFeature.kind:
         return ItemValueFeature(
             name, a["values"].astype(np.float64), tuple(str(n) for n in a["names"])

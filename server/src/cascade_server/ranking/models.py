@@ -19,7 +19,8 @@ import numpy as np
 
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
-from cascade_server.ranking.features import FeatureSet, Users
+from cascade_server.features.query_tower import QueryTower
+from cascade_server.ranking.features import FeatureSet, FloatMatrix, Users
 from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HeavyRanker
 from cascade_server.ranking.scorers import Scores
 from cascade_server.settings import RankingMode
@@ -56,6 +57,11 @@ class LearnedRanker:
                 f"the light ranker expects features {self.booster.feature_name()}, "
                 f"the release stores {self.features.columns}"
             )
+        self.query_tower = (
+            QueryTower.of_release(path, int(manifest.config["two_tower"]["history_length"]))
+            if self.features.needs_queries
+            else None
+        )
         heavy_path = path / HEAVY_RANKER_DIR
         self.heavy = HeavyRanker(heavy_path, self.features.columns) if heavy_path.exists() else None
         if mode is RankingMode.AUTO:
@@ -68,6 +74,7 @@ class LearnedRanker:
             RankingMode.HEAVY: "heavy",
         }[self.mode]
         self._maps: tuple[str, IntArray] | None = None
+        self._user_maps: tuple[str, IntArray] | None = None
         self._lock = threading.Lock()
         self._warm_up()
 
@@ -85,6 +92,32 @@ class LearnedRanker:
             self._maps = (snapshot.snapshot_id, mapping)
             return mapping
 
+    def query(self, snapshot: EngagementSnapshot, user: int, seeds: IntArray) -> FloatMatrix | None:
+        """[1, dim]: the query tower's embedding of the user's recent items (or of the
+        seeds); None when no feature needs it."""
+        if self.query_tower is None:
+            return None
+        mapping = self.to_release(snapshot)
+        recent = mapping[seeds if len(seeds) else snapshot.history.row(user)[0][::-1]]
+        model_user = self._model_users(snapshot)[user] if user >= 0 else -1
+        embedding = self.query_tower.embeddings(
+            np.array([model_user], dtype=np.int64), [recent[recent >= 0]]
+        )
+        return embedding.astype(np.float64)
+
+    def _model_users(self, snapshot: EngagementSnapshot) -> IntArray:
+        """[live users] → the query tower's user index (-1 for users it was not trained on)."""
+        cached = self._user_maps
+        if cached is not None and cached[0] == snapshot.snapshot_id:
+            return cached[1]
+        assert self.query_tower is not None
+        with self._lock:
+            mapping = np.full(len(snapshot.user_index), -1, dtype=np.int64)
+            rows = np.fromiter(snapshot.user_index.values(), np.int64, len(snapshot.user_index))
+            mapping[rows] = self.query_tower.users(list(snapshot.user_index))
+            self._user_maps = (snapshot.snapshot_id, mapping)
+            return mapping
+
     def score(
         self, snapshot: EngagementSnapshot, user: int, seeds: IntArray, items: IntArray
     ) -> Scores:
@@ -99,7 +132,8 @@ class LearnedRanker:
         stages = {"light": np.full(n, np.nan), "heavy": np.full(n, np.nan)}
         heads: dict[str, FloatArray] = {}
         if known.any():
-            scored = self.predict(history[history >= 0], candidates[known])
+            query = self.query(snapshot, user, seeds)
+            scored = self.predict(history[history >= 0], candidates[known], query)
             final[known] = scored.final
             for name, values in scored.stages.items():
                 stages[name][known] = values
@@ -107,9 +141,13 @@ class LearnedRanker:
                 heads.setdefault(name, np.full(n, np.nan))[known] = values
         return Scores(final=final, heads=heads, stages=stages)
 
-    def predict(self, history: IntArray, candidates: IntArray) -> Scores:
-        """Scores of release-index ``candidates`` for a user with ``history``."""
-        values = self.features.compute(Users.of([history], self.n_items), candidates[None, :])[0]
+    def predict(
+        self, history: IntArray, candidates: IntArray, query: FloatMatrix | None = None
+    ) -> Scores:
+        """Scores of release-index ``candidates`` for a user with ``history`` (and, when a
+        feature needs it, the user's [1, dim] ``query`` embedding)."""
+        users = Users.of([history], self.n_items, query)
+        values = self.features.compute(users, candidates[None, :])[0]
         n = len(candidates)
         nan = np.full(n, np.nan)
         light = (
@@ -135,7 +173,10 @@ class LearnedRanker:
 
     def _warm_up(self) -> None:
         probe = np.arange(min(10, self.n_items), dtype=np.int64)
-        scores = self.predict(probe[:3], probe)
+        query = None
+        if self.query_tower is not None:
+            query = self.query_tower.embeddings(np.array([-1]), [probe[:3]]).astype(np.float64)
+        scores = self.predict(probe[:3], probe, query)
         if not np.isfinite(scores.final).all():
             raise CorruptReleaseError("the rankers return non-finite scores")
 

@@ -19,14 +19,11 @@ from annoy import AnnoyIndex
 
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
-from cascade_server.features.model_inputs import history_matrix
+from cascade_server.features.query_tower import QueryTower
 
 ITEMS_FILE = "items.json"
-USERS_FILE = "users.json"
-USER_FEATURES_FILE = "user_features.npy"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
 INDEX_FILE = "items.ann"
-TWO_TOWER_DIR = "two_tower"
 
 
 @dataclass(frozen=True)
@@ -44,14 +41,9 @@ class RetrievalModels:
     """What retrieval needs from a release, ready to serve."""
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
-        import tensorflow as tf
-
         self.release_id = manifest.release_id
         self.item_ids: list[str] = json.loads((path / ITEMS_FILE).read_text())
-        self.user_index = {u: i for i, u in enumerate(json.loads((path / USERS_FILE).read_text()))}
-        self.user_features: npt.NDArray[np.int64] = np.load(path / USER_FEATURES_FILE)
         self.item_embeddings: npt.NDArray[np.float32] = np.load(path / ITEM_EMBEDDINGS_FILE)
-        self.history_length = int(manifest.config["two_tower"]["history_length"])
         self.search_k = int(manifest.config.get("index", {}).get("search_k", 0)) or -1
         dims = self.item_embeddings.shape[1]
         if self.item_embeddings.shape[0] != len(self.item_ids):
@@ -63,7 +55,9 @@ class RetrievalModels:
             raise CorruptReleaseError("the Annoy index could not be loaded")
         if self.index.get_n_items() > len(self.item_ids):
             raise CorruptReleaseError("the Annoy index holds items the release does not list")
-        self._query = tf.saved_model.load(str(path / TWO_TOWER_DIR)).signatures["query"]
+        self.query_tower = QueryTower.of_release(
+            path, int(manifest.config["two_tower"]["history_length"])
+        )
         self._maps: IndexMaps | None = None
         self._lock = threading.Lock()
         self._warm_up()
@@ -93,15 +87,7 @@ class RetrievalModels:
         self, user_ids: Sequence[str], histories: Sequence[IntArray]
     ) -> npt.NDArray[np.float32]:
         """The query tower's embeddings for many users in one model call."""
-        users = np.array([self.user_index.get(u, -1) for u in user_ids], dtype=np.int64)
-        features = np.where(users[:, None] >= 0, self.user_features[np.maximum(users, 0)], 0)
-        out = self._query(
-            user=users + 1,
-            history=history_matrix(histories, self.history_length),
-            user_features=features,
-        )
-        embeddings: npt.NDArray[np.float32] = out["embedding"].numpy()
-        return embeddings
+        return self.query_tower.embeddings(self.query_tower.users(user_ids), histories)
 
     def seed_embedding(self, seeds: IntArray) -> npt.NDArray[np.float32]:
         """The normalised mean embedding of seed items (release indices)."""
