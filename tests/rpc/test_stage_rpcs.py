@@ -25,6 +25,7 @@ def test_retrieve_candidates_merges_sources_with_provenance(retrieval):
     assert response.release_id.startswith("baseline-")
     assert {hit.source for c in response.candidates for hit in c.sources} == {
         candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT,
+        candidate_pb2.CANDIDATE_SOURCE_RANDOM_WALK,
         candidate_pb2.CANDIDATE_SOURCE_POPULAR,
     }
 
@@ -35,6 +36,7 @@ def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
         source_limits=[
             retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_POPULAR, limit=5),
             retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT, limit=0),
+            retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_RANDOM_WALK, limit=0),
         ],
     )
     first = retrieval.retrieve_candidates(popular_only)
@@ -51,7 +53,11 @@ def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
     )
     assert list(seeded.unknown_seed_item_ids) == ["missing"]
     assert "i0001" not in [c.item_id for c in seeded.candidates]
-    assert [c.name for c in seeded.trace.components] == ["co_engagement", "popular"]
+    assert [c.name for c in seeded.trace.components] == [
+        "co_engagement",
+        "random_walk",
+        "popular",
+    ]
     assert seeded.trace.stage == trace_pb2.STAGE_RETRIEVAL
 
 

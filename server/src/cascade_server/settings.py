@@ -103,6 +103,24 @@ class Settings(BaseSettings):
     co_engagement_candidates: int = Field(
         default=300, ge=0, le=2000, description="Default candidates from co-engagement."
     )
+    random_walk_candidates: int = Field(
+        default=200,
+        ge=0,
+        le=2000,
+        description="Default candidates from random walks on the engagement graph.",
+    )
+    random_walk_steps: int = Field(
+        default=20_000,
+        ge=100,
+        le=1_000_000,
+        description="Steps (item → user → item hops) the random walks of one request take.",
+    )
+    random_walk_restart: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Probability that a walk jumps back to a start item after each hop.",
+    )
     ranking_mode: RankingMode = Field(
         default=RankingMode.AUTO,
         description=(

@@ -22,6 +22,7 @@ class SourceKind(StrEnum):
     CO_ENGAGEMENT = "co_engagement"
     CALLER = "caller"
     ANN = "ann"
+    RANDOM_WALK = "random_walk"
 
 
 class StageName(StrEnum):

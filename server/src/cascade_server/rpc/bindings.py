@@ -27,7 +27,11 @@ from cascade_server.ranking.models import LearnedRanker
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
 from cascade_server.retrieval.models import RetrievalModels
-from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
+from cascade_server.retrieval.sources import (
+    CoEngagementCandidateSource,
+    PopularCandidateSource,
+    RandomWalkCandidateSource,
+)
 from cascade_server.retrieval.stage import RetrievalStage
 from cascade_server.rpc import (
     blending_servicer,
@@ -86,15 +90,21 @@ def release_watcher(
 
 
 def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
-    """RetrievalService: the release's Annoy source (when published), co-engagement, popular."""
+    """RetrievalService: the release's Annoy source (when published), co-engagement, random
+    walks and popular."""
     holder = snapshot_holder(settings, engine)
     models = release_watcher(settings, engine, RetrievalModels, "retrieval")
     stage = RetrievalStage(
         holder,
-        [CoEngagementCandidateSource(), PopularCandidateSource()],
+        [
+            CoEngagementCandidateSource(),
+            RandomWalkCandidateSource(settings.random_walk_steps, settings.random_walk_restart),
+            PopularCandidateSource(),
+        ],
         {
             SourceKind.ANN: settings.ann_candidates,
             SourceKind.CO_ENGAGEMENT: settings.co_engagement_candidates,
+            SourceKind.RANDOM_WALK: settings.random_walk_candidates,
             SourceKind.POPULAR: settings.popular_candidates,
         },
         models,

@@ -39,6 +39,10 @@ class _CandidateSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Candi
     """Nearest neighbours of the user's (or the seed items') two-tower embedding in
     the Annoy index of the active release.
     """
+    CANDIDATE_SOURCE_RANDOM_WALK: _CandidateSource.ValueType  # 5
+    """Items most visited by random walks with restarts on the user-item engagement
+    graph, started from the user's recent items or the seed items (Pixie-style).
+    """
 
 class CandidateSource(_CandidateSource, metaclass=_CandidateSourceEnumTypeWrapper):
     """CandidateSource names the component that proposed a candidate."""
@@ -56,6 +60,10 @@ CANDIDATE_SOURCE_CALLER: CandidateSource.ValueType  # 3
 CANDIDATE_SOURCE_ANN: CandidateSource.ValueType  # 4
 """Nearest neighbours of the user's (or the seed items') two-tower embedding in
 the Annoy index of the active release.
+"""
+CANDIDATE_SOURCE_RANDOM_WALK: CandidateSource.ValueType  # 5
+"""Items most visited by random walks with restarts on the user-item engagement
+graph, started from the user's recent items or the seed items (Pixie-style).
 """
 Global___CandidateSource: _TypeAlias = CandidateSource  # noqa: Y015
 

@@ -1,0 +1,50 @@
+import numpy as np
+from support.engagement import small_snapshot
+
+from cascade_server.pipeline.components import RetrievalQuery
+from cascade_server.pipeline.types import RequestContext
+from cascade_server.retrieval.sources import RandomWalkCandidateSource
+
+
+def walk(user_id="", seeds=(), limit=10, **settings):
+    snapshot = small_snapshot()
+    query = RetrievalQuery(
+        RequestContext(user_id=user_id),
+        snapshot.user_row(user_id),
+        snapshot.lookup_items(list(seeds)),
+    )
+    found = RandomWalkCandidateSource(**settings).fetch(snapshot, query, limit)
+    return [snapshot.item_ids[i] for i in found.items], found.scores
+
+
+def test_walks_from_the_users_items_stay_in_their_neighbourhood():
+    items, scores = walk("b")
+    # b engaged with i1 and i2; a and c also engaged with i3. Cluster two is unreachable.
+    assert items == ["i3"]
+    assert 0 < scores[0] <= 1
+
+
+def test_walks_from_seeds_return_active_items_most_visited_first():
+    items, scores = walk(seeds=["i5"])
+    # d and e share i5; their other items: i6, i7, and i4 (hidden) and i8 (deleted).
+    assert set(items) == {"i6", "i7"}
+    assert list(scores) == sorted(scores, reverse=True)
+    assert items[0] == "i6"  # reached through both d and e
+
+
+def test_the_same_request_gets_the_same_candidates():
+    first = walk("a", steps=500, walkers=50)
+    second = walk("a", steps=500, walkers=50)
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_a_user_without_history_and_without_seeds_gets_nothing():
+    items, scores = walk("never-seen")
+    assert items == []
+    assert len(scores) == 0
+
+
+def test_the_limit_caps_the_candidates():
+    items, _ = walk(seeds=["i5"], limit=1)
+    assert items == ["i6"]
