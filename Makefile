@@ -50,9 +50,12 @@ typecheck: install ## mypy --strict on hand-written code
 bench-quality: install ## ML-1M quality end to end through the API (needs ../shared/datasets)
 	$(BIN)/python bench/quality.py
 
+bench-sources: install ## latency of each retrieval candidate source on the demo data
+	$(BIN)/python bench/sources.py
+
 check: lint typecheck protos-check test ## everything CI runs
 
 clean: ## remove the virtualenv (keeps .cascade state)
 	rm -rf $(VENV)
 
-.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench-quality check clean
+.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench-quality bench-sources check clean
