@@ -13,7 +13,6 @@ gone, which crashed the interpreter now and then (a segfault in teardown).
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
@@ -51,17 +50,6 @@ def run_on_server_loop(coroutine: Coroutine[Any, Any, T], timeout_s: float = 30.
     """Run ``coroutine`` on the servers' loop and wait for its result."""
     future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, server_loop())
     return future.result(timeout_s)
-
-
-async def _collect_garbage() -> None:
-    """Free a stopped server's gRPC objects now, on the loop that owns them.
-
-    Left to the garbage collector, they are freed in whichever thread happens to
-    trigger a collection, often a server's worker thread, and gRPC's asyncio objects
-    crash the interpreter when finalised away from their loop (seen in CI as a
-    segfault "Garbage-collecting" in a worker thread after a module's servers stopped).
-    """
-    gc.collect()
 
 
 class ServerStack:
@@ -110,7 +98,6 @@ class ServerStack:
     def stop(self, service: ServiceName, grace_s: float = 0.5) -> None:
         """Stop one server (for fail-open tests); its port is then closed."""
         self.run(self.servers.pop(service).stop(grace_s))
-        self.run(_collect_garbage())
 
     def close(self) -> None:
         """Stop every server (the shared loop keeps running for the next stack)."""

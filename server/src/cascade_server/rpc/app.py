@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,7 @@ class CascadeServer:
         self.binding = binding
         self.health = health.aio.HealthServicer()
         self._requested_port = port
-        self._server = aio.server(interceptors=[ErrorInterceptor()], options=_SERVER_OPTIONS)
+        self._server: aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -73,24 +74,29 @@ class CascadeServer:
 
     async def start(self) -> int:
         """Register services, bind, start serving, and begin loading the stage's data."""
-        self.binding.register(self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        names = [self.binding.service_name, health.SERVICE_NAME]
-        if self.settings.reflection:
-            enable_reflection(names, self._server)
-        for name in ("", self.binding.service_name):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self._requested_port}"
         try:
-            self.port = self._server.add_insecure_port(address)
-        except RuntimeError as error:
-            await self._server.stop(None)
+            # Probe first, so a taken port fails before any gRPC server exists: an
+            # unstarted gRPC server left for the garbage collector is best avoided.
+            _ensure_free(self.settings.host, self._requested_port)
+        except OSError as error:
             await self._release()
-            raise ConfigurationError(
-                f"cannot listen on {address} ({error}); is another server using the port? "
-                "Set a different CASCADE_*_PORT"
-            ) from error
-        await self._server.start()
+            raise _cannot_listen(address, error.strerror or str(error)) from error
+        server = aio.server(interceptors=[ErrorInterceptor()], options=_SERVER_OPTIONS)
+        self._server = server
+        self.binding.register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = [self.binding.service_name, health.SERVICE_NAME]
+        if self.settings.reflection:
+            enable_reflection(names, server)
+        for name in ("", self.binding.service_name):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as error:  # taken between the probe and the bind
+            await self._release()
+            raise _cannot_listen(address, str(error)) from error
+        await server.start()
         waiting = len(self.binding.background)
 
         def loaded() -> None:
@@ -119,7 +125,8 @@ class CascadeServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight ones finish, then clean up."""
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(self.settings.grace_seconds if grace_s is None else grace_s)
+        if self._server is not None:
+            await self._server.stop(self.settings.grace_seconds if grace_s is None else grace_s)
         self._stopping.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._release()
@@ -142,6 +149,25 @@ class CascadeServer:
         await stop.wait()
         _log.info("shutting down", grace_s=self.settings.grace_seconds)
         await self.stop()
+
+
+def _cannot_listen(address: str, why: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot listen on {address} ({why}); is another server using the port? "
+        "Set a different CASCADE_*_PORT"
+    )
+
+
+def _ensure_free(host: str, port: int) -> None:
+    """OSError when ``host:port`` cannot be bound (port 0 always can)."""
+    if port == 0:
+        return
+    for family, kind, proto, _, address in socket.getaddrinfo(
+        host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    ):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
 
 
 def build_server(
