@@ -54,8 +54,14 @@ class World:
         return {item[0] for item in self.items if item[2] == "active"}
 
     def seen(self, user_id: str) -> set[str]:
-        """Items the user engaged with or hid (impressions do not count)."""
-        return {e[1] for e in self.events if e[0] == user_id and e[2] != "impression"}
+        """Items the user engaged with, hid, or was shown within a day (the default
+        seen TTL) of the newest event."""
+        newest = max((e[3] for e in self.events), default=0.0)
+        return {
+            e[1]
+            for e in self.events
+            if e[0] == user_id and (e[2] != "impression" or e[3] >= newest - 1)
+        }
 
     def popular(self) -> set[str]:
         """Active items with any positive engagement."""
@@ -129,7 +135,7 @@ def test_a_blended_page_obeys_every_rule(data):
     per_creator = Counter(world.creator(i) for i in page)
     assert all(count <= cap for creator, count in per_creator.items() if creator)
     assert set(page) <= world.active(), "unknown or inactive item on the page"
-    assert world.seen(user_id).isdisjoint(page), "engaged or hidden item on the page"
+    assert world.seen(user_id).isdisjoint(page), "engaged, hidden or recently shown item"
     assert served_ids.isdisjoint(page), "item of an earlier page on the page"
     assert [item.creator_id for item in result.items] == [world.creator(i) for i in page]
 

@@ -1,11 +1,14 @@
 """Recommend through the real front door, retrieval and ranking servers."""
 
+import time
+
 import pytest
 from support.stack import running_stack
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
+from cascade.catalog.v1 import catalog_service_pb2 as catalog_pb
 from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
-from cascade_client import BlendingClient, InvalidArgumentError, NotFoundError
+from cascade_client import BlendingClient, CatalogClient, InvalidArgumentError, NotFoundError
 from cascade_server.settings import ServiceName
 
 
@@ -121,6 +124,40 @@ def test_debug_explains_every_stage_and_candidate(blending):
         "earlier_pages",
         "creator_cap",
     ]
+
+
+def test_items_shown_or_hidden_through_log_events_leave_the_feed(fresh_stack):
+    blending = BlendingClient(fresh_stack.target(ServiceName.BLENDING))
+    catalog = CatalogClient(fresh_stack.target(ServiceName.CATALOG))
+    with blending, catalog:
+        first = [item.item_id for item in recommend(blending, user_id="u042", page_size=20).items]
+        shown, hidden = first[:10], first[10]
+        events = [
+            catalog_pb.Event(
+                event_id=f"seen-{n}",
+                user_id="u042",
+                item_id=item,
+                kind=catalog_pb.EVENT_KIND_IMPRESSION,
+            )
+            for n, item in enumerate(shown)
+        ]
+        events.append(
+            catalog_pb.Event(
+                event_id="hide-1", user_id="u042", item_id=hidden, kind=catalog_pb.EVENT_KIND_HIDE
+            )
+        )
+        catalog.log_events(catalog_pb.LogEventsRequest(events=events))
+        gone = {*shown, hidden}
+        deadline = time.monotonic() + 15
+        while True:  # the servers pick the events up at their next snapshot refresh
+            page = recommend(blending, user_id="u042", page_size=20)
+            ids = [item.item_id for item in page.items]
+            if gone.isdisjoint(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert gone.isdisjoint(ids)
+    assert len(ids) == 20  # retrieval fetched past the excluded items: still a full page
+    assert set(ids) & set(first[11:])  # items not shown yet stay eligible
 
 
 def test_ranking_down_serves_retrieval_order_and_says_so(fresh_stack):

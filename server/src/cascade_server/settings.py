@@ -103,6 +103,17 @@ class Settings(BaseSettings):
     co_engagement_candidates: int = Field(
         default=300, ge=0, le=2000, description="Default candidates from co-engagement."
     )
+    seen_ttl_hours: float = Field(
+        default=24.0,
+        ge=0.0,
+        description=(
+            "Items shown to a user (impression events) this recently are not recommended "
+            "again; 0 turns it off. Hidden items are filtered for good."
+        ),
+    )
+    seen_max_items: int = Field(
+        default=500, ge=0, le=100_000, description="Recent impressions remembered per user."
+    )
     random_walk_candidates: int = Field(
         default=200,
         ge=0,

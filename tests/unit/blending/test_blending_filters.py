@@ -92,14 +92,27 @@ def test_seen_filter_removes_engaged_and_hidden_items_and_says_which():
     assert_partition(result, candidates)
 
 
-def test_seen_filter_ignores_impressions():
-    # e only saw an impression of i1; e engaged with i5 and i6.
+def test_seen_filter_removes_items_shown_within_the_ttl():
+    # e was shown i1 on the newest day of the data; e engaged with i5 and i6.
     result = SeenItemsFilter(SNAPSHOT, "e").apply(scored("i1", "i5", "i6", "i7"))
-    assert ids(result.kept) == ["i1", "i7"]
+    assert ids(result.kept) == ["i7"]
     assert removals(result) == [
+        ("i1", "the user was shown it recently"),
         ("i5", "the user already engaged with it"),
         ("i6", "the user already engaged with it"),
     ]
+
+
+def test_seen_filter_keeps_items_shown_before_the_ttl_or_with_the_ttl_off():
+    data = make_data(
+        [("x", "c", "active"), ("y", "c", "active"), ("z", "c", "active")],
+        ["u"],
+        [("u", "x", "impression", 0), ("u", "y", "impression", 3), ("u", "z", "click", 3)],
+    )
+    day = build_snapshot(data, SignalConfig(seen_ttl_hours=24))
+    assert ids(SeenItemsFilter(day, "u").apply(scored("x", "y")).kept) == ["x"]
+    off = build_snapshot(data, SignalConfig(seen_ttl_hours=0))
+    assert ids(SeenItemsFilter(off, "u").apply(scored("x", "y")).kept) == ["x", "y"]
 
 
 def test_hiding_wins_over_engagement_in_the_reason():

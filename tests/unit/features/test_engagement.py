@@ -90,3 +90,23 @@ def test_snapshot_id_follows_the_data_fingerprint():
     assert first.snapshot_id == small_snapshot().snapshot_id
     other = build_snapshot(make_data([("x", "", "active")], [], []), SignalConfig())
     assert other.snapshot_id != first.snapshot_id
+
+
+def test_recent_impressions_are_remembered_newest_first_within_ttl_and_cap():
+    data = make_data(
+        [(f"i{n}", "", "active") for n in range(5)],
+        ["u", "v"],
+        [
+            ("u", "i0", "impression", 0),
+            ("u", "i1", "impression", 9),
+            ("u", "i2", "impression", 9.5),
+            ("u", "i3", "impression", 10),
+            ("u", "i3", "impression", 10),
+            ("u", "i4", "click", 10),
+        ],
+    )
+    snapshot = build_snapshot(data, SignalConfig(seen_ttl_hours=48, seen_max_items=2))
+    assert ids(snapshot, snapshot.impressed.row(snapshot.user_row("u"))[0]) == ["i3", "i2"]
+    assert len(snapshot.impressed.row(snapshot.user_row("v"))[0]) == 0
+    wide = build_snapshot(data, SignalConfig(seen_ttl_hours=24 * 30))
+    assert ids(snapshot, wide.impressed.row(0)[0]) == ["i3", "i2", "i1", "i0"]

@@ -109,3 +109,9 @@ def test_popular_source_returns_scores_aligned_with_items():
     assert found.scores.tolist() == pytest.approx(snapshot.popularity[found.items].tolist())
     assert len(found.items) == 2
     assert np.all(np.diff(found.scores) <= 0)
+
+
+def test_items_the_user_was_recently_shown_are_excluded():
+    # e was shown i1 (a popular item) on the newest day of the data.
+    assert "i1" in by_id(retrieve(RetrievalRequest(RequestContext(user_id="d"))))
+    assert "i1" not in by_id(retrieve(RetrievalRequest(RequestContext(user_id="e"))))

@@ -53,31 +53,33 @@ class UnavailableItemFilter:
 
 
 class SeenItemsFilter:
-    """Removes items the user already engaged with (click, save, like, share) or hid."""
+    """Removes items the user hid (for good), engaged with (click, save, like, share), or
+    was recently shown (impressions within the snapshot's seen TTL)."""
 
     name = "seen_items"
 
     def __init__(self, snapshot: EngagementSnapshot, user_id: str) -> None:
         self._snapshot = snapshot
         row = snapshot.user_row(user_id)
-        self._engaged = snapshot.engaged.row(row)[0]
-        self._hidden = snapshot.hidden.row(row)[0]
+        self._reasons = (
+            (snapshot.hidden.row(row)[0], "the user hid this item"),
+            (snapshot.engaged.row(row)[0], "the user already engaged with it"),
+            (snapshot.impressed.row(row)[0], "the user was shown it recently"),
+        )
 
     def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
         """Split by the user's engagement history."""
-        if len(self._engaged) == 0 and len(self._hidden) == 0:
+        if all(len(items) == 0 for items, _ in self._reasons):
             return FilterResult(list(candidates))
         indices = self._snapshot.lookup_items([c.item_id for c in candidates])
-        hidden = np.isin(indices, self._hidden).tolist()
-        engaged = np.isin(indices, self._engaged).tolist()
+        matches = [(np.isin(indices, items).tolist(), why) for items, why in self._reasons]
         result: FilterResult[ScoredCandidate] = FilterResult([])
-        for candidate, was_hidden, was_engaged in zip(candidates, hidden, engaged, strict=True):
-            if was_hidden:
-                result.removed.append(Removal(candidate, "the user hid this item"))
-            elif was_engaged:
-                result.removed.append(Removal(candidate, "the user already engaged with it"))
-            else:
+        for position, candidate in enumerate(candidates):
+            why = next((why for found, why in matches if found[position]), None)
+            if why is None:
                 result.kept.append(candidate)
+            else:
+                result.removed.append(Removal(candidate, why))
         return result
 
 

@@ -38,6 +38,7 @@ KIND_WEIGHT_BY_NAME: Final = {
 
 KIND_WEIGHTS: Final = np.array([KIND_WEIGHT_BY_NAME[kind] for kind in EVENT_KINDS])
 HIDE_CODE: Final = EVENT_KINDS.index("hide")
+IMPRESSION_CODE: Final = EVENT_KINDS.index("impression")
 ACTIVE: Final = ITEM_STATUSES.index("active")
 
 _SECONDS_PER_DAY: Final = 86_400.0
@@ -52,6 +53,10 @@ class SignalConfig:
     neighbours_per_item: int = 50
     shrinkage: float = 5.0
     """Added to the cosine denominator so pairs seen by few users count less."""
+    seen_ttl_hours: float = 24.0
+    """Items shown to a user (impressions) this recently are not recommended again; 0: off."""
+    seen_max_items: int = 500
+    """At most this many recent impressions are remembered per user."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,9 @@ class EngagementSnapshot:
     """Per user: every item with positive engagement, sorted by index (for membership)."""
     hidden: Csr
     """Per user: every item the user hid, sorted by index."""
+    impressed: Csr
+    """Per user: items shown within ``seen_ttl_hours`` of the newest event, newest first,
+    at most ``seen_max_items``."""
     neighbours: Csr
     """Per item: co-engaged items with cosine similarity, most similar first."""
     snapshot_id: str
@@ -168,6 +176,7 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
         data.event_users[hide], data.event_items[hide], data.timestamps[hide]
     )
     hidden = _rows(h_users, h_items, np.ones(len(h_items)), n_users)
+    impressed = _recent_impressions(data, newest, n_users, config)
     neighbours = _neighbours(history, n_users, n_items, config)
     return EngagementSnapshot(
         item_ids=data.item_ids,
@@ -180,6 +189,7 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
         history=history,
         engaged=engaged,
         hidden=hidden,
+        impressed=impressed,
         neighbours=neighbours,
         snapshot_id="baseline-" + hashlib.sha256(data.fingerprint.encode()).hexdigest()[:10],
         data_as_of=datetime.fromtimestamp(newest, UTC) if newest is not None else None,
@@ -243,6 +253,22 @@ def _history(
     starts = np.searchsorted(users, users, side="left")
     keep = (np.arange(len(users)) - starts) < length
     return _rows(users[keep], items[keep], last_seen[keep], n_users)
+
+
+def _recent_impressions(
+    data: EngagementData, newest: float | None, n_users: int, config: SignalConfig
+) -> Csr:
+    """Items shown to each user within the TTL. Time is measured back from the newest
+    event in the data, so a snapshot stays a pure function of the data."""
+    shown = data.kinds == IMPRESSION_CODE
+    if newest is None or config.seen_ttl_hours <= 0:
+        shown &= False
+    else:
+        shown &= data.timestamps >= newest - config.seen_ttl_hours * 3600.0
+    users, items, last_shown = distinct_pairs(
+        data.event_users[shown], data.event_items[shown], data.timestamps[shown]
+    )
+    return _history(users, items, last_shown, n_users, config.seen_max_items)
 
 
 def _neighbours(history: Csr, n_users: int, n_items: int, config: SignalConfig) -> Csr:

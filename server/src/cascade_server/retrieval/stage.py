@@ -59,8 +59,10 @@ class RetrievalStage:
     """Runs the configured sources in order; a failing source is skipped and reported.
 
     Candidates never include the seeds, the request's exclusions, items the user
-    already engaged with or hid, or inactive items. An item proposed by several
-    sources appears once, at its first position, with every source listed.
+    already engaged with, hid or was recently shown, or inactive items. Each source is
+    asked for its limit plus the number of excluded items, so a user with a long
+    history still gets full lists. An item proposed by several sources appears once,
+    at its first position, with every source listed.
     """
 
     def __init__(
@@ -143,7 +145,11 @@ class RetrievalStage:
         explicit = snapshot.lookup_items(exclude_item_ids)
         parts = [query.seeds, explicit[explicit >= 0]]
         if query.user >= 0:
-            parts += [snapshot.engaged.row(query.user)[0], snapshot.hidden.row(query.user)[0]]
+            parts += [
+                snapshot.engaged.row(query.user)[0],
+                snapshot.hidden.row(query.user)[0],
+                snapshot.impressed.row(query.user)[0],
+            ]
         return np.unique(np.concatenate(parts))
 
 

@@ -54,6 +54,8 @@ def signal_config(settings: Settings) -> SignalConfig:
         popularity_half_life_days=settings.popularity_half_life_days,
         history_length=settings.history_length,
         neighbours_per_item=settings.neighbours_per_item,
+        seen_ttl_hours=settings.seen_ttl_hours,
+        seen_max_items=settings.seen_max_items,
     )
 
 
