@@ -26,8 +26,13 @@ serve: install ## start embedded Postgres, load demo data if empty, run the four
 # garbage-collecting) was only ever seen in processes that had run both.
 TEST_GROUPS ?= tests/unit tests/properties tests/db tests/rpc tests/e2e
 
+# PYTEST_DEBUG_TEMPROOT: this run's temporary directories (and embedded Postgres) live
+# apart from any other run's, which pytest would otherwise prune while in use.
 test: install ## run the whole test suite (TEST_GROUPS="tests/rpc" for a part)
-	@set -e; for group in $(TEST_GROUPS); do echo "== pytest $$group"; $(BIN)/pytest $$group; done
+	@set -e; root=$$(mktemp -d /tmp/cascade-tests-XXXXXX); \
+	for group in $(TEST_GROUPS); do \
+		echo "== pytest $$group"; PYTEST_DEBUG_TEMPROOT=$$root $(BIN)/pytest $$group; \
+	done; rm -rf $$root
 
 protos: install ## regenerate client/src/cascade from protos/
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python protos/generate.py

@@ -115,6 +115,7 @@ def stack_settings(database_url: str, **overrides: Any) -> Settings:
         "grace_seconds": 1.0,
         "recommend_deadline_ms": 2000,
         "retrieval_timeout_ms": 1000,
+        "source_budget_ms": 800,
         "ranking_timeout_ms": 1000,
     }
     values.update(overrides)

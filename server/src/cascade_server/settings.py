@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     co_engagement_candidates: int = Field(
         default=300, ge=0, le=2000, description="Default candidates from co-engagement."
     )
+    source_budget_ms: int = Field(
+        default=100,
+        ge=1,
+        le=60_000,
+        description=(
+            "Time budget of each retrieval candidate source; the sources run concurrently "
+            "and one that misses its budget is skipped and reported in `degraded`."
+        ),
+    )
     seen_ttl_hours: float = Field(
         default=24.0,
         ge=0.0,

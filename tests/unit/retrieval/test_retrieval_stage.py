@@ -1,3 +1,6 @@
+import threading
+import time
+
 import numpy as np
 import pytest
 from support.engagement import FixedHolder, small_snapshot
@@ -11,9 +14,11 @@ from cascade_server.retrieval.stage import RetrievalRequest, RetrievalStage
 LIMITS = {SourceKind.CO_ENGAGEMENT: 10, SourceKind.POPULAR: 10}
 
 
-def stage(*sources, snapshot=None):
+def stage(*sources, snapshot=None, limits=LIMITS, budget_s=5.0):
     sources = sources or (CoEngagementCandidateSource(), PopularCandidateSource())
-    return RetrievalStage(FixedHolder(snapshot or small_snapshot()), sources, LIMITS)
+    return RetrievalStage(
+        FixedHolder(snapshot or small_snapshot()), sources, limits, source_budget_s=budget_s
+    )
 
 
 def retrieve(request, *sources):
@@ -115,3 +120,73 @@ def test_items_the_user_was_recently_shown_are_excluded():
     # e was shown i1 (a popular item) on the newest day of the data.
     assert "i1" in by_id(retrieve(RetrievalRequest(RequestContext(user_id="d"))))
     assert "i1" not in by_id(retrieve(RetrievalRequest(RequestContext(user_id="e"))))
+
+
+class FixedSource:
+    """A source that proposes the given items, optionally after a delay."""
+
+    def __init__(self, kind, items, delay_s=0.0):
+        self.kind = kind
+        self.items = items
+        self.delay_s = delay_s
+        self.done = threading.Event()
+
+    def fetch(self, snapshot, query, limit):
+        time.sleep(self.delay_s)
+        self.done.set()
+        items = snapshot.lookup_items(self.items)[:limit]
+        return SourceResult(items, np.linspace(1.0, 0.5, len(items)))
+
+
+def test_each_source_gets_its_quota_of_max_candidates():
+    many = FixedSource(SourceKind.CO_ENGAGEMENT, ["i1", "i2", "i3", "i5", "i6", "i7"])
+    few = FixedSource(SourceKind.POPULAR, ["i7", "i6", "i5"])
+    limits = {SourceKind.CO_ENGAGEMENT: 4, SourceKind.POPULAR: 2}
+    result = stage(many, few, limits=limits).retrieve(
+        RetrievalRequest(RequestContext(), max_candidates=3), Deadline.after(5.0)
+    )
+    # Ranks relative to the limits: co 0/4, pop 0/2, co 1/4, ... so popular's first
+    # item comes second although co-engagement is listed first.
+    assert [c.item_id for c in result.candidates] == ["i1", "i7", "i2"]
+    assert [h.source for h in result.candidates[1].sources] == [SourceKind.POPULAR]
+
+
+def test_an_item_keeps_every_source_that_proposed_it_in_source_order():
+    first = FixedSource(SourceKind.CO_ENGAGEMENT, ["i2", "i3"])
+    second = FixedSource(SourceKind.POPULAR, ["i3", "i2"])
+    result = stage(first, second, limits={SourceKind.CO_ENGAGEMENT: 2, SourceKind.POPULAR: 2})
+    found = result.retrieve(RetrievalRequest(RequestContext()), Deadline.after(5.0))
+    for candidate in found.candidates:
+        assert [h.source for h in candidate.sources] == [
+            SourceKind.CO_ENGAGEMENT,
+            SourceKind.POPULAR,
+        ]
+
+
+def test_a_source_over_its_budget_is_cut_while_the_others_serve():
+    slow = FixedSource(SourceKind.CO_ENGAGEMENT, ["i1"], delay_s=1.0)
+    fast = FixedSource(SourceKind.POPULAR, ["i7"])
+    started = time.perf_counter()
+    result = stage(slow, fast, budget_s=0.2).retrieve(
+        RetrievalRequest(RequestContext()), Deadline.after(5.0)
+    )
+    assert time.perf_counter() - started < 0.9
+    assert [c.item_id for c in result.candidates] == ["i7"]
+    [degraded] = result.degraded
+    assert degraded.component == "co_engagement"
+    assert degraded.reason is DegradationKind.DEADLINE_EXCEEDED
+    assert "budget" in degraded.message
+
+
+def test_sources_run_concurrently():
+    sources = [
+        FixedSource(kind, ["i1"], delay_s=0.3)
+        for kind in (SourceKind.CO_ENGAGEMENT, SourceKind.POPULAR, SourceKind.RANDOM_WALK)
+    ]
+    limits = dict.fromkeys((s.kind for s in sources), 5)
+    started = time.perf_counter()
+    result = stage(*sources, limits=limits).retrieve(
+        RetrievalRequest(RequestContext()), Deadline.after(5.0)
+    )
+    assert time.perf_counter() - started < 0.8  # one after the other would take 0.9 s
+    assert len(result.candidates[0].sources) == 3

@@ -1,18 +1,19 @@
-"""The retrieval stage: run every candidate source, merge with provenance, apply exclusions."""
+"""The retrieval stage: run the candidate sources concurrently, merge by quota with provenance."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cascade_server.artifacts.watcher import ReleaseWatcher
-from cascade_server.features.engagement import EngagementSnapshot, IntArray
+from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.logs import get_logger
-from cascade_server.pipeline.components import CandidateSource, RetrievalQuery
+from cascade_server.pipeline.components import CandidateSource, RetrievalQuery, SourceResult
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import (
     Candidate,
@@ -56,13 +57,16 @@ class RetrievalResult:
 
 
 class RetrievalStage:
-    """Runs the configured sources in order; a failing source is skipped and reported.
+    """Runs the configured sources concurrently, each within a time budget; a source that
+    fails or misses its budget is skipped and reported, the others still serve.
 
     Candidates never include the seeds, the request's exclusions, items the user
     already engaged with, hid or was recently shown, or inactive items. Each source is
     asked for its limit plus the number of excluded items, so a user with a long
-    history still gets full lists. An item proposed by several sources appears once,
-    at its first position, with every source listed.
+    history still gets full lists. Merging gives every source a share of
+    ``max_candidates`` in proportion to its limit (its quota): items are taken in
+    order of their rank relative to their source's limit, ties in source order. An
+    item proposed by several sources appears once, with every source listed.
     """
 
     def __init__(
@@ -71,17 +75,26 @@ class RetrievalStage:
         sources: Sequence[CandidateSource],
         default_limits: Mapping[SourceKind, int],
         models: ReleaseWatcher[RetrievalModels | None] | None = None,
+        *,
+        source_budget_s: float = 0.1,
+        workers: int = 8,
     ) -> None:
         self._holder = holder
         self._sources = tuple(sources)
         self._default_limits = dict(default_limits)
         self._models = models
+        self._source_budget_s = source_budget_s
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="source")
+
+    def close(self) -> None:
+        """Stop the source threads (sources still running finish on their own)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def retrieve(self, request: RetrievalRequest, deadline: Deadline) -> RetrievalResult:
-        """Candidates for ``request``; sources still running at the deadline are cut.
+        """Candidates for ``request``; sources still running at their budget are cut.
 
-        With a published release, the Annoy source runs first; without one the
-        co-engagement and popular sources serve alone.
+        With a published release, the Annoy source runs too (listed first); without one
+        the co-engagement, random-walk and popular sources serve alone.
         """
         snapshot = self._holder.current()
         loaded = self._models.current() if self._models else None
@@ -100,38 +113,42 @@ class RetrievalStage:
         query = RetrievalQuery(request.context, snapshot.user_row(request.context.user_id), seeds)
         excluded = self._exclusions(snapshot, query, request.exclude_item_ids)
         limits = {**self._default_limits, **request.source_limits}
-        max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
+        wanted = [(source, limits.get(source.kind, 0)) for source in sources]
+        wanted = [(source, limit) for source, limit in wanted if limit > 0]
 
-        merged: dict[int, Candidate] = {}
         degraded: list[Degradation] = []
         reports: list[ComponentReport] = []
-        for source in sources:
-            limit = limits.get(source.kind, 0)
-            if limit <= 0:
+        found: list[tuple[SourceKind, int, IntArray, FloatArray]] = []
+        budget = min(self._source_budget_s, deadline.remaining())
+        if budget <= 0:
+            degraded += [
+                _skipped(s.kind, DegradationKind.DEADLINE_EXCEEDED, "no time") for s, _ in wanted
+            ]
+            wanted = []
+        futures = [
+            self._pool.submit(_timed_fetch, source, snapshot, query, limit + len(excluded))
+            for source, limit in wanted
+        ]
+        wait(futures, timeout=budget)
+        for (source, limit), future in zip(wanted, futures, strict=True):
+            if not future.done():
+                future.cancel()
+                message = f"over its {budget * 1000:.0f} ms budget"
+                degraded.append(_skipped(source.kind, DegradationKind.DEADLINE_EXCEEDED, message))
                 continue
-            if deadline.remaining() <= 0:
-                degraded.append(_skipped(source.kind, DegradationKind.DEADLINE_EXCEEDED, "no time"))
-                continue
-            started = time.perf_counter()
             try:
-                found = source.fetch(snapshot, query, limit + len(excluded))
+                result, seconds = future.result()
             except Exception as error:
                 _log.exception("candidate source failed", source=source.kind.value)
                 degraded.append(_skipped(source.kind, DegradationKind.ERROR, repr(error)))
                 continue
-            keep = ~np.isin(found.items, excluded)
-            items, scores = found.items[keep][:limit], found.scores[keep][:limit]
-            for rank, (item, score) in enumerate(zip(items.tolist(), scores.tolist(), strict=True)):
-                hit = SourceHit(source.kind, rank, score)
-                if item in merged:
-                    merged[item].sources.append(hit)
-                elif len(merged) < max_candidates:
-                    merged[item] = Candidate(snapshot.item_ids[item], [hit])
-            reports.append(
-                ComponentReport(source.kind.value, time.perf_counter() - started, len(items))
-            )
+            keep = ~np.isin(result.items, excluded)
+            items, scores = result.items[keep][:limit], result.scores[keep][:limit]
+            found.append((source.kind, limit, items, scores))
+            reports.append(ComponentReport(source.kind.value, seconds, len(items)))
+        max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
         return RetrievalResult(
-            candidates=list(merged.values()),
+            candidates=_merge(snapshot, found, max_candidates),
             release=release,
             degraded=degraded,
             unknown_seed_item_ids=unknown,
@@ -151,6 +168,41 @@ class RetrievalStage:
                 snapshot.impressed.row(query.user)[0],
             ]
         return np.unique(np.concatenate(parts))
+
+
+def _timed_fetch(
+    source: CandidateSource, snapshot: EngagementSnapshot, query: RetrievalQuery, limit: int
+) -> tuple[SourceResult, float]:
+    started = time.perf_counter()
+    result = source.fetch(snapshot, query, limit)
+    return result, time.perf_counter() - started
+
+
+def _merge(
+    snapshot: EngagementSnapshot,
+    found: Sequence[tuple[SourceKind, int, IntArray, FloatArray]],
+    max_candidates: int,
+) -> list[Candidate]:
+    """Take items by rank relative to their source's limit (ties: source order) until
+    ``max_candidates`` distinct items; every source that proposed an item is kept."""
+    slots = sorted(
+        (rank / limit, order, rank)
+        for order, (_, limit, items, _) in enumerate(found)
+        for rank in range(len(items))
+    )
+    merged: dict[int, Candidate] = {}
+    for _, order, rank in slots:
+        kind, _, items, scores = found[order]
+        item = int(items[rank])
+        hit = SourceHit(kind, rank, float(scores[rank]))
+        if item in merged:
+            merged[item].sources.append(hit)
+        elif len(merged) < max_candidates:
+            merged[item] = Candidate(snapshot.item_ids[item], [hit])
+    position = {kind: order for order, (kind, *_) in enumerate(found)}
+    for candidate in merged.values():
+        candidate.sources.sort(key=lambda hit: position[hit.source])
+    return list(merged.values())
 
 
 def _skipped(kind: SourceKind, reason: DegradationKind, message: str) -> Degradation:

@@ -110,6 +110,8 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
             SourceKind.POPULAR: settings.popular_candidates,
         },
         models,
+        source_budget_s=settings.source_budget_ms / 1000,
+        workers=2 * settings.workers,
     )
     servicer = retrieval_servicer.RetrievalServicer(stage, runner)
     return Binding(
@@ -118,6 +120,7 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
             servicer, server
         ),
         [keep_snapshot(settings, holder), keep_release(settings, models)],
+        [stage.close],
     )
 
 
