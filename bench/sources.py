@@ -30,6 +30,7 @@ from cascade_server.retrieval.sources import (
     CoEngagementCandidateSource,
     PopularCandidateSource,
     RandomWalkCandidateSource,
+    TrendingCandidateSource,
 )
 from cascade_server.storage import migrations
 from cascade_server.storage.database import EmbeddedPostgres, make_engine
@@ -64,6 +65,7 @@ def _run(url: str, args: argparse.Namespace) -> int:
         "popular (baseline)": PopularCandidateSource(),
         "co_engagement": CoEngagementCandidateSource(),
         "random_walk": RandomWalkCandidateSource(),
+        "trending": TrendingCandidateSource(),
     }
     rng = np.random.default_rng(args.seed)
     user_ids = sorted(snapshot.user_index)

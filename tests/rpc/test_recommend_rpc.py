@@ -42,12 +42,11 @@ def test_the_page_respects_the_creator_cap(blending):
     assert max(creators.count(c) for c in set(creators)) <= 2
 
 
-def test_a_cold_start_user_gets_popular_items(blending):
+def test_a_cold_start_user_gets_popular_and_trending_items(blending):
     response = recommend(blending, user_id="someone-new", page_size=10)
     assert len(response.items) == 10
-    assert all(
-        item.sources[0].source == candidate_pb2.CANDIDATE_SOURCE_POPULAR for item in response.items
-    )
+    everyones = {candidate_pb2.CANDIDATE_SOURCE_POPULAR, candidate_pb2.CANDIDATE_SOURCE_TRENDING}
+    assert all({hit.source for hit in item.sources} <= everyones for item in response.items)
     assert not response.degraded
 
 

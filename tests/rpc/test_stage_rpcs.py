@@ -26,6 +26,7 @@ def test_retrieve_candidates_merges_sources_with_provenance(retrieval):
     assert {hit.source for c in response.candidates for hit in c.sources} == {
         candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT,
         candidate_pb2.CANDIDATE_SOURCE_RANDOM_WALK,
+        candidate_pb2.CANDIDATE_SOURCE_TRENDING,
         candidate_pb2.CANDIDATE_SOURCE_POPULAR,
     }
 
@@ -37,6 +38,7 @@ def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
             retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_POPULAR, limit=5),
             retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT, limit=0),
             retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_RANDOM_WALK, limit=0),
+            retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_TRENDING, limit=0),
         ],
     )
     first = retrieval.retrieve_candidates(popular_only)
@@ -56,6 +58,7 @@ def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
     assert [c.name for c in seeded.trace.components] == [
         "co_engagement",
         "random_walk",
+        "trending",
         "popular",
     ]
     assert seeded.trace.stage == trace_pb2.STAGE_RETRIEVAL

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     co_engagement_candidates: int = Field(
         default=300, ge=0, le=2000, description="Default candidates from co-engagement."
     )
+    trending_candidates: int = Field(
+        default=100, ge=0, le=2000, description="Default candidates from the trending source."
+    )
+    trending_half_life_hours: PositiveFloat = Field(
+        default=24.0,
+        description="Half-life of the short-term engagement trending compares with popularity.",
+    )
     source_budget_ms: int = Field(
         default=100,
         ge=1,

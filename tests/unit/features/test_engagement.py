@@ -110,3 +110,19 @@ def test_recent_impressions_are_remembered_newest_first_within_ttl_and_cap():
     assert len(snapshot.impressed.row(snapshot.user_row("v"))[0]) == 0
     wide = build_snapshot(data, SignalConfig(seen_ttl_hours=24 * 30))
     assert ids(snapshot, wide.impressed.row(0)[0]) == ["i3", "i2", "i1", "i0"]
+
+
+def test_trending_items_are_those_whose_recent_engagement_outruns_their_popularity():
+    users = [f"u{n}" for n in range(21)]
+    steady = [(users[d], "x", "click", d) for d in range(21)]  # one click a day, days 0-20
+    burst = [(users[n], "y", "click", 20) for n in range(5)]  # five clicks on day 20
+    faded = [(users[d], "z", "click", d) for d in range(6)]  # clicks on days 0-5 only
+    data = make_data(
+        [("x", "", "active"), ("y", "", "active"), ("z", "", "active")],
+        users,
+        [*steady, *burst, *faded],
+    )
+    snapshot = build_snapshot(data, SignalConfig(trending_half_life_hours=24))
+    assert ids(snapshot, snapshot.trending_items) == ["y", "x"]
+    assert snapshot.trending[2] < 0 < snapshot.trending[0] < snapshot.trending[1]
+    assert ids(snapshot, snapshot.popular_items)[0] == "x"  # popularity alone ranks y lower

@@ -8,7 +8,11 @@ from support.engagement import FixedHolder, small_snapshot
 from cascade_server.pipeline.components import SourceResult
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import DegradationKind, RequestContext, SourceKind
-from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
+from cascade_server.retrieval.sources import (
+    CoEngagementCandidateSource,
+    PopularCandidateSource,
+    TrendingCandidateSource,
+)
 from cascade_server.retrieval.stage import RetrievalRequest, RetrievalStage
 
 LIMITS = {SourceKind.CO_ENGAGEMENT: 10, SourceKind.POPULAR: 10}
@@ -190,3 +194,12 @@ def test_sources_run_concurrently():
     )
     assert time.perf_counter() - started < 0.8  # one after the other would take 0.9 s
     assert len(result.candidates[0].sources) == 3
+
+
+def test_trending_source_returns_the_snapshots_trending_items_with_their_scores():
+    snapshot = small_snapshot()
+    found = TrendingCandidateSource().fetch(snapshot, None, 3)  # type: ignore[arg-type]
+    assert found.items.tolist() == snapshot.trending_items[:3].tolist()
+    assert found.scores.tolist() == snapshot.trending[found.items].tolist()
+    assert np.all(found.scores > 0)
+    assert np.all(snapshot.item_active[found.items])

@@ -53,6 +53,8 @@ class SignalConfig:
     neighbours_per_item: int = 50
     shrinkage: float = 5.0
     """Added to the cosine denominator so pairs seen by few users count less."""
+    trending_half_life_hours: float = 24.0
+    """Half-life of the short-term engagement that trending compares with popularity."""
     seen_ttl_hours: float = 24.0
     """Items shown to a user (impressions) this recently are not recommended again; 0: off."""
     seen_max_items: int = 500
@@ -111,6 +113,10 @@ class EngagementSnapshot:
     """Decayed, weighted positive engagement per item."""
     popular_items: IntArray
     """Active items with any positive engagement, most popular first."""
+    trending: FloatArray
+    """Short-term engagement above what the item's popularity predicts (see ``_trending``)."""
+    trending_items: IntArray
+    """Active items with a positive trending score, most trending first."""
     history: Csr
     """Per user: distinct positively engaged items, most recent first, at most history_length."""
     engaged: Csr
@@ -165,6 +171,9 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
     active = data.item_status == ACTIVE
     ranked = np.lexsort((np.arange(n_items), -popularity))
     popular_items = ranked[active[ranked] & (popularity[ranked] > 0)].astype(np.int64)
+    trending = _trending(data, positive, n_items, newest, popularity, config)
+    by_trend = np.lexsort((np.arange(n_items), -trending))
+    trending_items = by_trend[active[by_trend] & (trending[by_trend] > 0)].astype(np.int64)
 
     users, items, last_seen = distinct_pairs(
         data.event_users[positive], data.event_items[positive], data.timestamps[positive]
@@ -186,6 +195,8 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
         user_index={user: u for u, user in enumerate(data.user_ids)},
         popularity=popularity,
         popular_items=popular_items,
+        trending=trending,
+        trending_items=trending_items,
         history=history,
         engaged=engaged,
         hidden=hidden,
@@ -216,6 +227,25 @@ def _popularity(
     weights = KIND_WEIGHTS[data.kinds[positive]] * np.exp2(-age_days / half_life_days)
     summed = np.bincount(data.event_items[positive], weights=weights, minlength=n_items)
     return summed.astype(np.float64)
+
+
+def _trending(
+    data: EngagementData,
+    positive: npt.NDArray[np.bool_],
+    n_items: int,
+    newest: float | None,
+    popularity: FloatArray,
+    config: SignalConfig,
+) -> FloatArray:
+    """Short-term decayed engagement minus what the long-term rate predicts for it.
+
+    For an item engaged with at a steady rate, decayed sums are proportional to their
+    half-lives, so ``short - popularity * short_half_life / long_half_life`` is about 0;
+    it is positive for items whose engagement is accelerating.
+    """
+    short_days = config.trending_half_life_hours / 24.0
+    short = _popularity(data, positive, n_items, newest, short_days)
+    return short - popularity * short_days / config.popularity_half_life_days
 
 
 def distinct_pairs(

@@ -23,6 +23,7 @@ class SourceKind(StrEnum):
     CALLER = "caller"
     ANN = "ann"
     RANDOM_WALK = "random_walk"
+    TRENDING = "trending"
 
 
 class StageName(StrEnum):

@@ -29,6 +29,20 @@ class PopularCandidateSource:
         return SourceResult(items, snapshot.popularity[items])
 
 
+class TrendingCandidateSource:
+    """Items whose recent engagement runs ahead of their usual popularity (the same for
+    every user): what is taking off now, which plain popularity ranks late."""
+
+    kind = SourceKind.TRENDING
+
+    def fetch(
+        self, snapshot: EngagementSnapshot, query: RetrievalQuery, limit: int
+    ) -> SourceResult:
+        """The top ``limit`` trending items."""
+        items = snapshot.trending_items[:limit]
+        return SourceResult(items, snapshot.trending[items])
+
+
 class CoEngagementCandidateSource:
     """Items engaged with by the users who engaged with the seeds (or the user's recent items).
 

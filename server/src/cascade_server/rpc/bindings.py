@@ -31,6 +31,7 @@ from cascade_server.retrieval.sources import (
     CoEngagementCandidateSource,
     PopularCandidateSource,
     RandomWalkCandidateSource,
+    TrendingCandidateSource,
 )
 from cascade_server.retrieval.stage import RetrievalStage
 from cascade_server.rpc import (
@@ -54,6 +55,7 @@ def signal_config(settings: Settings) -> SignalConfig:
         popularity_half_life_days=settings.popularity_half_life_days,
         history_length=settings.history_length,
         neighbours_per_item=settings.neighbours_per_item,
+        trending_half_life_hours=settings.trending_half_life_hours,
         seen_ttl_hours=settings.seen_ttl_hours,
         seen_max_items=settings.seen_max_items,
     )
@@ -93,7 +95,7 @@ def release_watcher(
 
 def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
     """RetrievalService: the release's Annoy source (when published), co-engagement, random
-    walks and popular."""
+    walks, trending and popular."""
     holder = snapshot_holder(settings, engine)
     models = release_watcher(settings, engine, RetrievalModels, "retrieval")
     stage = RetrievalStage(
@@ -101,12 +103,14 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
         [
             CoEngagementCandidateSource(),
             RandomWalkCandidateSource(settings.random_walk_steps, settings.random_walk_restart),
+            TrendingCandidateSource(),
             PopularCandidateSource(),
         ],
         {
             SourceKind.ANN: settings.ann_candidates,
             SourceKind.CO_ENGAGEMENT: settings.co_engagement_candidates,
             SourceKind.RANDOM_WALK: settings.random_walk_candidates,
+            SourceKind.TRENDING: settings.trending_candidates,
             SourceKind.POPULAR: settings.popular_candidates,
         },
         models,

@@ -43,6 +43,8 @@ class _CandidateSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Candi
     """Items most visited by random walks with restarts on the user-item engagement
     graph, started from the user's recent items or the seed items (Pixie-style).
     """
+    CANDIDATE_SOURCE_TRENDING: _CandidateSource.ValueType  # 6
+    """Items whose recent engagement runs ahead of their usual popularity (trending)."""
 
 class CandidateSource(_CandidateSource, metaclass=_CandidateSourceEnumTypeWrapper):
     """CandidateSource names the component that proposed a candidate."""
@@ -65,6 +67,8 @@ CANDIDATE_SOURCE_RANDOM_WALK: CandidateSource.ValueType  # 5
 """Items most visited by random walks with restarts on the user-item engagement
 graph, started from the user's recent items or the seed items (Pixie-style).
 """
+CANDIDATE_SOURCE_TRENDING: CandidateSource.ValueType  # 6
+"""Items whose recent engagement runs ahead of their usual popularity (trending)."""
 Global___CandidateSource: _TypeAlias = CandidateSource  # noqa: Y015
 
 @_typing.final
