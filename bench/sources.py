@@ -27,6 +27,7 @@ from cascade_server.offline.demo_data import DemoDataConfig, generate, load
 from cascade_server.pipeline.components import CandidateSource, RetrievalQuery
 from cascade_server.pipeline.types import RequestContext
 from cascade_server.retrieval.sources import (
+    CategoryPopularCandidateSource,
     CoEngagementCandidateSource,
     PopularCandidateSource,
     RandomWalkCandidateSource,
@@ -65,6 +66,7 @@ def _run(url: str, args: argparse.Namespace) -> int:
         "popular (baseline)": PopularCandidateSource(),
         "co_engagement": CoEngagementCandidateSource(),
         "random_walk": RandomWalkCandidateSource(),
+        "category_popular": CategoryPopularCandidateSource(),
         "trending": TrendingCandidateSource(),
     }
     rng = np.random.default_rng(args.seed)

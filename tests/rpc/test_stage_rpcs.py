@@ -26,6 +26,7 @@ def test_retrieve_candidates_merges_sources_with_provenance(retrieval):
     assert {hit.source for c in response.candidates for hit in c.sources} == {
         candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT,
         candidate_pb2.CANDIDATE_SOURCE_RANDOM_WALK,
+        candidate_pb2.CANDIDATE_SOURCE_CATEGORY_POPULAR,
         candidate_pb2.CANDIDATE_SOURCE_TRENDING,
         candidate_pb2.CANDIDATE_SOURCE_POPULAR,
     }
@@ -39,6 +40,9 @@ def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
             retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_CO_ENGAGEMENT, limit=0),
             retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_RANDOM_WALK, limit=0),
             retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_TRENDING, limit=0),
+            retrieval_pb.SourceLimit(
+                source=candidate_pb2.CANDIDATE_SOURCE_CATEGORY_POPULAR, limit=0
+            ),
         ],
     )
     first = retrieval.retrieve_candidates(popular_only)
@@ -58,6 +62,7 @@ def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
     assert [c.name for c in seeded.trace.components] == [
         "co_engagement",
         "random_walk",
+        "category_popular",
         "trending",
         "popular",
     ]

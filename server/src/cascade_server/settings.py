@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     co_engagement_candidates: int = Field(
         default=300, ge=0, le=2000, description="Default candidates from co-engagement."
     )
+    category_candidates: int = Field(
+        default=100,
+        ge=0,
+        le=2000,
+        description="Default candidates from the popular items of the user's main categories.",
+    )
     trending_candidates: int = Field(
         default=100, ge=0, le=2000, description="Default candidates from the trending source."
     )

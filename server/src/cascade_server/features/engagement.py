@@ -128,6 +128,12 @@ class EngagementSnapshot:
     at most ``seen_max_items``."""
     neighbours: Csr
     """Per item: co-engaged items with cosine similarity, most similar first."""
+    categories: Sequence[str]
+    """Category names; a category's id is its position."""
+    item_categories: Csr
+    """Per item: its category ids."""
+    category_items: Csr
+    """Per category: its active items with positive engagement, most popular first."""
     snapshot_id: str
     data_as_of: datetime | None
     stats: dict[str, int] = field(default_factory=dict)
@@ -187,6 +193,8 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
     hidden = _rows(h_users, h_items, np.ones(len(h_items)), n_users)
     impressed = _recent_impressions(data, newest, n_users, config)
     neighbours = _neighbours(history, n_users, n_items, config)
+    categories, item_categories = _categories(data.item_categories, n_items)
+    category_items = _category_items(item_categories, len(categories), popular_items, popularity)
     return EngagementSnapshot(
         item_ids=data.item_ids,
         item_index={item: i for i, item in enumerate(data.item_ids)},
@@ -202,6 +210,9 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
         hidden=hidden,
         impressed=impressed,
         neighbours=neighbours,
+        categories=categories,
+        item_categories=item_categories,
+        category_items=category_items,
         snapshot_id="baseline-" + hashlib.sha256(data.fingerprint.encode()).hexdigest()[:10],
         data_as_of=datetime.fromtimestamp(newest, UTC) if newest is not None else None,
         stats={
@@ -283,6 +294,29 @@ def _history(
     starts = np.searchsorted(users, users, side="left")
     keep = (np.arange(len(users)) - starts) < length
     return _rows(users[keep], items[keep], last_seen[keep], n_users)
+
+
+def _categories(item_categories: Sequence[Sequence[str]], n_items: int) -> tuple[list[str], Csr]:
+    """Category names (sorted) and each item's category ids."""
+    names = sorted({c for cats in item_categories for c in cats})
+    index = {name: i for i, name in enumerate(names)}
+    rows = [[index[c] for c in dict.fromkeys(cats)] for cats in item_categories]
+    rows += [[] for _ in range(n_items - len(rows))]
+    indptr = np.zeros(n_items + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    indices = np.fromiter((c for r in rows for c in r), np.int64, int(indptr[-1]))
+    return names, Csr(indptr, indices, np.ones(len(indices)))
+
+
+def _category_items(
+    item_categories: Csr, n_categories: int, popular_items: IntArray, popularity: FloatArray
+) -> Csr:
+    """Per category, its popular items (``popular_items`` order: active, most popular first)."""
+    counts = np.diff(item_categories.indptr)[popular_items]
+    items = np.repeat(popular_items, counts)
+    cats = np.concatenate([item_categories.row(i)[0] for i in popular_items] or [_EMPTY_INT])
+    order = np.argsort(cats, kind="stable")  # keeps the popularity order within a category
+    return _rows(cats[order], items[order], popularity[items[order]], n_categories)
 
 
 def _recent_impressions(

@@ -66,9 +66,8 @@ def positive_interactions(data: EngagementData) -> Interactions:
     kinds = np.bitwise_or.reduceat(bits, np.flatnonzero(first)) if len(bits) else bits
     chronological = np.lexsort((items, users, times))
 
-    categories = Vocabulary(
-        tuple(sorted({c for cats in data.metadata.item_categories for c in cats}))
-    )
+    item_categories = data.item_categories or [()] * len(data.item_ids)
+    categories = Vocabulary(tuple(sorted({c for cats in item_categories for c in cats})))
     creators = Vocabulary(tuple(sorted({c for c in data.item_creators if c})))
     attribute_values = [_attribute_strings(a) for a in data.metadata.user_attributes]
     user_vocab = Vocabulary(tuple(sorted({v for values in attribute_values for v in values})))
@@ -80,7 +79,7 @@ def positive_interactions(data: EngagementData) -> Interactions:
         timestamps=times[chronological],
         kinds=kinds[chronological],
         item_categories=padded(
-            [categories.ids(list(c)) for c in data.metadata.item_categories], MAX_ITEM_CATEGORIES
+            [categories.ids(list(c)) for c in item_categories], MAX_ITEM_CATEGORIES
         ),
         item_creators=creators.ids(list(data.item_creators)),
         user_features=padded([user_vocab.ids(v) for v in attribute_values], MAX_USER_FEATURES),

@@ -24,6 +24,7 @@ class SourceKind(StrEnum):
     ANN = "ann"
     RANDOM_WALK = "random_walk"
     TRENDING = "trending"
+    CATEGORY_POPULAR = "category_popular"
 
 
 class StageName(StrEnum):

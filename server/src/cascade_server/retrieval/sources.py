@@ -43,6 +43,50 @@ class TrendingCandidateSource:
         return SourceResult(items, snapshot.trending[items])
 
 
+class CategoryPopularCandidateSource:
+    """The most popular items of the user's main categories.
+
+    The categories are those of the user's recent items (or of the seeds), weighted by
+    how many of those items fall in each; the ``max_categories`` heaviest share the
+    limit in proportion to their weight, each contributing its most popular active
+    items. An item's score is its category's share of the user's items.
+    """
+
+    kind = SourceKind.CATEGORY_POPULAR
+
+    def __init__(self, max_categories: int = 3) -> None:
+        self.max_categories = max_categories
+
+    def fetch(
+        self, snapshot: EngagementSnapshot, query: RetrievalQuery, limit: int
+    ) -> SourceResult:
+        """Up to ``limit`` items, interleaved across the user's main categories."""
+        anchors = query.seeds if len(query.seeds) else snapshot.history.row(query.user)[0]
+        n_categories = len(snapshot.categories)
+        if len(anchors) == 0 or n_categories == 0 or limit <= 0:
+            return SourceResult(np.zeros(0, dtype=np.int64), np.zeros(0))
+        cats = np.concatenate([snapshot.item_categories.row(int(i))[0] for i in anchors])
+        weights = np.bincount(cats, minlength=n_categories).astype(np.float64)
+        top = np.lexsort((np.arange(n_categories), -weights))[: self.max_categories]
+        top = top[weights[top] > 0]
+        if len(top) == 0:
+            return SourceResult(np.zeros(0, dtype=np.int64), np.zeros(0))
+        share = weights[top] / weights[top].sum()
+        slots: list[tuple[float, int, int, float]] = []
+        for order, (category, weight) in enumerate(zip(top.tolist(), share.tolist(), strict=True)):
+            items = snapshot.category_items.row(category)[0]
+            items = items[~np.isin(items, anchors)][:limit]
+            slots += [(rank / weight, order, int(item), weight) for rank, item in enumerate(items)]
+        chosen: dict[int, float] = {}
+        for _, _, item, weight in sorted(slots):
+            if len(chosen) >= limit:
+                break
+            chosen.setdefault(item, weight)
+        return SourceResult(
+            np.fromiter(chosen, np.int64, len(chosen)), np.fromiter(chosen.values(), np.float64)
+        )
+
+
 class CoEngagementCandidateSource:
     """Items engaged with by the users who engaged with the seeds (or the user's recent items).
 

@@ -28,6 +28,7 @@ from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
 from cascade_server.retrieval.models import RetrievalModels
 from cascade_server.retrieval.sources import (
+    CategoryPopularCandidateSource,
     CoEngagementCandidateSource,
     PopularCandidateSource,
     RandomWalkCandidateSource,
@@ -95,7 +96,7 @@ def release_watcher(
 
 def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
     """RetrievalService: the release's Annoy source (when published), co-engagement, random
-    walks, trending and popular."""
+    walks, the user's categories, trending and popular."""
     holder = snapshot_holder(settings, engine)
     models = release_watcher(settings, engine, RetrievalModels, "retrieval")
     stage = RetrievalStage(
@@ -103,6 +104,7 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
         [
             CoEngagementCandidateSource(),
             RandomWalkCandidateSource(settings.random_walk_steps, settings.random_walk_restart),
+            CategoryPopularCandidateSource(),
             TrendingCandidateSource(),
             PopularCandidateSource(),
         ],
@@ -110,6 +112,7 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
             SourceKind.ANN: settings.ann_candidates,
             SourceKind.CO_ENGAGEMENT: settings.co_engagement_candidates,
             SourceKind.RANDOM_WALK: settings.random_walk_candidates,
+            SourceKind.CATEGORY_POPULAR: settings.category_candidates,
             SourceKind.TRENDING: settings.trending_candidates,
             SourceKind.POPULAR: settings.popular_candidates,
         },

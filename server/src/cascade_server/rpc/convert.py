@@ -44,6 +44,7 @@ SOURCES: Mapping[candidate_pb2.CandidateSource.ValueType, SourceKind] = {
     candidate_pb2.CANDIDATE_SOURCE_ANN: SourceKind.ANN,
     candidate_pb2.CANDIDATE_SOURCE_RANDOM_WALK: SourceKind.RANDOM_WALK,
     candidate_pb2.CANDIDATE_SOURCE_TRENDING: SourceKind.TRENDING,
+    candidate_pb2.CANDIDATE_SOURCE_CATEGORY_POPULAR: SourceKind.CATEGORY_POPULAR,
 }
 SOURCE_TO_PROTO = {kind: number for number, kind in SOURCES.items()}
 _STAGES = {

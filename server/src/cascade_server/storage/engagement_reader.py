@@ -17,7 +17,6 @@ from cascade_server.storage.tables import EVENT_KINDS, ITEM_STATUSES
 class CatalogMetadata:
     """Item and user attributes, aligned with ``EngagementData``'s item and user order."""
 
-    item_categories: Sequence[Sequence[str]]
     item_created: npt.NDArray[np.float64]
     """Item creation times in seconds since the epoch."""
     user_attributes: Sequence[dict[str, Any]]
@@ -40,7 +39,9 @@ class EngagementData:
     fingerprint: str
     """Identifies the database state the data was read from."""
     metadata: CatalogMetadata | None = None
-    """Item categories and user attributes; read only when asked for (training)."""
+    """Item creation times and user attributes; read only when asked for (training)."""
+    item_categories: Sequence[Sequence[str]] = ()
+    """Each item's categories (empty when the reader was not given any)."""
 
 
 _FINGERPRINT = sa.text(
@@ -88,13 +89,14 @@ def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> Engage
             summary = connection.execute(_FINGERPRINT).one()
             fingerprint = "/".join(str(value) for value in summary)
             extra_item, extra_user = (
-                (", categories, extract(epoch FROM created_at)::float8", ", attributes")
+                (", extract(epoch FROM created_at)::float8", ", attributes")
                 if with_metadata
                 else ("", "")
             )
             items = connection.execute(
                 sa.text(
-                    f"SELECT id, external_id, creator_id, status{extra_item} FROM items ORDER BY id"
+                    "SELECT id, external_id, creator_id, status, categories"
+                    f"{extra_item} FROM items ORDER BY id"
                 )
             ).all()
             users = connection.execute(
@@ -126,8 +128,8 @@ def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> Engage
         kinds=column(2, ">i2").astype(np.int8),
         timestamps=column(3, ">i8") / 1e6 + _POSTGRES_EPOCH,
         fingerprint=fingerprint,
+        item_categories=[tuple(row[4]) for row in items],
         metadata=CatalogMetadata(
-            item_categories=[tuple(row[4]) for row in items],
             item_created=np.fromiter((row[5] for row in items), np.float64, len(items)),
             user_attributes=[dict(row[2]) for row in users],
         )

@@ -45,6 +45,10 @@ class _CandidateSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Candi
     """
     CANDIDATE_SOURCE_TRENDING: _CandidateSource.ValueType  # 6
     """Items whose recent engagement runs ahead of their usual popularity (trending)."""
+    CANDIDATE_SOURCE_CATEGORY_POPULAR: _CandidateSource.ValueType  # 7
+    """The most popular items of the categories that make up most of the user's recent
+    items (or of the seed items' categories).
+    """
 
 class CandidateSource(_CandidateSource, metaclass=_CandidateSourceEnumTypeWrapper):
     """CandidateSource names the component that proposed a candidate."""
@@ -69,6 +73,10 @@ graph, started from the user's recent items or the seed items (Pixie-style).
 """
 CANDIDATE_SOURCE_TRENDING: CandidateSource.ValueType  # 6
 """Items whose recent engagement runs ahead of their usual popularity (trending)."""
+CANDIDATE_SOURCE_CATEGORY_POPULAR: CandidateSource.ValueType  # 7
+"""The most popular items of the categories that make up most of the user's recent
+items (or of the seed items' categories).
+"""
 Global___CandidateSource: _TypeAlias = CandidateSource  # noqa: Y015
 
 @_typing.final
