@@ -4,6 +4,7 @@ import time
 
 import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
+from support.stack import running_stack
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
 from cascade.catalog.v1 import catalog_service_pb2 as catalog_pb
@@ -151,3 +152,33 @@ def test_an_item_hidden_in_the_catalog_disappears_for_everyone(clients):
         assert target not in page(blending, "u042")
 
     eventually(gone)
+
+
+def test_status_changes_apply_within_seconds_between_full_refreshes(demo_database_url):
+    # A full refresh only every minute: the item must go through the status path.
+    with (
+        running_stack(
+            demo_database_url, snapshot_refresh_seconds=60, status_refresh_seconds=0.2
+        ) as stack,
+        CatalogClient(stack.target(ServiceName.CATALOG)) as catalog,
+        BlendingClient(stack.target(ServiceName.BLENDING)) as blending,
+    ):
+        first = page(blending, "u042")
+        deleted, hidden = first[0], first[1]
+        current = catalog.get_items(catalog_pb.GetItemsRequest(item_ids=[deleted, hidden])).items
+        for item, status in zip(
+            current, (catalog_pb.ITEM_STATUS_DELETED, catalog_pb.ITEM_STATUS_HIDDEN), strict=True
+        ):
+            item.status = status
+            item.ClearField("update_time")
+        started = time.monotonic()
+        catalog.upsert_items(catalog_pb.UpsertItemsRequest(items=current))
+
+        def gone():
+            shown = page(blending, "u042") + page(blending, "someone-new")
+            assert deleted not in shown
+            assert hidden not in shown
+
+        eventually(gone, timeout_s=10.0)
+        assert time.monotonic() - started < 10.0
+        assert len(page(blending, "u042")) == 20

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         default=30.0,
         description="How often servers check Postgres for new events and catalog changes.",
     )
+    status_refresh_seconds: PositiveFloat = Field(
+        default=2.0,
+        description=(
+            "How often servers apply item status changes (hidden, deleted) between full "
+            "snapshot refreshes, so such items stop appearing within seconds."
+        ),
+    )
     popularity_half_life_days: PositiveFloat = Field(
         default=7.0, description="Half-life of an engagement's weight in popularity."
     )

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 from support.engagement import T0, make_data, small_snapshot
 
-from cascade_server.features.engagement import KIND_WEIGHT_BY_NAME, SignalConfig, build_snapshot
+from cascade_server.features.engagement import (
+    KIND_WEIGHT_BY_NAME,
+    SignalConfig,
+    build_snapshot,
+    with_item_statuses,
+)
 
 
 def ids(snapshot, indices):
@@ -126,3 +131,17 @@ def test_trending_items_are_those_whose_recent_engagement_outruns_their_populari
     assert ids(snapshot, snapshot.trending_items) == ["y", "x"]
     assert snapshot.trending[2] < 0 < snapshot.trending[0] < snapshot.trending[1]
     assert ids(snapshot, snapshot.popular_items)[0] == "x"  # popularity alone ranks y lower
+
+
+def test_status_changes_take_items_out_of_every_list_without_a_rebuild():
+    snapshot = small_snapshot()
+    i1 = snapshot.item_index["i1"]
+    assert i1 in snapshot.popular_items
+    updated = with_item_statuses(snapshot, [("i1", "hidden"), ("not-in-snapshot", "deleted")])
+    assert not updated.item_active[i1]
+    assert i1 not in updated.popular_items
+    assert i1 not in updated.trending_items
+    assert i1 not in updated.category_items.indices
+    assert updated.snapshot_id == snapshot.snapshot_id
+    assert snapshot.item_active[i1]  # the old snapshot is untouched
+    assert with_item_statuses(snapshot, [("i1", "active")]) is snapshot  # nothing changed

@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 from support.engagement import make_data
 
-from cascade_server.features.engagement import SignalConfig, build_snapshot
+from cascade_server.features.engagement import SignalConfig, build_snapshot, with_item_statuses
 from cascade_server.pipeline.components import RetrievalQuery
 from cascade_server.pipeline.types import RequestContext
 from cascade_server.retrieval.sources import CategoryPopularCandidateSource
@@ -80,3 +80,9 @@ def test_a_user_without_history_or_a_catalog_without_categories_gets_nothing():
     plain = build_snapshot(make_data(ITEMS, ["u", "v", "w"], EVENTS), SignalConfig())
     query = RetrievalQuery(RequestContext(user_id="u"), plain.user_row("u"), np.zeros(0, np.int64))
     assert len(CategoryPopularCandidateSource().fetch(plain, query, 10).items) == 0
+
+
+def test_a_deleted_item_leaves_its_categories_at_once():
+    snap = with_item_statuses(snapshot(), [("a3", "deleted")])
+    rows = [[snap.item_ids[i] for i in snap.category_items.row(c)[0]] for c in range(3)]
+    assert rows == [["a2", "a1"], ["x"], ["d1", "d2"]]

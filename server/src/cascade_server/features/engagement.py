@@ -8,6 +8,7 @@ users are addressed by dense indices (positions in ``item_ids`` / ``user_ids``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Sequence
@@ -222,6 +223,34 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
             "events": len(data.kinds),
             "neighbour_pairs": len(neighbours.indices),
         },
+    )
+
+
+def with_item_statuses(
+    snapshot: EngagementSnapshot, changes: Sequence[tuple[str, str]]
+) -> EngagementSnapshot:
+    """``snapshot`` with new catalog statuses applied: items that stopped being active
+    leave every list at once; items unknown to the snapshot, and items that became
+    active again, wait for the next full build. Returns ``snapshot`` when nothing changed."""
+    active = snapshot.item_active.copy()
+    for item_id, status in changes:
+        index = snapshot.item_index.get(item_id)
+        if index is not None:
+            active[index] = status == ITEM_STATUSES[ACTIVE]
+    if np.array_equal(active, snapshot.item_active):
+        return snapshot
+    rows = snapshot.category_items
+    kept = active[rows.indices]
+    n_rows = len(rows.indptr) - 1
+    row_of = np.repeat(np.arange(n_rows), np.diff(rows.indptr))
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_of[kept], minlength=n_rows), out=indptr[1:])
+    return dataclasses.replace(
+        snapshot,
+        item_active=active,
+        popular_items=snapshot.popular_items[active[snapshot.popular_items]],
+        trending_items=snapshot.trending_items[active[snapshot.trending_items]],
+        category_items=Csr(indptr, rows.indices[kept], rows.data[kept]),
     )
 
 

@@ -9,7 +9,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 from cascade_server.errors import NotReadyError
-from cascade_server.features.engagement import EngagementSnapshot, SignalConfig, build_snapshot
+from cascade_server.features.engagement import (
+    EngagementSnapshot,
+    SignalConfig,
+    build_snapshot,
+    with_item_statuses,
+)
 from cascade_server.logs import get_logger
 from cascade_server.storage.engagement_reader import EngagementData
 
@@ -37,12 +42,15 @@ class SnapshotHolder:
         read_data: Callable[[], EngagementData],
         read_fingerprint: Callable[[], str],
         config: SignalConfig,
+        read_status_changes: Callable[[str], tuple[list[tuple[str, str]], str]] | None = None,
     ) -> None:
         self._read_data = read_data
         self._read_fingerprint = read_fingerprint
+        self._read_status_changes = read_status_changes
         self._config = config
         self._snapshot: EngagementSnapshot | None = None
         self._fingerprint: str | None = None
+        self._items_since = ""
 
     @property
     def ready(self) -> bool:
@@ -66,6 +74,7 @@ class SnapshotHolder:
         read_s = time.perf_counter() - started
         snapshot = build_snapshot(data, self._config)
         self._snapshot, self._fingerprint = snapshot, data.fingerprint
+        self._items_since = data.items_updated_at
         _log.info(
             "snapshot built",
             snapshot_id=snapshot.snapshot_id,
@@ -75,25 +84,52 @@ class SnapshotHolder:
         )
         return True
 
+    def apply_status_changes(self) -> bool:
+        """Apply catalog status changes made since the last read (cheap; no rebuild):
+        items hidden or deleted leave the snapshot's lists at once. Blocking."""
+        snapshot = self._snapshot
+        if snapshot is None or self._read_status_changes is None or not self._items_since:
+            return False
+        changes, self._items_since = self._read_status_changes(self._items_since)
+        updated = with_item_statuses(snapshot, changes)
+        if updated is snapshot:
+            return False
+        self._snapshot = updated
+        _log.info("item statuses applied", changed_items=len(changes))
+        return True
+
     async def keep_fresh(
-        self, interval_s: float, on_ready: Callable[[], None], stop: asyncio.Event
+        self,
+        interval_s: float,
+        on_ready: Callable[[], None],
+        stop: asyncio.Event,
+        status_interval_s: float | None = None,
     ) -> None:
-        """Refresh every ``interval_s`` seconds until ``stop`` is set; call ``on_ready`` once
-        the first snapshot is built.
+        """Refresh every ``interval_s`` seconds until ``stop`` is set, and apply item status
+        changes every ``status_interval_s`` in between; call ``on_ready`` once the first
+        snapshot is built.
 
         Errors are logged and retried at the next interval; the current snapshot stays.
         A refresh in progress when ``stop`` is set finishes first, so no database
-        connection is left behind in a worker thread.
+        connection is left behind in a worker thread. Both run in this one task, so
+        they never race each other.
         """
         announced = False
+        tick_s = min(interval_s, status_interval_s or interval_s)
+        next_full = 0.0
         while not stop.is_set():
+            now = time.monotonic()
             try:
-                await asyncio.to_thread(self.refresh)
+                if now >= next_full or not self.ready:
+                    await asyncio.to_thread(self.refresh)
+                    next_full = now + interval_s
+                else:
+                    await asyncio.to_thread(self.apply_status_changes)
             except Exception:
                 _log.exception("snapshot refresh failed; keeping the current snapshot")
             if self.ready and not announced:
                 announced = True
                 on_ready()
-            wait_s = interval_s if self.ready else min(interval_s, 1.0)
+            wait_s = tick_s if self.ready else min(tick_s, 1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait_s)

@@ -45,7 +45,11 @@ from cascade_server.rpc.app import Background, Binding
 from cascade_server.rpc.downstream import GrpcRankingBackend, GrpcRetrievalBackend
 from cascade_server.rpc.executor import BlockingRunner
 from cascade_server.settings import ServiceName, Settings
-from cascade_server.storage.engagement_reader import read_engagement, read_fingerprint
+from cascade_server.storage.engagement_reader import (
+    read_engagement,
+    read_fingerprint,
+    read_item_status_changes,
+)
 
 T = TypeVar("T")
 
@@ -68,12 +72,15 @@ def snapshot_holder(settings: Settings, engine: sa.Engine) -> SnapshotHolder:
         read_data=lambda: read_engagement(engine),
         read_fingerprint=lambda: read_fingerprint(engine),
         config=signal_config(settings),
+        read_status_changes=lambda since: read_item_status_changes(engine, since),
     )
 
 
 def keep_snapshot(settings: Settings, holder: SnapshotHolder) -> Background:
     """The background task that keeps ``holder`` current."""
-    return lambda stop, ready: holder.keep_fresh(settings.snapshot_refresh_seconds, ready, stop)
+    return lambda stop, ready: holder.keep_fresh(
+        settings.snapshot_refresh_seconds, ready, stop, settings.status_refresh_seconds
+    )
 
 
 def keep_release(settings: Settings, watcher: ReleaseWatcher[Any]) -> Background:

@@ -42,6 +42,8 @@ class EngagementData:
     """Item creation times and user attributes; read only when asked for (training)."""
     item_categories: Sequence[Sequence[str]] = ()
     """Each item's categories (empty when the reader was not given any)."""
+    items_updated_at: str = ""
+    """The newest item ``updated_at`` when the data was read (Postgres text form)."""
 
 
 _FINGERPRINT = sa.text(
@@ -56,6 +58,20 @@ def read_fingerprint(engine: sa.Engine) -> str:
     with engine.connect() as connection:
         row = connection.execute(_FINGERPRINT).one()
     return "/".join(str(value) for value in row)
+
+
+_STATUS_CHANGES = sa.text(
+    "SELECT external_id, status, updated_at::text FROM items"
+    " WHERE updated_at >= CAST(:since AS timestamptz) ORDER BY updated_at"
+)
+
+
+def read_item_status_changes(engine: sa.Engine, since: str) -> tuple[list[tuple[str, str]], str]:
+    """``(external_id, status)`` of the items updated at or after ``since`` (an
+    ``items_updated_at``), and the newest ``updated_at`` among them (``since`` if none)."""
+    with engine.connect() as connection:
+        rows = connection.execute(_STATUS_CHANGES, {"since": since}).all()
+    return [(row[0], row[1]) for row in rows], (str(rows[-1][2]) if rows else since)
 
 
 _POSTGRES_EPOCH = 946_684_800.0
@@ -129,6 +145,7 @@ def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> Engage
         timestamps=column(3, ">i8") / 1e6 + _POSTGRES_EPOCH,
         fingerprint=fingerprint,
         item_categories=[tuple(row[4]) for row in items],
+        items_updated_at=str(summary[2]),
         metadata=CatalogMetadata(
             item_created=np.fromiter((row[5] for row in items), np.float64, len(items)),
             user_attributes=[dict(row[2]) for row in users],
