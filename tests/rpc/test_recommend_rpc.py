@@ -125,10 +125,15 @@ def test_debug_explains_every_stage_and_candidate(blending):
     ]
 
 
-def test_items_shown_or_hidden_through_log_events_leave_the_feed(fresh_stack):
-    blending = BlendingClient(fresh_stack.target(ServiceName.BLENDING))
-    catalog = CatalogClient(fresh_stack.target(ServiceName.CATALOG))
-    with blending, catalog:
+def test_items_shown_or_hidden_through_log_events_leave_the_feed(demo_database_url):
+    # Full refreshes a minute apart: the events must arrive through the incremental path.
+    with (
+        running_stack(
+            demo_database_url, snapshot_refresh_seconds=60, status_refresh_seconds=0.2
+        ) as stack,
+        BlendingClient(stack.target(ServiceName.BLENDING)) as blending,
+        CatalogClient(stack.target(ServiceName.CATALOG)) as catalog,
+    ):
         first = [item.item_id for item in recommend(blending, user_id="u042", page_size=20).items]
         shown, hidden = first[:10], first[10]
         events = [
@@ -147,8 +152,8 @@ def test_items_shown_or_hidden_through_log_events_leave_the_feed(fresh_stack):
         )
         catalog.log_events(catalog_pb.LogEventsRequest(events=events))
         gone = {*shown, hidden}
-        deadline = time.monotonic() + 15
-        while True:  # the servers pick the events up at their next snapshot refresh
+        deadline = time.monotonic() + 10
+        while True:  # the servers pick the events up within a status refresh or two
             page = recommend(blending, user_id="u042", page_size=20)
             ids = [item.item_id for item in page.items]
             if gone.isdisjoint(ids) or time.monotonic() > deadline:

@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     status_refresh_seconds: PositiveFloat = Field(
         default=2.0,
         description=(
-            "How often servers apply item status changes (hidden, deleted) between full "
-            "snapshot refreshes, so such items stop appearing within seconds."
+            "How often servers apply item status changes (hidden, deleted) and new "
+            "impression and hide events between full snapshot refreshes, so such items "
+            "stop appearing within seconds."
         ),
     )
     popularity_half_life_days: PositiveFloat = Field(

@@ -7,6 +7,7 @@ from cascade_server.features.engagement import (
     SignalConfig,
     build_snapshot,
     with_item_statuses,
+    with_seen_events,
 )
 
 
@@ -145,3 +146,21 @@ def test_status_changes_take_items_out_of_every_list_without_a_rebuild():
     assert updated.snapshot_id == snapshot.snapshot_id
     assert snapshot.item_active[i1]  # the old snapshot is untouched
     assert with_item_statuses(snapshot, [("i1", "active")]) is snapshot  # nothing changed
+
+
+def test_new_seen_events_join_the_seen_items_as_a_full_build_would():
+    items = [(f"i{n}", "", "active") for n in range(4)]
+    before = [("u", "i0", "click", 5), ("u", "i1", "impression", 0), ("u", "i2", "impression", 5)]
+    after = [("u", "i3", "impression", 5.5), ("u", "i0", "hide", 5.5)]
+    config = SignalConfig(seen_ttl_hours=24)
+    snapshot = build_snapshot(make_data(items, ["u"], before), config)
+    added = [(user, item, kind, T0 + day * 86_400) for user, item, kind, day in after]
+    added.append(("stranger", "i1", "hide", T0 + 5.5 * 86_400))
+    updated = with_seen_events(snapshot, added, config)
+    rebuilt = build_snapshot(make_data(items, ["u"], before + after), config)
+    for field in ("impressed", "hidden"):
+        new, full = getattr(updated, field), getattr(rebuilt, field)
+        assert ids(updated, new.indices) == ids(rebuilt, full.indices), field
+        np.testing.assert_array_equal(new.indptr, full.indptr)
+    assert ids(updated, updated.impressed.row(0)[0]) == ["i3", "i2"]  # i1 is older than 24 h
+    assert with_seen_events(snapshot, [("stranger", "i1", "hide", T0)], config) is snapshot

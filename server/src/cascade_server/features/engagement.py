@@ -254,6 +254,57 @@ def with_item_statuses(
     )
 
 
+def with_seen_events(
+    snapshot: EngagementSnapshot,
+    events: Sequence[tuple[str, str, str, float]],
+    config: SignalConfig,
+) -> EngagementSnapshot:
+    """``snapshot`` with new impression and hide events ``(user_id, item_id, kind, time)``
+    added to its seen items, as a full build would (users or items the snapshot does not
+    know wait for the next full build). Returns ``snapshot`` when nothing applies."""
+    known = [
+        (snapshot.user_index[user], snapshot.item_index[item], kind, at)
+        for user, item, kind, at in events
+        if user in snapshot.user_index and item in snapshot.item_index
+    ]
+    if not known:
+        return snapshot
+    users = np.array([k[0] for k in known], dtype=np.int64)
+    items = np.array([k[1] for k in known], dtype=np.int64)
+    times = np.array([k[3] for k in known], dtype=np.float64)
+    hide = np.array([k[2] == "hide" for k in known])
+    n_users = len(snapshot.hidden.indptr) - 1
+    hidden = snapshot.hidden
+    if hide.any():
+        old_users, old_items = _pairs(hidden)
+        h_users, h_items, _ = distinct_pairs(
+            np.concatenate([old_users, users[hide]]),
+            np.concatenate([old_items, items[hide]]),
+            np.zeros(len(old_items) + int(hide.sum())),
+        )
+        hidden = _rows(h_users, h_items, np.ones(len(h_items)), n_users)
+    impressed = snapshot.impressed
+    if (~hide).any() and config.seen_ttl_hours > 0:
+        old_users, old_items = _pairs(impressed)
+        all_times = np.concatenate([impressed.data, times[~hide]])
+        as_of = snapshot.data_as_of.timestamp() if snapshot.data_as_of else -np.inf
+        newest = max(as_of, float(times.max()))
+        keep = all_times >= newest - config.seen_ttl_hours * 3600.0
+        i_users, i_items, last_shown = distinct_pairs(
+            np.concatenate([old_users, users[~hide]])[keep],
+            np.concatenate([old_items, items[~hide]])[keep],
+            all_times[keep],
+        )
+        impressed = _history(i_users, i_items, last_shown, n_users, config.seen_max_items)
+    return dataclasses.replace(snapshot, hidden=hidden, impressed=impressed)
+
+
+def _pairs(rows: Csr) -> tuple[IntArray, IntArray]:
+    """The (row, index) pairs of ``rows``."""
+    counts = np.diff(rows.indptr)
+    return np.repeat(np.arange(len(counts)), counts).astype(np.int64), rows.indices
+
+
 def _popularity(
     data: EngagementData,
     positive: npt.NDArray[np.bool_],

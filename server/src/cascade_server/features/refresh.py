@@ -14,6 +14,7 @@ from cascade_server.features.engagement import (
     SignalConfig,
     build_snapshot,
     with_item_statuses,
+    with_seen_events,
 )
 from cascade_server.logs import get_logger
 from cascade_server.storage.engagement_reader import EngagementData
@@ -43,6 +44,8 @@ class SnapshotHolder:
         read_fingerprint: Callable[[], str],
         config: SignalConfig,
         read_status_changes: Callable[[str], tuple[list[tuple[str, str]], str]] | None = None,
+        read_seen_events: Callable[[int], tuple[list[tuple[str, str, str, float]], int]]
+        | None = None,
     ) -> None:
         self._read_data = read_data
         self._read_fingerprint = read_fingerprint
@@ -51,6 +54,8 @@ class SnapshotHolder:
         self._snapshot: EngagementSnapshot | None = None
         self._fingerprint: str | None = None
         self._items_since = ""
+        self._read_seen_events = read_seen_events
+        self._events_after = 0
 
     @property
     def ready(self) -> bool:
@@ -75,6 +80,7 @@ class SnapshotHolder:
         snapshot = build_snapshot(data, self._config)
         self._snapshot, self._fingerprint = snapshot, data.fingerprint
         self._items_since = data.items_updated_at
+        self._events_after = data.last_event_id
         _log.info(
             "snapshot built",
             snapshot_id=snapshot.snapshot_id,
@@ -84,18 +90,24 @@ class SnapshotHolder:
         )
         return True
 
-    def apply_status_changes(self) -> bool:
-        """Apply catalog status changes made since the last read (cheap; no rebuild):
-        items hidden or deleted leave the snapshot's lists at once. Blocking."""
+    def apply_changes(self) -> bool:
+        """Apply what changed since the last read without a rebuild (cheap): items
+        hidden or deleted in the catalog leave the snapshot's lists, and new impression
+        and hide events join the users' seen items. Blocking."""
         snapshot = self._snapshot
-        if snapshot is None or self._read_status_changes is None or not self._items_since:
+        if snapshot is None:
             return False
-        changes, self._items_since = self._read_status_changes(self._items_since)
-        updated = with_item_statuses(snapshot, changes)
+        updated = snapshot
+        if self._read_status_changes is not None and self._items_since:
+            changes, self._items_since = self._read_status_changes(self._items_since)
+            updated = with_item_statuses(updated, changes)
+        if self._read_seen_events is not None:
+            events, self._events_after = self._read_seen_events(self._events_after)
+            updated = with_seen_events(updated, events, self._config)
         if updated is snapshot:
             return False
         self._snapshot = updated
-        _log.info("item statuses applied", changed_items=len(changes))
+        _log.debug("snapshot changes applied", snapshot_id=updated.snapshot_id)
         return True
 
     async def keep_fresh(
@@ -106,8 +118,8 @@ class SnapshotHolder:
         status_interval_s: float | None = None,
     ) -> None:
         """Refresh every ``interval_s`` seconds until ``stop`` is set, and apply item status
-        changes every ``status_interval_s`` in between; call ``on_ready`` once the first
-        snapshot is built.
+        changes and new seen events every ``status_interval_s`` in between; call
+        ``on_ready`` once the first snapshot is built.
 
         Errors are logged and retried at the next interval; the current snapshot stays.
         A refresh in progress when ``stop`` is set finishes first, so no database
@@ -124,7 +136,7 @@ class SnapshotHolder:
                     await asyncio.to_thread(self.refresh)
                     next_full = now + interval_s
                 else:
-                    await asyncio.to_thread(self.apply_status_changes)
+                    await asyncio.to_thread(self.apply_changes)
             except Exception:
                 _log.exception("snapshot refresh failed; keeping the current snapshot")
             if self.ready and not announced:

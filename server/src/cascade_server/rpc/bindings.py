@@ -49,6 +49,7 @@ from cascade_server.storage.engagement_reader import (
     read_engagement,
     read_fingerprint,
     read_item_status_changes,
+    read_recent_seen_events,
 )
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ def snapshot_holder(settings: Settings, engine: sa.Engine) -> SnapshotHolder:
         read_fingerprint=lambda: read_fingerprint(engine),
         config=signal_config(settings),
         read_status_changes=lambda since: read_item_status_changes(engine, since),
+        read_seen_events=lambda after: read_recent_seen_events(engine, after),
     )
 
 

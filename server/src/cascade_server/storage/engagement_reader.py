@@ -44,6 +44,8 @@ class EngagementData:
     """Each item's categories (empty when the reader was not given any)."""
     items_updated_at: str = ""
     """The newest item ``updated_at`` when the data was read (Postgres text form)."""
+    last_event_id: int = 0
+    """The newest event id when the data was read."""
 
 
 _FINGERPRINT = sa.text(
@@ -72,6 +74,24 @@ def read_item_status_changes(engine: sa.Engine, since: str) -> tuple[list[tuple[
     with engine.connect() as connection:
         rows = connection.execute(_STATUS_CHANGES, {"since": since}).all()
     return [(row[0], row[1]) for row in rows], (str(rows[-1][2]) if rows else since)
+
+
+_RECENT_EVENTS = sa.text(
+    "SELECT e.id, u.external_id, i.external_id, e.kind, extract(epoch FROM e.occurred_at)"
+    " FROM events e JOIN users u ON u.id = e.user_id JOIN items i ON i.id = e.item_id"
+    " WHERE e.id > :after AND e.kind IN ('impression', 'hide') ORDER BY e.id LIMIT :limit"
+)
+
+
+def read_recent_seen_events(
+    engine: sa.Engine, after_id: int, limit: int = 50_000
+) -> tuple[list[tuple[str, str, str, float]], int]:
+    """``(user_id, item_id, kind, time)`` of the impression and hide events after event
+    ``after_id`` (at most ``limit``), and the id to continue after."""
+    with engine.connect() as connection:
+        rows = connection.execute(_RECENT_EVENTS, {"after": after_id, "limit": limit}).all()
+    events = [(row[1], row[2], row[3], float(row[4])) for row in rows]
+    return events, (int(rows[-1][0]) if rows else after_id)
 
 
 _POSTGRES_EPOCH = 946_684_800.0
@@ -146,6 +166,7 @@ def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> Engage
         fingerprint=fingerprint,
         item_categories=[tuple(row[4]) for row in items],
         items_updated_at=str(summary[2]),
+        last_event_id=int(summary[0]),
         metadata=CatalogMetadata(
             item_created=np.fromiter((row[5] for row in items), np.float64, len(items)),
             user_attributes=[dict(row[2]) for row in users],
