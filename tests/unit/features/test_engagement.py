@@ -4,6 +4,7 @@ from support.engagement import T0, make_data, small_snapshot
 
 from cascade_server.features.engagement import (
     KIND_WEIGHT_BY_NAME,
+    Csr,
     SignalConfig,
     build_snapshot,
     with_item_statuses,
@@ -164,3 +165,16 @@ def test_new_seen_events_join_the_seen_items_as_a_full_build_would():
         np.testing.assert_array_equal(new.indptr, full.indptr)
     assert ids(updated, updated.impressed.row(0)[0]) == ["i3", "i2"]  # i1 is older than 24 h
     assert with_seen_events(snapshot, [("stranger", "i1", "hide", T0)], config) is snapshot
+
+
+def test_csr_entry_rows_where_and_transpose():
+    rows = Csr(np.array([0, 2, 2, 3]), np.array([1, 0, 1]), np.array([5.0, 6.0, 7.0]))
+    assert rows.n_rows == 3
+    assert rows.entry_rows().tolist() == [0, 0, 2]
+    kept = rows.where(np.array([False, True, True]))
+    assert kept.indptr.tolist() == [0, 1, 1, 2]
+    assert kept.indices.tolist() == [0, 1]
+    columns = rows.transpose(3)
+    assert columns.indptr.tolist() == [0, 1, 3, 3]
+    assert columns.indices.tolist() == [0, 0, 2]
+    assert columns.data.tolist() == [6.0, 5.0, 7.0]

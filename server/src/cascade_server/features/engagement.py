@@ -77,6 +77,28 @@ class Csr:
         start, end = self.indptr[r], self.indptr[r + 1]
         return self.indices[start:end], self.data[start:end]
 
+    @property
+    def n_rows(self) -> int:
+        """How many rows there are."""
+        return len(self.indptr) - 1
+
+    def entry_rows(self) -> IntArray:
+        """The row of each stored entry (aligned with ``indices`` and ``data``)."""
+        return np.repeat(np.arange(self.n_rows, dtype=np.int64), np.diff(self.indptr))
+
+    def where(self, keep: npt.NDArray[np.bool_]) -> Csr:
+        """The same rows holding only the entries where ``keep`` is set (order kept)."""
+        indptr = np.zeros(self.n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.entry_rows()[keep], minlength=self.n_rows), out=indptr[1:])
+        return Csr(indptr, self.indices[keep], self.data[keep])
+
+    def transpose(self, n_columns: int) -> Csr:
+        """Row ``c`` lists the rows whose entries hold index ``c`` (in row order)."""
+        order = np.argsort(self.indices, kind="stable")
+        indptr = np.zeros(n_columns + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.indices, minlength=n_columns), out=indptr[1:])
+        return Csr(indptr, self.entry_rows()[order], self.data[order])
+
     def sum_rows(self, rows: IntArray) -> tuple[IntArray, FloatArray]:
         """The sum of ``rows`` as a sparse vector: its indices (sorted) and values."""
         parts = [self.row(int(r)) for r in rows]
@@ -188,11 +210,16 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
     engaged = _rows(users, items, np.ones(len(items)), n_users)
     history = _history(users, items, last_seen, n_users, config.history_length)
     hide = data.kinds == HIDE_CODE
-    h_users, h_items, _ = distinct_pairs(
-        data.event_users[hide], data.event_items[hide], data.timestamps[hide]
+    hidden = _hidden(data.event_users[hide], data.event_items[hide], n_users)
+    shown = data.kinds == IMPRESSION_CODE
+    impressed = _recent_impressions(
+        data.event_users[shown],
+        data.event_items[shown],
+        data.timestamps[shown],
+        newest,
+        n_users,
+        config,
     )
-    hidden = _rows(h_users, h_items, np.ones(len(h_items)), n_users)
-    impressed = _recent_impressions(data, newest, n_users, config)
     neighbours = _neighbours(history, n_users, n_items, config)
     categories, item_categories = _categories(data.item_categories, n_items)
     category_items = _category_items(item_categories, len(categories), popular_items, popularity)
@@ -239,18 +266,12 @@ def with_item_statuses(
             active[index] = status == ITEM_STATUSES[ACTIVE]
     if np.array_equal(active, snapshot.item_active):
         return snapshot
-    rows = snapshot.category_items
-    kept = active[rows.indices]
-    n_rows = len(rows.indptr) - 1
-    row_of = np.repeat(np.arange(n_rows), np.diff(rows.indptr))
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(row_of[kept], minlength=n_rows), out=indptr[1:])
     return dataclasses.replace(
         snapshot,
         item_active=active,
         popular_items=snapshot.popular_items[active[snapshot.popular_items]],
         trending_items=snapshot.trending_items[active[snapshot.trending_items]],
-        category_items=Csr(indptr, rows.indices[kept], rows.data[kept]),
+        category_items=snapshot.category_items.where(active[snapshot.category_items.indices]),
     )
 
 
@@ -273,36 +294,24 @@ def with_seen_events(
     items = np.array([k[1] for k in known], dtype=np.int64)
     times = np.array([k[3] for k in known], dtype=np.float64)
     hide = np.array([k[2] == "hide" for k in known])
-    n_users = len(snapshot.hidden.indptr) - 1
-    hidden = snapshot.hidden
+    hidden, impressed = snapshot.hidden, snapshot.impressed
     if hide.any():
-        old_users, old_items = _pairs(hidden)
-        h_users, h_items, _ = distinct_pairs(
-            np.concatenate([old_users, users[hide]]),
-            np.concatenate([old_items, items[hide]]),
-            np.zeros(len(old_items) + int(hide.sum())),
+        hidden = _hidden(
+            np.concatenate([hidden.entry_rows(), users[hide]]),
+            np.concatenate([hidden.indices, items[hide]]),
+            hidden.n_rows,
         )
-        hidden = _rows(h_users, h_items, np.ones(len(h_items)), n_users)
-    impressed = snapshot.impressed
-    if (~hide).any() and config.seen_ttl_hours > 0:
-        old_users, old_items = _pairs(impressed)
-        all_times = np.concatenate([impressed.data, times[~hide]])
+    if not hide.all():
         as_of = snapshot.data_as_of.timestamp() if snapshot.data_as_of else -np.inf
-        newest = max(as_of, float(times.max()))
-        keep = all_times >= newest - config.seen_ttl_hours * 3600.0
-        i_users, i_items, last_shown = distinct_pairs(
-            np.concatenate([old_users, users[~hide]])[keep],
-            np.concatenate([old_items, items[~hide]])[keep],
-            all_times[keep],
+        impressed = _recent_impressions(
+            np.concatenate([impressed.entry_rows(), users[~hide]]),
+            np.concatenate([impressed.indices, items[~hide]]),
+            np.concatenate([impressed.data, times[~hide]]),
+            max(as_of, float(times.max())),
+            impressed.n_rows,
+            config,
         )
-        impressed = _history(i_users, i_items, last_shown, n_users, config.seen_max_items)
     return dataclasses.replace(snapshot, hidden=hidden, impressed=impressed)
-
-
-def _pairs(rows: Csr) -> tuple[IntArray, IntArray]:
-    """The (row, index) pairs of ``rows``."""
-    counts = np.diff(rows.indptr)
-    return np.repeat(np.arange(len(counts)), counts).astype(np.int64), rows.indices
 
 
 def _popularity(
@@ -399,19 +408,28 @@ def _category_items(
     return _rows(cats[order], items[order], popularity[items[order]], n_categories)
 
 
+def _hidden(users: IntArray, items: IntArray, n_users: int) -> Csr:
+    """Per user, the distinct items of their hide events, sorted by index."""
+    users, items, _ = distinct_pairs(users, items, np.zeros(len(items)))
+    return _rows(users, items, np.ones(len(items)), n_users)
+
+
 def _recent_impressions(
-    data: EngagementData, newest: float | None, n_users: int, config: SignalConfig
+    users: IntArray,
+    items: IntArray,
+    times: FloatArray,
+    newest: float | None,
+    n_users: int,
+    config: SignalConfig,
 ) -> Csr:
-    """Items shown to each user within the TTL. Time is measured back from the newest
-    event in the data, so a snapshot stays a pure function of the data."""
-    shown = data.kinds == IMPRESSION_CODE
+    """Per user, the items of their impressions within the TTL of ``newest``, newest first
+    (time is measured back from the newest event, so a snapshot stays a pure function of
+    the data), each with the time it was last shown."""
     if newest is None or config.seen_ttl_hours <= 0:
-        shown &= False
+        shown = np.zeros(len(times), dtype=bool)
     else:
-        shown &= data.timestamps >= newest - config.seen_ttl_hours * 3600.0
-    users, items, last_shown = distinct_pairs(
-        data.event_users[shown], data.event_items[shown], data.timestamps[shown]
-    )
+        shown = times >= newest - config.seen_ttl_hours * 3600.0
+    users, items, last_shown = distinct_pairs(users[shown], items[shown], times[shown])
     return _history(users, items, last_shown, n_users, config.seen_max_items)
 
 

@@ -203,12 +203,7 @@ class RandomWalkCandidateSource:
         if cached is not None and cached[0] == snapshot.snapshot_id:
             return cached[1]
         with self._lock:
-            engaged = snapshot.engaged
-            rows = np.repeat(np.arange(len(engaged.indptr) - 1), np.diff(engaged.indptr))
-            order = np.argsort(engaged.indices, kind="stable")
-            indptr = np.zeros(snapshot.item_count + 1, dtype=np.int64)
-            np.cumsum(np.bincount(engaged.indices, minlength=snapshot.item_count), out=indptr[1:])
-            graph = Csr(indptr, rows[order].astype(np.int64), np.ones(len(order)))
+            graph = snapshot.engaged.transpose(snapshot.item_count)
             self._graph = (snapshot.snapshot_id, graph)
             return graph
 
