@@ -25,6 +25,16 @@ def fresh_stack(demo_database_url: str) -> Iterator[ServerStack]:
         yield servers
 
 
+@pytest.fixture
+def incremental_stack(demo_database_url: str) -> Iterator[ServerStack]:
+    """Fresh servers whose full refreshes are a minute apart: catalog status changes and
+    seen events can only reach them through the status refresh (every 0.2 s)."""
+    with running_stack(
+        demo_database_url, snapshot_refresh_seconds=60, status_refresh_seconds=0.2
+    ) as servers:
+        yield servers
+
+
 @pytest.fixture(scope="module")
 def blending(stack: ServerStack) -> Iterator[BlendingClient]:
     """A client of the front door."""

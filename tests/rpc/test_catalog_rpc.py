@@ -4,7 +4,6 @@ import time
 
 import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
-from support.stack import running_stack
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
 from cascade.catalog.v1 import catalog_service_pb2 as catalog_pb
@@ -154,14 +153,10 @@ def test_an_item_hidden_in_the_catalog_disappears_for_everyone(clients):
     eventually(gone)
 
 
-def test_status_changes_apply_within_seconds_between_full_refreshes(demo_database_url):
-    # A full refresh only every minute: the item must go through the status path.
+def test_status_changes_apply_within_seconds_between_full_refreshes(incremental_stack):
     with (
-        running_stack(
-            demo_database_url, snapshot_refresh_seconds=60, status_refresh_seconds=0.2
-        ) as stack,
-        CatalogClient(stack.target(ServiceName.CATALOG)) as catalog,
-        BlendingClient(stack.target(ServiceName.BLENDING)) as blending,
+        CatalogClient(incremental_stack.target(ServiceName.CATALOG)) as catalog,
+        BlendingClient(incremental_stack.target(ServiceName.BLENDING)) as blending,
     ):
         first = page(blending, "u042")
         deleted, hidden = first[0], first[1]

@@ -1,8 +1,7 @@
 """Recommend through the real front door, retrieval and ranking servers."""
 
-import time
-
 import pytest
+from support.processes import wait_for
 from support.stack import running_stack
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
@@ -125,14 +124,10 @@ def test_debug_explains_every_stage_and_candidate(blending):
     ]
 
 
-def test_items_shown_or_hidden_through_log_events_leave_the_feed(demo_database_url):
-    # Full refreshes a minute apart: the events must arrive through the incremental path.
+def test_items_shown_or_hidden_through_log_events_leave_the_feed(incremental_stack):
     with (
-        running_stack(
-            demo_database_url, snapshot_refresh_seconds=60, status_refresh_seconds=0.2
-        ) as stack,
-        BlendingClient(stack.target(ServiceName.BLENDING)) as blending,
-        CatalogClient(stack.target(ServiceName.CATALOG)) as catalog,
+        BlendingClient(incremental_stack.target(ServiceName.BLENDING)) as blending,
+        CatalogClient(incremental_stack.target(ServiceName.CATALOG)) as catalog,
     ):
         first = [item.item_id for item in recommend(blending, user_id="u042", page_size=20).items]
         shown, hidden = first[:10], first[10]
@@ -152,13 +147,13 @@ def test_items_shown_or_hidden_through_log_events_leave_the_feed(demo_database_u
         )
         catalog.log_events(catalog_pb.LogEventsRequest(events=events))
         gone = {*shown, hidden}
-        deadline = time.monotonic() + 10
-        while True:  # the servers pick the events up within a status refresh or two
+
+        def page_without_them() -> list[str]:
             page = recommend(blending, user_id="u042", page_size=20)
             ids = [item.item_id for item in page.items]
-            if gone.isdisjoint(ids) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+            return ids if gone.isdisjoint(ids) else []
+
+        ids = wait_for(page_without_them, 10, "the shown and hidden items to leave the feed")
     assert gone.isdisjoint(ids)
     assert len(ids) == 20  # retrieval fetched past the excluded items: still a full page
     assert set(ids) & set(first[11:])  # items not shown yet stay eligible

@@ -94,8 +94,11 @@ def train_retrieval(
     return build
 
 
-def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) -> IndexReport:
-    """Index the build's item embeddings (active items only); measure recall on user queries."""
+def _retrieval_build(
+    engine: sa.Engine, build_dir: Path
+) -> tuple[Build, EngagementData, Interactions]:
+    """The build after `cascade train retrieval`, and the database's training data (which
+    must be the data the build started from)."""
     build = Build(build_dir)
     build.require(
         retrieval_files.ITEM_EMBEDDINGS_FILE,
@@ -104,6 +107,12 @@ def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) ->
     )
     data, interactions = load_training_data(engine)
     build.require_same_data(data)
+    return build, data, interactions
+
+
+def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) -> IndexReport:
+    """Index the build's item embeddings (active items only); measure recall on user queries."""
+    build, data, interactions = _retrieval_build(engine, build_dir)
     history_length = int(build.info().config["two_tower"]["history_length"])
     histories = interactions.user_items()
     users = np.random.default_rng(config.seed).permutation(interactions.n_users)[:RECALL_QUERIES]
@@ -136,14 +145,7 @@ def train_ranker(
     engine: sa.Engine, build_dir: Path, config: RankerConfig, progress: Progress
 ) -> RankerReport:
     """Add the ranking features and the light and heavy rankers to the build."""
-    build = Build(build_dir)
-    build.require(
-        retrieval_files.ITEM_EMBEDDINGS_FILE,
-        query_tower.TWO_TOWER_DIR,
-        step="cascade train retrieval",
-    )
-    data, interactions = load_training_data(engine)
-    build.require_same_data(data)
+    build, _, interactions = _retrieval_build(engine, build_dir)
     two_tower = TwoTowerInputs(
         TwoTowerConfig(**build.info().config["two_tower"]),
         np.load(build.path / retrieval_files.ITEM_EMBEDDINGS_FILE),
