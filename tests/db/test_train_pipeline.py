@@ -6,6 +6,8 @@ import sqlalchemy as sa
 
 from cascade_server.artifacts.manifest import read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
+from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies
+from cascade_server.blending.release import load_blending_release
 from cascade_server.features.engagement import SignalConfig, build_snapshot
 from cascade_server.offline.build import BuildError
 from cascade_server.offline.index import IndexConfig
@@ -14,6 +16,7 @@ from cascade_server.offline.train import (
     NotEnoughDataError,
     build_item_index,
     publish,
+    publish_policy,
     train_ranker,
     train_retrieval,
 )
@@ -44,7 +47,7 @@ def trained(shared_demo_database_url, tmp_path_factory):
     report = build_item_index(engine, build.path, IndexConfig(n_trees=10))
     ranker = train_ranker(engine, build.path, SMALL_RANKER, lambda step, done: steps.append(step))
     registry = ReleaseRegistry(engine, home / "releases")
-    manifest = publish(build.path, registry)
+    manifest = publish(build.path, registry, BlendingPolicies.default())
     yield engine, registry, manifest, report, steps, ranker
     engine.dispose()
 
@@ -58,6 +61,7 @@ def test_training_reports_progress_and_publishes_an_active_release(trained):
         "items.ann",
         "items.json",
         "item_embeddings.npy",
+        POLICY_FILE,
     }
     assert manifest.metrics["index"]["recall_at_k"]["recall@10"] > 0.5
     with engine.connect() as connection:
@@ -109,7 +113,7 @@ def test_too_little_data_is_a_clear_error(engine, tmp_path):
 def test_publishing_without_an_index_says_which_step_is_missing(trained, tmp_path):
     _, registry, _, _, _, _ = trained
     with pytest.raises(BuildError, match="train retrieval"):
-        publish(tmp_path / "no-build", registry)
+        publish(tmp_path / "no-build", registry, BlendingPolicies.default())
 
 
 def test_the_ranker_beats_popularity_on_held_out_items(trained):
@@ -154,3 +158,24 @@ def test_served_scores_equal_batched_offline_scores(trained, mode):
                 assert set(np.flatnonzero(scored)) == set(top)
                 order = np.argsort(-served.final, kind="stable")
                 assert set(order[:5]) == set(top)  # heavy-scored items stay on top
+
+
+def test_a_new_policy_is_published_over_the_active_models(trained):
+    _, registry, manifest, _, _, _ = trained
+    before = registry.path_of(manifest.release_id)
+    policy_text = before.joinpath(POLICY_FILE).read_text()
+    policies = BlendingPolicies.parse("version: tuned\nsurfaces: {home_feed: {seed: 7}}", "t")
+    try:
+        changed = publish_policy(registry, policies)
+        assert registry.active() == changed.release_id != manifest.release_id
+        after = registry.path_of(changed.release_id)
+        release = load_blending_release(after, read_verified(after))
+        assert release.policies.version == "tuned"
+        assert release.vectors is not None
+        assert before.joinpath(POLICY_FILE).read_text() == policy_text, "old release untouched"
+        assert read_verified(before).release_id == manifest.release_id
+        assert {k: v.sha256 for k, v in changed.artifacts.items() if k != POLICY_FILE} == {
+            k: v.sha256 for k, v in manifest.artifacts.items() if k != POLICY_FILE
+        }
+    finally:
+        registry.activate(manifest.release_id)

@@ -4,31 +4,39 @@ The oracles below read the generated catalog and events directly, not the snapsh
 """
 
 import asyncio
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 from hypothesis import given, settings, strategies as st
-from support.backends import FailingStage, InProcessRanking, InProcessRetrieval
+from support.backends import FailingStage, InProcessRanking, InProcessRetrieval, policy_release
 from support.engagement import FixedHolder, make_data
 
 from cascade_server.blending.paging import item_key
+from cascade_server.blending.policy import SurfacePolicy
 from cascade_server.blending.recommend import (
     Recommender,
-    RecommendPolicy,
     RecommendQuery,
     RecommendResult,
+    RecommendTimeouts,
 )
-from cascade_server.blending.stage import BlendingStage
+from cascade_server.blending.release import ItemVectors
+from cascade_server.blending.stage import BlendingStage, BlendRequest
 from cascade_server.features.engagement import EngagementSnapshot, SignalConfig, build_snapshot
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import (
     BlendAction,
     RequestContext,
     ScoredCandidate,
+    SourceHit,
+    SourceKind,
 )
 from cascade_server.storage.tables import EVENT_KINDS
 
 CREATORS = ["", "c0", "c1", "c2", "c3"]
+CATEGORIES = ["A", "B", "C"]
+TITLES = ["", "", "t1", "t2", "t3", "t4"]
 STATUSES = ["active", "active", "active", "hidden", "deleted"]
 UNKNOWN = ["zz-unknown", ""]
 POSITIVE = {"click", "save", "like", "share", "rate"}
@@ -42,6 +50,9 @@ class World:
     users: list[str]
     events: list[tuple[str, str, str, float]]
     snapshot: EngagementSnapshot
+    categories: dict[str, tuple[str, ...]]
+    titles: dict[str, str]
+    vectors: ItemVectors
 
     @property
     def item_ids(self) -> list[str]:
@@ -87,8 +98,65 @@ def worlds(draw: st.DrawFn) -> World:
             max_size=60,
         )
     )
-    snapshot = build_snapshot(make_data(items, users, events), SignalConfig())
-    return World(items, users, events, snapshot)
+    ids = [item[0] for item in items]
+    categories = {
+        i: tuple(draw(st.lists(st.sampled_from(CATEGORIES), max_size=2, unique=True))) for i in ids
+    }
+    titles = {i: draw(st.sampled_from(TITLES)) for i in ids}
+    data = dataclasses.replace(
+        make_data(items, users, events),
+        item_categories=[categories[i] for i in ids],
+        item_titles=[titles[i] for i in ids],
+    )
+    seed = draw(st.integers(min_value=0, max_value=2**16))
+    embeddings = np.random.default_rng(seed).normal(size=(len(ids), 4)).astype(np.float32)
+    snapshot = build_snapshot(data, SignalConfig())
+    return World(items, users, events, snapshot, categories, titles, ItemVectors(ids, embeddings))
+
+
+def policies(world: World) -> st.SearchStrategy[SurfacePolicy]:
+    """Policies using every rule, small enough to bite on small pages."""
+    return st.builds(
+        SurfacePolicy,
+        dedup_keys=st.sampled_from([("item_id",), ("item_id", "title")]),
+        max_items_per_creator=st.integers(min_value=1, max_value=3),
+        category_spacing=st.integers(min_value=0, max_value=2),
+        diversity_lambda=st.sampled_from([1.0, 0.8, 0.3, 0.0]),
+        fresh_share=st.sampled_from([0.0, 0.25]),
+        exploration_share=st.sampled_from([0.0, 0.0, 0.25]),
+        exploration_depth=st.integers(min_value=1, max_value=30),
+        category_boosts=st.dictionaries(
+            st.sampled_from(CATEGORIES), st.sampled_from([-1.0, -0.2, 0.3, 1.0]), max_size=2
+        ),
+        exclude_categories=st.frozensets(st.sampled_from([*CATEGORIES, "Z"]), max_size=2),
+        seed=st.integers(min_value=0, max_value=99),
+    )
+
+
+def eligible_in_order(
+    world: World,
+    candidates: list[ScoredCandidate],
+    policy: SurfacePolicy,
+    user_id: str,
+    served: set[str],
+) -> list[str]:
+    """The oracle: candidates that pass every filter, first of each id (and title)."""
+    allowed = world.active() - world.seen(user_id) - served
+    kept: list[str] = []
+    titles: set[str] = set()
+    for candidate in candidates:
+        item = candidate.item_id
+        if item not in allowed or item in kept:
+            continue
+        if policy.exclude_categories.intersection(world.categories[item]):
+            continue
+        title = world.titles[item]
+        if "title" in policy.dedup_keys and title:
+            if title in titles:
+                continue
+            titles.add(title)
+        kept.append(item)
+    return kept
 
 
 def candidate_lists(world: World) -> st.SearchStrategy[list[ScoredCandidate]]:
@@ -102,7 +170,14 @@ def candidate_lists(world: World) -> st.SearchStrategy[list[ScoredCandidate]]:
         return st.one_of(st.just(pool), picks.map(lambda ix: [pool[i] for i in ix]))
 
     return names.map(
-        lambda ns: [ScoredCandidate(n, float(len(ns) - k)) for k, n in enumerate(ns)]
+        lambda ns: [
+            ScoredCandidate(
+                n,
+                float(len(ns) - k),
+                sources=(SourceHit(SourceKind.FRESH, k, 0.0),) if k % 3 == 1 else (),
+            )
+            for k, n in enumerate(ns)
+        ]
     ).flatmap(pick)
 
 
@@ -118,40 +193,52 @@ def test_a_blended_page_obeys_every_rule(data):
     user_id = data.draw(users_of(world))
     served_ids = data.draw(st.sets(st.sampled_from(world.item_ids + UNKNOWN), max_size=6))
     page_size = data.draw(st.integers(min_value=1, max_value=12))
-    cap = data.draw(st.integers(min_value=1, max_value=3))
-
-    result = BlendingStage().blend(
-        world.snapshot,
-        candidates,
+    policy = data.draw(policies(world))
+    vectors = data.draw(st.sampled_from([None, world.vectors]))
+    request = BlendRequest(
+        policy,
+        page_size,
         user_id=user_id,
-        page_size=page_size,
-        max_items_per_creator=cap,
         served={item_key(i) for i in served_ids},
+        random_key=data.draw(st.text(max_size=3)),
     )
+
+    result = BlendingStage().blend(world.snapshot, candidates, request, vectors)
     page = [item.candidate.item_id for item in result.items]
 
     assert len(page) <= page_size
     assert len(page) == len(set(page)), "duplicates on the page"
     per_creator = Counter(world.creator(i) for i in page)
+    cap = policy.max_items_per_creator
     assert all(count <= cap for creator, count in per_creator.items() if creator)
     assert set(page) <= world.active(), "unknown or inactive item on the page"
     assert world.seen(user_id).isdisjoint(page), "engaged, hidden or recently shown item"
     assert served_ids.isdisjoint(page), "item of an earlier page on the page"
+    assert not any(policy.exclude_categories.intersection(world.categories[i]) for i in page)
+    if "title" in policy.dedup_keys:
+        titles = [world.titles[i] for i in page if world.titles[i]]
+        assert len(titles) == len(set(titles)), "two items with one title"
     assert [item.creator_id for item in result.items] == [world.creator(i) for i in page]
+    # The same request gives the same page.
+    again = BlendingStage().blend(world.snapshot, candidates, request, vectors)
+    assert [item.candidate.item_id for item in again.items] == page
 
     # Every input candidate has exactly one outcome, in input order.
     assert [id(o.candidate) for o in result.outcomes] == [id(c) for c in candidates]
-    placed = [o for o in result.outcomes if o.action is BlendAction.PLACED]
+    placed = sorted(
+        (o for o in result.outcomes if o.action is BlendAction.PLACED), key=lambda o: o.position
+    )
     assert [o.candidate.item_id for o in placed] == page
     assert [o.position for o in placed] == list(range(len(page)))
-    held_back = {BlendAction.CAPPED, BlendAction.BELOW_PAGE}
+    held_back = {BlendAction.CAPPED, BlendAction.BELOW_PAGE, BlendAction.DEMOTED}
     assert result.has_more == any(o.action in held_back for o in result.outcomes)
     if len(page) < page_size:
-        assert all(o.action is not BlendAction.BELOW_PAGE for o in result.outcomes)
+        assert all(o.action is BlendAction.CAPPED for o in result.outcomes if o.action in held_back)
     # Anything eligible that is not on the page was held back, not dropped.
-    eligible = (world.active() - world.seen(user_id) - served_ids) & {c.item_id for c in candidates}
+    eligible = eligible_in_order(world, candidates, policy, user_id, served_ids)
+    assert set(page) <= set(eligible)
     assert {o.candidate.item_id for o in result.outcomes if o.action in held_back} == (
-        eligible - set(page)
+        set(eligible) - set(page)
     )
 
 
@@ -182,20 +269,18 @@ def test_paging_through_recommend_never_repeats_an_item(data):
     user_id = data.draw(users_of(world))
     seed = data.draw(st.sampled_from(["", *sorted(world.active())]))
     page_size = data.draw(st.integers(min_value=1, max_value=6))
-    cap = data.draw(st.integers(min_value=1, max_value=3))
+    policy = data.draw(policies(world))
+    cap = policy.max_items_per_creator
     retrieval_down, ranking_down = data.draw(st.booleans()), data.draw(st.booleans())
     snapshot = world.snapshot
+    release = policy_release(world.vectors, **policy.model_dump())
     recommender = Recommender(
         FixedHolder(snapshot),
         FailingStage() if retrieval_down else InProcessRetrieval(snapshot),
         FailingStage() if ranking_down else InProcessRanking(snapshot),
         BlendingStage(),
-        RecommendPolicy(
-            retrieval_timeout_s=1.0,
-            ranking_timeout_s=1.0,
-            page_token_ttl_s=3600.0,
-            max_items_per_creator=cap,
-        ),
+        RecommendTimeouts(retrieval_timeout_s=1.0, ranking_timeout_s=1.0, page_token_ttl_s=3600.0),
+        lambda: release,
     )
 
     pages = asyncio.run(walk(recommender, user_id, seed, page_size))
@@ -206,8 +291,17 @@ def test_paging_through_recommend_never_repeats_an_item(data):
     allowed = world.active() - world.seen(user_id)
     assert set(served) <= allowed
     # Every candidate source proposes popular items only, so the chain serves exactly
-    # the popular items the user has not seen (the seed aside).
-    assert set(served) == world.popular() - world.seen(user_id) - {seed}
+    # the popular items the user has not seen (the seed, excluded categories and
+    # repeated titles aside).
+    excluded = {i for i, cats in world.categories.items() if policy.exclude_categories & set(cats)}
+    expected = world.popular() - world.seen(user_id) - {seed} - excluded
+    if "title" not in policy.dedup_keys:
+        assert set(served) == expected
+    else:
+        assert set(served) <= expected
+        titled = [world.titles[i] for i in served if world.titles[i]]
+        assert len(titled) == len(set(titled)), "a title was repeated across the chain"
+        assert {world.titles[i] or i for i in served} == {world.titles[i] or i for i in expected}
     for result in pages[:-1]:
         assert result.blend.items, "a page in the middle of a chain is empty"
     for result in pages:

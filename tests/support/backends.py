@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from cascade_server.blending.policy import BlendingPolicies, PolicyFile, SurfacePolicy
 from cascade_server.blending.recommend import StageCallError
-from cascade_server.errors import CascadeError
+from cascade_server.blending.release import BlendingRelease, ItemVectors
+from cascade_server.errors import CascadeError, NotFoundError
 from cascade_server.features.engagement import EngagementSnapshot
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import DegradationKind, RequestContext, SourceKind
@@ -37,11 +39,23 @@ class InProcessRetrieval:
         seed_item_ids: Sequence[str],
         max_candidates: int,
         timeout_s: float,
+        *,
+        category_id: str = "",
+        source_limits: Mapping[SourceKind, int] | None = None,
     ) -> RetrievalResult:
         """Candidates from the stage."""
         self.calls.append((context, list(seed_item_ids), max_candidates, timeout_s))
-        request = RetrievalRequest(context, list(seed_item_ids), max_candidates=max_candidates)
-        return self.stage.retrieve(request, Deadline.after(timeout_s))
+        request = RetrievalRequest(
+            context,
+            list(seed_item_ids),
+            source_limits=source_limits or {},
+            max_candidates=max_candidates,
+            category_id=category_id,
+        )
+        try:
+            return self.stage.retrieve(request, Deadline.after(timeout_s))
+        except NotFoundError as error:
+            raise StageCallError(DegradationKind.ERROR, error.message) from error
 
 
 class InProcessRanking:
@@ -57,12 +71,19 @@ class InProcessRanking:
         item_ids: Sequence[str],
         seed_item_ids: Sequence[str],
         timeout_s: float,
+        *,
+        heavy_top_n: int = 0,
     ) -> RankResult:
         """Scores from the stage; its errors become StageCallError as over the network."""
         self.calls.append((context, list(item_ids), timeout_s))
         try:
             return self.stage.rank(
-                RankRequest(context, list(item_ids), seed_item_ids=list(seed_item_ids)),
+                RankRequest(
+                    context,
+                    list(item_ids),
+                    seed_item_ids=list(seed_item_ids),
+                    heavy_top_n=heavy_top_n,
+                ),
                 Deadline.after(timeout_s),
             )
         except CascadeError as error:
@@ -86,6 +107,9 @@ class FailingStage:
         seed_item_ids: Sequence[str],
         max_candidates: int,
         timeout_s: float,
+        *,
+        category_id: str = "",
+        source_limits: Mapping[SourceKind, int] | None = None,
     ) -> RetrievalResult:
         """Always fails."""
         raise self._fail("retrieval")
@@ -96,6 +120,20 @@ class FailingStage:
         item_ids: Sequence[str],
         seed_item_ids: Sequence[str],
         timeout_s: float,
+        *,
+        heavy_top_n: int = 0,
     ) -> RankResult:
         """Always fails."""
         raise self._fail("ranking")
+
+
+def policy_release(
+    vectors: ItemVectors | None = None, version: str = "test", **fields: object
+) -> BlendingRelease:
+    """A release whose every surface has the policy ``SurfacePolicy(**fields)``."""
+    policy = SurfacePolicy.model_validate(fields)
+    surfaces = {name: policy for name in ("home_feed", "related_items", "category_feed")}
+    return BlendingRelease(
+        BlendingPolicies(PolicyFile.model_validate({"version": version, "surfaces": surfaces})),
+        vectors,
+    )

@@ -124,6 +124,21 @@ class Settings(BaseSettings):
         default=24.0,
         description="Half-life of the short-term engagement trending compares with popularity.",
     )
+    fresh_candidates: int = Field(
+        default=50,
+        ge=0,
+        le=2000,
+        description=(
+            "Default candidates from the fresh side index: items the serving release does "
+            "not know yet (created after it was trained), newest first."
+        ),
+    )
+    fresh_max_items: int = Field(
+        default=5000,
+        ge=0,
+        le=100_000,
+        description="The most items the fresh side index holds (the newest).",
+    )
     source_budget_ms: int = Field(
         default=100,
         ge=1,
@@ -181,11 +196,16 @@ class Settings(BaseSettings):
     ranking_timeout_ms: PositiveInt = Field(
         default=150, description="Blending's time budget for the ranking call."
     )
-    max_items_per_creator: int = Field(
-        default=2, ge=1, le=100, description="Default cap of one creator's items on a page."
-    )
     page_token_ttl_seconds: PositiveInt = Field(
         default=3600, description="How long a page token stays valid."
+    )
+    policy_file: Path | None = Field(
+        default=None,
+        description=(
+            "Blending policy file (YAML or JSON) that `cascade train all` and `cascade "
+            "release publish` put in the release. Unset: Cascade's default policy. "
+            "`cascade policy publish FILE` changes the policy of the active release."
+        ),
     )
     log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING...).")
     log_format: LogFormat = Field(default=LogFormat.CONSOLE, description="console or json.")

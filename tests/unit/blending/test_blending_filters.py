@@ -43,7 +43,7 @@ def assert_partition(result, candidates):
 
 def test_duplicate_filter_keeps_the_first_occurrence():
     candidates = scored("i3", "i1", "i3", "i2", "i1", "i3")
-    result = DuplicateFilter().apply(candidates)
+    result = DuplicateFilter(SNAPSHOT).apply(candidates)
     assert ids(result.kept) == ["i3", "i1", "i2"]
     assert result.kept[0] is candidates[0]
     assert result.kept[1] is candidates[1]
@@ -58,7 +58,7 @@ def test_duplicate_filter_keeps_the_first_occurrence():
 
 def test_duplicate_filter_treats_a_repeated_object_like_any_repeat():
     [candidate] = scored("i1")
-    result = DuplicateFilter().apply([candidate, candidate, candidate])
+    result = DuplicateFilter(SNAPSHOT).apply([candidate, candidate, candidate])
     assert result.kept == [candidate]
     assert len(result.removed) == 2
     assert DuplicateFilter.name == "duplicates"
@@ -174,7 +174,7 @@ def test_served_filter_with_nothing_served_keeps_everything():
 @pytest.mark.parametrize(
     "make_filter",
     [
-        DuplicateFilter,
+        lambda: DuplicateFilter(SNAPSHOT, ("item_id", "title")),
         lambda: UnavailableItemFilter(SNAPSHOT),
         lambda: SeenItemsFilter(SNAPSHOT, "c"),
         lambda: SeenItemsFilter(SNAPSHOT, "d"),

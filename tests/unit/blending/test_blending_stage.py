@@ -2,7 +2,8 @@ import pytest
 from support.engagement import make_data, small_snapshot
 
 from cascade_server.blending.paging import item_key
-from cascade_server.blending.stage import BlendingStage
+from cascade_server.blending.policy import SurfacePolicy
+from cascade_server.blending.stage import BlendingStage, BlendRequest
 from cascade_server.features.engagement import SignalConfig, build_snapshot
 from cascade_server.pipeline.types import BlendAction, ScoredCandidate
 
@@ -31,15 +32,26 @@ def scored(*item_ids):
     return [ScoredCandidate(item_id, float(n - i)) for i, item_id in enumerate(item_ids)]
 
 
-def blend(candidates, *, user_id="", page_size=10, cap=2, served=frozenset(), snapshot=SNAPSHOT):
-    return BlendingStage().blend(
-        snapshot,
-        candidates,
+def blend(
+    candidates,
+    *,
+    user_id="",
+    page_size=10,
+    cap=2,
+    served=frozenset(),
+    snapshot=SNAPSHOT,
+    vectors=None,
+    random_key="",
+    **policy,
+):
+    request = BlendRequest(
+        SurfacePolicy(max_items_per_creator=cap, **policy),
+        page_size,
         user_id=user_id,
-        page_size=page_size,
-        max_items_per_creator=cap,
         served=served,
+        random_key=random_key,
     )
+    return BlendingStage().blend(snapshot, candidates, request, vectors)
 
 
 def placed(result):
@@ -93,7 +105,7 @@ def test_a_capped_item_alone_sets_has_more():
     assert result.has_more
 
 
-@pytest.mark.parametrize("cap", [0, 1])
+@pytest.mark.parametrize("cap", [1, 2])
 def test_items_without_a_creator_are_never_capped(cap):
     candidates = scored("n1", "n2", "n3", "a1")
     result = blend(candidates, cap=cap)
@@ -151,11 +163,12 @@ def test_components_report_counts_in_order():
     result = blend(candidates, user_id="u", page_size=10, cap=2, served={item_key("n1")})
     reports = [(c.name, c.output_count, c.removed_count) for c in result.components]
     assert reports == [
-        ("duplicates", 10, 1),
-        ("unavailable_items", 8, 2),
-        ("seen_items", 7, 1),
-        ("earlier_pages", 6, 1),
-        ("creator_cap", 4, 2),
+        ("unavailable_items", 9, 2),
+        ("excluded_categories", 9, 0),
+        ("seen_items", 8, 1),
+        ("earlier_pages", 7, 1),
+        ("duplicates", 6, 1),
+        ("placement", 4, 2),
     ]
     assert all(c.duration_s >= 0 for c in result.components)
 
@@ -204,7 +217,7 @@ def test_no_candidates_give_an_empty_page():
     assert result.items == []
     assert not result.has_more
     assert result.outcomes == []
-    assert [c.output_count for c in result.components] == [0, 0, 0, 0, 0]
+    assert [c.output_count for c in result.components] == [0, 0, 0, 0, 0, 0]
 
 
 def test_the_small_snapshot_for_a_user_with_history():

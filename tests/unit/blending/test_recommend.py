@@ -4,15 +4,15 @@ import time
 from collections import Counter
 
 import pytest
-from support.backends import FailingStage, InProcessRanking, InProcessRetrieval
+from support.backends import FailingStage, InProcessRanking, InProcessRetrieval, policy_release
 from support.engagement import FixedHolder, make_data, small_snapshot
 
 from cascade_server.blending.paging import encode_token, request_fingerprint
 from cascade_server.blending.recommend import (
     Recommender,
-    RecommendPolicy,
     RecommendQuery,
     RecommendResult,
+    RecommendTimeouts,
 )
 from cascade_server.blending.stage import BlendingStage
 from cascade_server.errors import InvalidArgumentError, NotFoundError
@@ -79,13 +79,13 @@ def make_recommender(
 ):
     retrieval = retrieval or InProcessRetrieval(stage_snapshot or RETRIEVAL)
     ranking = ranking or InProcessRanking(stage_snapshot or RANKING)
-    policy = RecommendPolicy(
-        retrieval_timeout_s=1.0,
-        ranking_timeout_s=1.0,
-        page_token_ttl_s=ttl,
-        max_items_per_creator=cap,
+    timeouts = RecommendTimeouts(
+        retrieval_timeout_s=1.0, ranking_timeout_s=1.0, page_token_ttl_s=ttl
     )
-    return Recommender(FixedHolder(front), retrieval, ranking, BlendingStage(), policy)
+    release = policy_release(max_items_per_creator=cap)
+    return Recommender(
+        FixedHolder(front), retrieval, ranking, BlendingStage(), timeouts, lambda: release
+    )
 
 
 def recommend(recommender, user_id="", *, seed="", page_size=10, token="", **context):
@@ -164,7 +164,7 @@ def test_the_stages_report_what_they_did():
     assert blending.output_count == 10
     assert blending.release is not None
     assert blending.release.release_id == FRONT.snapshot_id
-    assert [c.name for c in blending.components][-1] == "creator_cap"
+    assert [c.name for c in blending.components][-1] == "placement"
 
 
 @pytest.mark.parametrize("user_id", ["cold", "never-seen"])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from support.engagement import FixedHolder, small_snapshot
 
-from cascade_server.pipeline.components import SourceResult
+from cascade_server.pipeline.components import RetrievalQuery, SourceResult
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import DegradationKind, RequestContext, SourceKind
 from cascade_server.retrieval.sources import (
@@ -16,6 +16,7 @@ from cascade_server.retrieval.sources import (
 from cascade_server.retrieval.stage import RetrievalRequest, RetrievalStage
 
 LIMITS = {SourceKind.CO_ENGAGEMENT: 10, SourceKind.POPULAR: 10}
+ANYONE = RetrievalQuery(RequestContext(), -1, np.zeros(0, np.int64))
 
 
 def stage(*sources, snapshot=None, limits=LIMITS, budget_s=5.0):
@@ -114,7 +115,7 @@ def test_components_report_counts():
 
 def test_popular_source_returns_scores_aligned_with_items():
     snapshot = small_snapshot()
-    found: SourceResult = PopularCandidateSource().fetch(snapshot, None, 2)  # type: ignore[arg-type]
+    found: SourceResult = PopularCandidateSource().fetch(snapshot, ANYONE, 2)
     assert found.scores.tolist() == pytest.approx(snapshot.popularity[found.items].tolist())
     assert len(found.items) == 2
     assert np.all(np.diff(found.scores) <= 0)
@@ -198,7 +199,7 @@ def test_sources_run_concurrently():
 
 def test_trending_source_returns_the_snapshots_trending_items_with_their_scores():
     snapshot = small_snapshot()
-    found = TrendingCandidateSource().fetch(snapshot, None, 3)  # type: ignore[arg-type]
+    found = TrendingCandidateSource().fetch(snapshot, ANYONE, 3)
     assert found.items.tolist() == snapshot.trending_items[:3].tolist()
     assert found.scores.tolist() == snapshot.trending[found.items].tolist()
     assert np.all(found.scores > 0)

@@ -13,20 +13,67 @@ from cascade_server.pipeline.types import ScoredCandidate
 
 
 class DuplicateFilter:
-    """Keeps the first occurrence of every item id."""
+    """Keeps the first candidate of every item id and, for each further dedup key (such as
+    ``title``), the first of every non-empty value."""
 
     name = "duplicates"
 
+    def __init__(self, snapshot: EngagementSnapshot, keys: Sequence[str] = ("item_id",)) -> None:
+        self._snapshot = snapshot
+        self._keys = [k for k in keys if k != "item_id"]
+
     def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
-        """Remove repeated ids."""
-        seen: set[str] = set()
+        """Remove candidates whose id (or other key) a higher-ranked candidate has."""
+        seen: dict[str, set[str]] = {key: set() for key in ("item_id", *self._keys)}
         result: FilterResult[ScoredCandidate] = FilterResult([])
         for candidate in candidates:
-            if candidate.item_id in seen:
+            values = {"item_id": candidate.item_id}
+            if self._keys:
+                values.update(self._values(candidate.item_id))
+            repeated = next((k for k, v in values.items() if v and v in seen[k]), None)
+            if repeated is None:
+                for key, value in values.items():
+                    seen[key].add(value)
+                result.kept.append(candidate)
+            elif repeated == "item_id":
                 result.removed.append(Removal(candidate, "duplicate of a higher-ranked entry"))
             else:
-                seen.add(candidate.item_id)
+                result.removed.append(
+                    Removal(candidate, f"same {repeated} as a higher-ranked item")
+                )
+        return result
+
+    def _values(self, item_id: str) -> dict[str, str]:
+        row = self._snapshot.item_index.get(item_id, -1)
+        if row < 0:
+            return {}
+        # Only ``title`` is a key besides the id (the policy validates the names).
+        return {"title": " ".join(self._snapshot.item_titles[row].casefold().split())}
+
+
+class CategoryFilter:
+    """Removes items in any of the policy's (or request's) excluded categories."""
+
+    name = "excluded_categories"
+
+    def __init__(self, snapshot: EngagementSnapshot, excluded: Collection[str]) -> None:
+        self._snapshot = snapshot
+        categories = snapshot.categories
+        self._excluded = {categories.index(c): c for c in excluded if c in categories}
+
+    def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
+        """Split by category membership."""
+        if not self._excluded:
+            return FilterResult(list(candidates))
+        result: FilterResult[ScoredCandidate] = FilterResult([])
+        rows = self._snapshot.lookup_items([c.item_id for c in candidates])
+        for candidate, row in zip(candidates, rows.tolist(), strict=True):
+            members = self._snapshot.item_categories.row(row)[0].tolist() if row >= 0 else []
+            hit = next((self._excluded[c] for c in members if c in self._excluded), None)
+            if hit is None:
                 result.kept.append(candidate)
+            else:
+                result.removed.append(Removal(candidate, f"category {hit} is excluded"))
         return result
 
 

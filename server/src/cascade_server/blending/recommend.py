@@ -5,6 +5,11 @@ The stages behind the front door are reached through the ``RetrievalBackend`` an
 module knows nothing about the transport. When ranking fails the page follows
 retrieval order; when retrieval fails the page is built from the popular items of the
 front door's own snapshot. Either way the response lists what degraded.
+
+The front door also decides, once per request, the experiment variants (from the
+release's policy file) and the surface's blending policy with the variants' and the
+request's overrides; the variants' source quotas and ranker cut-off go to the stages
+behind it in their requests, the variant labels in call metadata.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,7 +30,9 @@ from cascade_server.blending.paging import (
     item_key,
     request_fingerprint,
 )
-from cascade_server.blending.stage import BlendingStage, BlendResult
+from cascade_server.blending.policy import Assignment, Treatment
+from cascade_server.blending.release import BlendingRelease
+from cascade_server.blending.stage import BlendingStage, BlendRequest, BlendResult
 from cascade_server.errors import NotFoundError
 from cascade_server.features.engagement import EngagementSnapshot
 from cascade_server.features.refresh import SnapshotSource
@@ -71,8 +78,11 @@ class RetrievalBackend(Protocol):
         seed_item_ids: Sequence[str],
         max_candidates: int,
         timeout_s: float,
+        *,
+        category_id: str = "",
+        source_limits: Mapping[SourceKind, int] | None = None,
     ) -> RetrievalResult:
-        """Candidates, or StageCallError."""
+        """Candidates (of ``category_id`` only, when given), or StageCallError."""
         ...
 
 
@@ -85,6 +95,8 @@ class RankingBackend(Protocol):
         item_ids: Sequence[str],
         seed_item_ids: Sequence[str],
         timeout_s: float,
+        *,
+        heavy_top_n: int = 0,
     ) -> RankResult:
         """Scored candidates (relative to the seeds, if any), or StageCallError."""
         ...
@@ -96,8 +108,11 @@ class RecommendQuery:
 
     context: RequestContext
     seed_item_id: str = ""
+    category_id: str = ""
     page_size: int = 20
     page_token: str = ""
+    policy_overrides: Mapping[str, Any] = field(default_factory=dict)
+    """Changes to the surface's policy (``SurfacePolicy`` field names)."""
 
 
 @dataclass(frozen=True)
@@ -123,16 +138,17 @@ class RecommendResult:
     request_id: str
     degraded: list[Degradation]
     stages: list[StageReport]
+    assignments: tuple[Assignment, ...] = ()
+    policy_version: str = ""
 
 
 @dataclass(frozen=True)
-class RecommendPolicy:
-    """Per-hop time budgets, the page-token lifetime and the per-creator cap."""
+class RecommendTimeouts:
+    """Per-hop time budgets and the page-token lifetime."""
 
     retrieval_timeout_s: float
     ranking_timeout_s: float
     page_token_ttl_s: float
-    max_items_per_creator: int
 
 
 class Recommender:
@@ -144,48 +160,83 @@ class Recommender:
         retrieval: RetrievalBackend,
         ranking: RankingBackend,
         blending: BlendingStage,
-        policy: RecommendPolicy,
+        timeouts: RecommendTimeouts,
+        release: Callable[[], BlendingRelease],
     ) -> None:
         self._holder = holder
         self._retrieval = retrieval
         self._ranking = ranking
         self._blending = blending
-        self._policy = policy
+        self._timeouts = timeouts
+        self._release = release
 
     async def recommend(self, query: RecommendQuery, deadline: Deadline) -> RecommendResult:
         """One page for ``query``; raises only for bad input or a server that is not ready."""
         snapshot = self._holder.current()
+        release = self._release()
         context = query.context
         surface = context.surface or (
-            Surface.HOME_FEED if not query.seed_item_id else Surface.RELATED_ITEMS
+            Surface.CATEGORY_FEED
+            if query.category_id
+            else Surface.RELATED_ITEMS
+            if query.seed_item_id
+            else Surface.HOME_FEED
         )
         request_id = context.request_id or uuid.uuid4().hex
-        context = dataclasses.replace(context, surface=surface, request_id=request_id)
         if query.seed_item_id:
             seed = snapshot.item_index.get(query.seed_item_id, -1)
             if seed < 0 or not snapshot.item_active[seed]:
                 raise NotFoundError("item", query.seed_item_id)
-        fingerprint = request_fingerprint(context.user_id, query.seed_item_id, surface.value)
-        served = decode_token(query.page_token, fingerprint, self._policy.page_token_ttl_s).served
+        if query.category_id and query.category_id not in snapshot.categories:
+            raise NotFoundError("category", query.category_id)
+        treatment = release.policies.treatment(context.user_id, context.experiment_ids)
+        policy = treatment.policy(release.policies, surface)
+        if query.policy_overrides:
+            policy = policy.with_overrides(query.policy_overrides, "policy_overrides")
+        context = dataclasses.replace(
+            context,
+            surface=surface,
+            request_id=request_id,
+            experiments=tuple(a.label for a in treatment.assignments),
+        )
+        fingerprint = request_fingerprint(
+            context.user_id,
+            query.seed_item_id,
+            surface.value,
+            *([query.category_id] if query.category_id else []),
+        )
+        served = decode_token(query.page_token, fingerprint, self._timeouts.page_token_ttl_s).served
 
         degraded: list[Degradation] = []
         stages: list[StageReport] = []
         seeds = [query.seed_item_id] if query.seed_item_id else []
         candidates, retrieval_release = await self._retrieve(
-            snapshot, context, seeds, len(served), deadline, degraded, stages
+            snapshot,
+            context,
+            seeds,
+            query.category_id,
+            treatment,
+            len(served),
+            deadline,
+            degraded,
+            stages,
         )
         ranked, ranking_release = await self._rank(
-            context, candidates, seeds, deadline, degraded, stages
+            context, candidates, seeds, treatment, deadline, degraded, stages
         )
 
         started = time.perf_counter()
         blend = self._blending.blend(
             snapshot,
             ranked,
-            user_id=context.user_id,
-            page_size=query.page_size,
-            max_items_per_creator=self._policy.max_items_per_creator,
-            served=served,
+            BlendRequest(
+                policy,
+                query.page_size,
+                user_id=context.user_id,
+                served=served,
+                random_key=f"{fingerprint}/{len(served)}",
+            ),
+            release.vectors,
         )
         stages.append(
             StageReport(
@@ -199,15 +250,27 @@ class Recommender:
         )
         next_served = served | {item_key(i.candidate.item_id) for i in blend.items}
         has_next = blend.has_more and len(next_served) + query.page_size <= MAX_SERVED
-        release = ranking_release or retrieval_release
+        served_release = ranking_release or retrieval_release
+        _log.info(
+            "page served",
+            user_id=context.user_id,
+            surface=surface.value,
+            items=[i.candidate.item_id for i in blend.items],
+            slots=[i.slot.value for i in blend.items],
+            experiments=list(context.experiments),
+            policy_version=release.policies.version,
+            degraded=[d.stage.value for d in degraded],
+        )
         return RecommendResult(
             blend=blend,
             next_page_token=encode_token(fingerprint, next_served) if has_next else "",
-            release_id=release.release_id if release else snapshot.snapshot_id,
+            release_id=served_release.release_id if served_release else snapshot.snapshot_id,
             surface=surface,
             request_id=request_id,
             degraded=degraded,
             stages=stages,
+            assignments=treatment.assignments,
+            policy_version=release.policies.version,
         )
 
     async def _retrieve(
@@ -215,16 +278,23 @@ class Recommender:
         snapshot: EngagementSnapshot,
         context: RequestContext,
         seeds: list[str],
+        category_id: str,
+        treatment: Treatment,
         served_count: int,
         deadline: Deadline,
         degraded: list[Degradation],
         stages: list[StageReport],
     ) -> tuple[list[Candidate], ReleaseInfo | None]:
         started = time.perf_counter()
-        budget = deadline.budget(self._policy.retrieval_timeout_s, reserve_s=_BLEND_RESERVE_S)
+        budget = deadline.budget(self._timeouts.retrieval_timeout_s, reserve_s=_BLEND_RESERVE_S)
         try:
             result = await self._retrieval.retrieve(
-                context, seeds, min(2000, DEFAULT_MAX_CANDIDATES + served_count), budget
+                context,
+                seeds,
+                min(2000, DEFAULT_MAX_CANDIDATES + served_count),
+                budget,
+                category_id=category_id,
+                source_limits=treatment.source_limits,
             )
         except StageCallError as error:
             _log.warning("retrieval failed; serving popular items", reason=error.kind.value)
@@ -234,7 +304,11 @@ class Recommender:
                 )
             )
             # Like retrieval, never propose the seeds themselves.
-            popular = snapshot.popular_items
+            popular = (
+                snapshot.category_items.row(snapshot.categories.index(category_id))[0]
+                if category_id
+                else snapshot.popular_items
+            )
             popular = popular[~np.isin(popular, snapshot.lookup_items(seeds))]
             popular = popular[:DEFAULT_MAX_CANDIDATES]
             fallback = [
@@ -267,6 +341,7 @@ class Recommender:
         context: RequestContext,
         candidates: list[Candidate],
         seeds: list[str],
+        treatment: Treatment,
         deadline: Deadline,
         degraded: list[Degradation],
         stages: list[StageReport],
@@ -274,10 +349,12 @@ class Recommender:
         if not candidates:
             return [], None
         started = time.perf_counter()
-        budget = deadline.budget(self._policy.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
+        budget = deadline.budget(self._timeouts.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
         sources = {c.item_id: tuple(c.sources) for c in candidates}
         try:
-            result = await self._ranking.rank(context, list(sources), seeds, budget)
+            result = await self._ranking.rank(
+                context, list(sources), seeds, budget, heavy_top_n=treatment.heavy_top_n
+            )
         except StageCallError as error:
             _log.warning("ranking failed; serving retrieval order", reason=error.kind.value)
             degraded.append(

@@ -1,25 +1,63 @@
-"""The blending stage: filter ranked candidates, cap creators, cut one page, explain it all."""
+"""The blending stage: filter ranked candidates, then place a page by the surface's policy.
+
+Placement fills the page slot by slot. Most slots are "ranked": they take the
+candidate with the best ``lambda * relevance - (1 - lambda) * similarity`` (MMR on
+item embeddings; relevance alone when lambda is 1 or there are no embeddings),
+preferring candidates that keep the category spacing, and never exceeding the
+per-creator cap. The policy reserves a share of slots for fresh items (proposed by
+the fresh source) and for exploration (a random candidate ranked below the page);
+which positions they take and what exploration draws are seeded, so the same
+request gets the same page.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections import Counter
-from collections.abc import Collection, Sequence
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
 
 from cascade_server.blending.filters import (
+    CategoryFilter,
     DuplicateFilter,
     SeenItemsFilter,
     ServedItemsFilter,
     UnavailableItemFilter,
 )
-from cascade_server.features.engagement import EngagementSnapshot
+from cascade_server.blending.policy import SurfacePolicy
+from cascade_server.blending.release import ItemVectors
+from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.pipeline.components import Filter
 from cascade_server.pipeline.types import (
     BlendAction,
     ComponentReport,
     ScoredCandidate,
+    SourceKind,
 )
+
+
+class Slot(StrEnum):
+    """The kind of page slot an item was placed in."""
+
+    RANKED = "ranked"
+    FRESH = "fresh"
+    EXPLORATION = "exploration"
+
+
+class Demotion(StrEnum):
+    """The rule that placed a candidate lower than its relevance alone would have."""
+
+    DIVERSITY = "diversity"
+    CATEGORY_SPACING = "category_spacing"
+    CREATOR_CAP = "creator_cap"
+
+
+_DEMOTIONS = [None, Demotion.DIVERSITY, Demotion.CATEGORY_SPACING, Demotion.CREATOR_CAP]
 
 
 @dataclass(frozen=True)
@@ -28,6 +66,7 @@ class BlendedItem:
 
     candidate: ScoredCandidate
     creator_id: str
+    slot: Slot = Slot.RANKED
 
 
 @dataclass(frozen=True)
@@ -39,6 +78,9 @@ class CandidateOutcome:
     removed_by: str = ""
     reason: str = ""
     position: int = -1
+    slot: Slot | None = None
+    blend_score: float | None = None
+    demoted_by: Demotion | None = None
 
 
 @dataclass(frozen=True)
@@ -51,31 +93,36 @@ class BlendResult:
     components: list[ComponentReport] = field(default_factory=list)
 
 
-class BlendingStage:
-    """Applies the filters in order, then places candidates under a per-creator cap.
+@dataclass(frozen=True)
+class BlendRequest:
+    """One page to blend: for whom, how big, by which policy, after which pages."""
 
-    Filters: duplicates, unavailable (unknown, hidden or deleted) items, the user's
-    engaged or hidden items, and items served on earlier pages. Then candidates are
-    placed in ranking order; a creator's items beyond the cap are held back for later
-    pages, and candidates after a full page are left for the next one.
-    """
+    policy: SurfacePolicy
+    page_size: int
+    user_id: str = ""
+    served: Collection[int] = frozenset()
+    random_key: str = ""
+    """Seeds the reserved slots' randomness together with ``policy.seed``."""
+
+
+class BlendingStage:
+    """Applies the filters in order, then places candidates by the policy (see the module)."""
 
     def blend(
         self,
         snapshot: EngagementSnapshot,
         candidates: Sequence[ScoredCandidate],
-        *,
-        user_id: str,
-        page_size: int,
-        max_items_per_creator: int,
-        served: Collection[int] = frozenset(),
+        request: BlendRequest,
+        vectors: ItemVectors | None = None,
     ) -> BlendResult:
         """One page from ``candidates`` (best first)."""
+        policy = request.policy
         filters: list[Filter[ScoredCandidate]] = [
-            DuplicateFilter(),
             UnavailableItemFilter(snapshot),
-            SeenItemsFilter(snapshot, user_id),
-            ServedItemsFilter(served),
+            CategoryFilter(snapshot, policy.exclude_categories),
+            SeenItemsFilter(snapshot, request.user_id),
+            ServedItemsFilter(request.served),
+            DuplicateFilter(snapshot, policy.dedup_keys),
         ]
         outcomes: list[CandidateOutcome] = []
         reports: list[ComponentReport] = []
@@ -98,37 +145,219 @@ class BlendingStage:
             )
 
         started = time.perf_counter()
-        page: list[BlendedItem] = []
-        per_creator: Counter[str] = Counter()
-        has_more = False
-        for candidate in remaining:
-            creator = snapshot.item_creators[snapshot.item_index[candidate.item_id]]
-            if len(page) >= page_size:
-                has_more = True
-                outcomes.append(CandidateOutcome(candidate, BlendAction.BELOW_PAGE))
-            elif creator and per_creator[creator] >= max_items_per_creator:
-                has_more = True
-                outcomes.append(
-                    CandidateOutcome(
-                        candidate,
-                        BlendAction.CAPPED,
-                        "creator_cap",
-                        f"creator {creator} already has {max_items_per_creator} items on the page",
-                    )
-                )
-            else:
-                per_creator[creator] += 1
-                outcomes.append(CandidateOutcome(candidate, BlendAction.PLACED, position=len(page)))
-                page.append(BlendedItem(candidate, creator))
+        placement = _Placement(snapshot, remaining, request, vectors)
+        page, placed_outcomes = placement.run()
+        outcomes += placed_outcomes
         reports.append(
             ComponentReport(
-                "creator_cap",
+                "placement",
                 time.perf_counter() - started,
                 len(page),
-                sum(o.action is BlendAction.CAPPED for o in outcomes),
+                sum(o.action is BlendAction.CAPPED for o in placed_outcomes),
             )
         )
+        has_more = len(page) < len(remaining)
         return BlendResult(page, has_more, _in_input_order(candidates, outcomes), reports)
+
+
+class _Placement:
+    """The slot-by-slot placement of filtered candidates (see the module docstring)."""
+
+    def __init__(
+        self,
+        snapshot: EngagementSnapshot,
+        candidates: list[ScoredCandidate],
+        request: BlendRequest,
+        vectors: ItemVectors | None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.candidates = candidates
+        self.request = request
+        self.policy = request.policy
+        n = len(candidates)
+        ids = [c.item_id for c in candidates]
+        rows = snapshot.lookup_items(ids)
+        self.creators = [snapshot.item_creators[row] for row in rows.tolist()]
+        creator_codes = {c: i for i, c in enumerate(dict.fromkeys(c for c in self.creators if c))}
+        self.creator_code = np.array([creator_codes.get(c, -1) for c in self.creators], np.int64)
+        self.creator_count = np.zeros(len(creator_codes) + 1, np.int64)  # last: no creator
+        self.primary = np.array(
+            [_first(snapshot.item_categories.row(row)[0]) for row in rows.tolist()], np.int64
+        )
+        order = _relevance_order(candidates, self.policy.head_weights)
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n)
+        self.relevance: FloatArray = 1.0 - rank / max(n, 1) + _boosts(snapshot, rows, self.policy)
+        self.rank = np.empty(n, np.int64)
+        self.rank[np.argsort(-self.relevance, kind="stable")] = np.arange(n)
+        self.fresh_rank = np.array([_fresh_rank(c) for c in candidates], np.float64)
+        lam = self.policy.diversity_lambda
+        self.vectors = vectors.of(ids) if vectors is not None and lam < 1.0 and n else None
+        self.max_similarity = np.zeros(n)
+        self.placed = np.zeros(n, np.bool_)
+        self.demoted = np.zeros(n, np.int8)
+        self.rng = np.random.default_rng(_seed(self.policy.seed, request.random_key))
+
+    def run(self) -> tuple[list[BlendedItem], list[CandidateOutcome]]:
+        """The page and an outcome for every candidate."""
+        page: list[BlendedItem] = []
+        positions: dict[int, int] = {}
+        recent: deque[int] = deque(maxlen=max(self.policy.category_spacing, 1))
+        for slot in self._slots():
+            feasible = ~self.placed & self._under_cap()
+            if not feasible.any():
+                break
+            choice, slot = self._choose(slot, feasible, recent)
+            self._place(choice)
+            if self.policy.category_spacing:
+                recent.append(int(self.primary[choice]))
+            positions[choice] = len(page)
+            page.append(BlendedItem(self.candidates[choice], self.creators[choice], slot))
+        return page, self._outcomes(page, positions)
+
+    def _slots(self) -> list[Slot]:
+        size = self.request.page_size
+        slots = [Slot.RANKED] * size
+        fresh = round(self.policy.fresh_share * size)
+        explore = round(self.policy.exploration_share * size)
+        kinds = ([Slot.FRESH] * fresh + [Slot.EXPLORATION] * explore)[: size - 1]
+        if kinds:
+            self.rng.shuffle(kinds)
+            chosen = self.rng.choice(np.arange(1, size), size=len(kinds), replace=False)
+            for position, kind in zip(sorted(chosen.tolist()), kinds, strict=True):
+                slots[position] = kind
+        return slots
+
+    def _under_cap(self) -> npt.NDArray[np.bool_]:
+        cap = self.policy.max_items_per_creator
+        counts = self.creator_count[self.creator_code]
+        return np.asarray((self.creator_code < 0) | (counts < cap))
+
+    def _choose(
+        self, slot: Slot, feasible: npt.NDArray[np.bool_], recent: deque[int]
+    ) -> tuple[int, Slot]:
+        if slot is Slot.FRESH:
+            pool = feasible & np.isfinite(self.fresh_rank)
+            if pool.any():
+                return int(np.argmin(np.where(pool, self.fresh_rank, np.inf))), slot
+        if slot is Slot.EXPLORATION:
+            pool = (
+                feasible
+                & (self.rank >= self.request.page_size)
+                & (self.rank < self.policy.exploration_depth)
+            )
+            if pool.any():
+                return int(self.rng.choice(np.flatnonzero(pool))), slot
+        spaced = feasible.copy()
+        if self.policy.category_spacing and recent:
+            spaced &= (self.primary < 0) | ~np.isin(self.primary, list(recent))
+        if not spaced.any():  # nothing keeps the spacing: relax it
+            spaced = feasible
+        pool = spaced
+        lam = self.policy.diversity_lambda
+        value = self.relevance
+        if self.vectors is not None:
+            value = lam * self.relevance - (1.0 - lam) * self.max_similarity
+        choice = int(np.argmax(np.where(pool, value, -np.inf)))
+        passed_over = ~self.placed & (self.relevance > self.relevance[choice])
+        self.demoted[passed_over & feasible & spaced] = 1
+        self.demoted[passed_over & feasible & ~spaced] = 2
+        self.demoted[passed_over & ~feasible] = 3
+        return choice, Slot.RANKED
+
+    def _place(self, choice: int) -> None:
+        self.placed[choice] = True
+        self.creator_count[self.creator_code[choice]] += 1
+        if self.vectors is not None:
+            similarity = np.clip(self.vectors @ self.vectors[choice], 0.0, None)
+            self.max_similarity = np.maximum(self.max_similarity, similarity)
+
+    def _outcomes(
+        self, page: list[BlendedItem], positions: dict[int, int]
+    ) -> list[CandidateOutcome]:
+        # Capped: passed over for the cap, or left when the cap blocked every candidate.
+        capped = self.demoted == 3
+        if len(page) < self.request.page_size:
+            capped |= ~self._under_cap()
+        outcomes = []
+        cap = self.policy.max_items_per_creator
+        for i, candidate in enumerate(self.candidates):
+            demoted = _DEMOTIONS[self.demoted[i]]
+            score = float(self.relevance[i])
+            if i in positions:
+                position = positions[i]
+                outcome = CandidateOutcome(
+                    candidate,
+                    BlendAction.PLACED,
+                    position=position,
+                    slot=page[position].slot,
+                    blend_score=score,
+                    demoted_by=demoted,
+                )
+            elif capped[i]:
+                outcome = CandidateOutcome(
+                    candidate,
+                    BlendAction.CAPPED,
+                    Demotion.CREATOR_CAP.value,
+                    f"creator {self.creators[i]} already has {cap} items on the page",
+                    blend_score=score,
+                    demoted_by=Demotion.CREATOR_CAP,
+                )
+            elif self.rank[i] < self.request.page_size and demoted is not None:
+                outcome = CandidateOutcome(
+                    candidate, BlendAction.DEMOTED, blend_score=score, demoted_by=demoted
+                )
+            else:
+                outcome = CandidateOutcome(candidate, BlendAction.BELOW_PAGE, blend_score=score)
+            outcomes.append(outcome)
+        return outcomes
+
+
+def _relevance_order(
+    candidates: Sequence[ScoredCandidate], weights: Mapping[str, float]
+) -> IntArray:
+    """Candidate positions, most relevant first: input order, except that candidates
+    with every weighted head are re-ordered among themselves by the weighted sum."""
+    n = len(candidates)
+    order = np.arange(n)
+    if not weights:
+        return order
+    headed = [i for i, c in enumerate(candidates) if all(h in c.head_scores for h in weights)]
+    combined = [sum(w * candidates[i].head_scores[h] for h, w in weights.items()) for i in headed]
+    ranked = [headed[k] for k in np.argsort(-np.asarray(combined), kind="stable").tolist()]
+    order[headed] = ranked
+    return order
+
+
+def _boosts(snapshot: EngagementSnapshot, rows: IntArray, policy: SurfacePolicy) -> FloatArray:
+    """Each candidate's category boost: the largest of its categories' boosts (0 for none)."""
+    boosts = np.zeros(len(rows))
+    if not policy.category_boosts:
+        return boosts
+    by_id = {
+        snapshot.categories.index(name): boost
+        for name, boost in policy.category_boosts.items()
+        if name in snapshot.categories
+    }
+    for i, row in enumerate(rows.tolist()):
+        found = [by_id[c] for c in snapshot.item_categories.row(row)[0].tolist() if c in by_id]
+        if found:
+            boosts[i] = max(found, key=abs)
+    return boosts
+
+
+def _fresh_rank(candidate: ScoredCandidate) -> float:
+    ranks = [hit.rank for hit in candidate.sources if hit.source is SourceKind.FRESH]
+    return float(min(ranks)) if ranks else np.inf
+
+
+def _first(values: IntArray) -> int:
+    return int(values[0]) if len(values) else -1
+
+
+def _seed(policy_seed: int, key: str) -> int:
+    digest = hashlib.blake2b(f"{policy_seed}\x1f{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def _in_input_order(
@@ -137,7 +366,7 @@ def _in_input_order(
     """Sort outcomes by their candidate's input position.
 
     Outcomes refer to candidate objects, and one object may be listed more than once:
-    its repeats are removed first (by DuplicateFilter) and its own outcome comes last,
+    its repeats are removed (by DuplicateFilter) before its own outcome is recorded,
     so handing out its input positions last-first gives that outcome the first one.
     """
     positions: dict[int, list[int]] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cascade_server.cli import data, models, serving
+from cascade_server.cli import data, models, policy, serving
 from cascade_server.cli.common import console
 from cascade_server.errors import CascadeError
 
@@ -31,6 +31,7 @@ app.add_typer(data.db_app, name="db")
 app.add_typer(models.train_app, name="train")
 app.command("build-index")(models.build_index_command)
 app.add_typer(models.release_app, name="release")
+app.add_typer(policy.policy_app, name="policy")
 app.command("evaluate")(models.evaluate_command)
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cascade_server.artifacts.registry import ReleaseRegistry
+from cascade_server.blending.policy import BlendingPolicies
 from cascade_server.cli.common import console, load_settings, migrated_engine, progress_bars
 from cascade_server.offline.evaluate import (
     CatalogRecall,
@@ -42,6 +43,13 @@ BuildDir = Annotated[
 
 def _build_dir(settings: Settings, build_dir: Path | None) -> Path:
     return build_dir or settings.home / "build"
+
+
+def configured_policies(settings: Settings) -> BlendingPolicies:
+    """The policy file releases are published with: CASCADE_POLICY_FILE, or the default."""
+    if settings.policy_file is None:
+        return BlendingPolicies.default()
+    return BlendingPolicies.load(settings.policy_file)
 
 
 def _registry(settings: Settings, engine: sa.Engine) -> ReleaseRegistry:
@@ -105,6 +113,7 @@ def train_all_command(
     """
     settings = load_settings()
     path = _build_dir(settings, build_dir)
+    policies = configured_policies(settings)  # a broken policy file fails before training
     with migrated_engine(settings) as engine:
         with progress_bars() as progress:
             train_retrieval(engine, path, TwoTowerConfig(epochs=epochs), progress)
@@ -113,7 +122,7 @@ def train_all_command(
         console.print(f"index: {index.items:,} items, {index.recall_at_k}")
         _print_ranker_report(ranker)
         if publish_release:
-            manifest = publish(path, _registry(settings, engine))
+            manifest = publish(path, _registry(settings, engine), policies)
             console.print(f"published and activated release {manifest.release_id}")
 
 
@@ -154,10 +163,12 @@ def _print_ranker_report(report: RankerReport) -> None:
 
 @release_app.command("publish")
 def release_publish(build_dir: BuildDir = None) -> None:
-    """Publish the build as a release and make it active (servers swap it in)."""
+    """Publish the build as a release and make it active (servers swap it in). The release
+    carries the blending policy of CASCADE_POLICY_FILE (default: Cascade's own)."""
     settings = load_settings()
+    policies = configured_policies(settings)
     with migrated_engine(settings) as engine:
-        manifest = publish(_build_dir(settings, build_dir), _registry(settings, engine))
+        manifest = publish(_build_dir(settings, build_dir), _registry(settings, engine), policies)
     console.print(f"published and activated release {manifest.release_id}")
 
 

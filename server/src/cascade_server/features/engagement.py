@@ -157,6 +157,10 @@ class EngagementSnapshot:
     """Per item: its category ids."""
     category_items: Csr
     """Per category: its active items with positive engagement, most popular first."""
+    item_titles: Sequence[str]
+    """Each item's title ("" when unknown)."""
+    item_created: FloatArray
+    """Each item's creation time in seconds since the epoch (0 when unknown)."""
     snapshot_id: str
     data_as_of: datetime | None
     stats: dict[str, int] = field(default_factory=dict)
@@ -174,6 +178,17 @@ class EngagementSnapshot:
         """Indices of ``item_ids``; -1 for unknown ids."""
         index = self.item_index
         return np.fromiter((index.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+
+    def category_of(self, name: str) -> int:
+        """A category's id, or -1 when no item has it."""
+        return self.categories.index(name) if name in self.categories else -1
+
+    def category_members(self, category: int) -> npt.NDArray[np.bool_]:
+        """[items]: whether each item (of any status) is in ``category``."""
+        members = np.zeros(self.item_count, dtype=np.bool_)
+        entries = self.item_categories.indices == category
+        members[self.item_categories.entry_rows()[entries]] = True
+        return members
 
     def popularity_head(self, items: IntArray) -> FloatArray:
         """Popularity scaled to [0, 1] by log: 1 for the most popular item."""
@@ -241,6 +256,8 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
         categories=categories,
         item_categories=item_categories,
         category_items=category_items,
+        item_titles=data.item_titles or [""] * n_items,
+        item_created=data.item_created if len(data.item_created) else np.zeros(n_items),
         snapshot_id="baseline-" + hashlib.sha256(data.fingerprint.encode()).hexdigest()[:10],
         data_as_of=datetime.fromtimestamp(newest, UTC) if newest is not None else None,
         stats={

@@ -33,6 +33,7 @@ ARTIFACT_KINDS = {
     "ranking_features.npz": "features",
     "light_ranker.txt": "lightgbm_model",
     "heavy_ranker": "tensorflow_saved_model",
+    "policy.yaml": "blending_policy",
 }
 """Every file a release may hold, by name, with its kind."""
 

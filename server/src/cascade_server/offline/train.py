@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from cascade_server.artifacts.manifest import Manifest
+from cascade_server.artifacts.manifest import MANIFEST, Manifest
 from cascade_server.artifacts.registry import ReleaseRegistry
+from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies
 from cascade_server.errors import CascadeError
 from cascade_server.features import query_tower
 from cascade_server.features.engagement import ACTIVE
@@ -130,13 +132,35 @@ def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) ->
     return report
 
 
-def publish(build_dir: Path, registry: ReleaseRegistry) -> Manifest:
-    """Publish the build as a new active release."""
+def publish(build_dir: Path, registry: ReleaseRegistry, policies: BlendingPolicies) -> Manifest:
+    """Publish the build, with the policy file ``policies`` came from, as the active release."""
     build = Build(build_dir)
     build.info()
     build.require(retrieval_files.INDEX_FILE, step="cascade build-index")
     staging = registry.staging_dir()
     shutil.copytree(build.path, staging)
+    (staging / POLICY_FILE).write_text(policies.text)
+    Build(staging).manifest(new_release_id())
+    return registry.publish(staging)
+
+
+def publish_policy(registry: ReleaseRegistry, policies: BlendingPolicies) -> Manifest:
+    """A new active release: the active one's models with another blending policy file.
+
+    The model files are hard links to the active release's (releases never change), so
+    this takes a moment whatever the models' size; servers swap it in like any release.
+    """
+    active = registry.active()
+    if active is None:
+        raise CascadeError(
+            "there is no active release to change the policy of; run `cascade train all` "
+            "(set CASCADE_POLICY_FILE to train with this policy)"
+        )
+    staging = registry.staging_dir()
+    shutil.copytree(registry.path_of(active), staging, copy_function=os.link)
+    (staging / MANIFEST).unlink()
+    (staging / POLICY_FILE).unlink(missing_ok=True)  # a link: never write through it
+    (staging / POLICY_FILE).write_text(policies.text)
     Build(staging).manifest(new_release_id())
     return registry.publish(staging)
 

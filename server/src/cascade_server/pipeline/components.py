@@ -21,6 +21,8 @@ class RetrievalQuery:
     """The user's index in the snapshot; -1 for anonymous or unknown users."""
     seeds: IntArray
     """Indices of known seed items."""
+    category: int = -1
+    """The category the candidates must belong to (a category feed); -1 for any."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ class Surface(StrEnum):
 
     HOME_FEED = "home_feed"
     RELATED_ITEMS = "related_items"
+    CATEGORY_FEED = "category_feed"
 
 
 class SourceKind(StrEnum):
@@ -25,6 +26,7 @@ class SourceKind(StrEnum):
     RANDOM_WALK = "random_walk"
     TRENDING = "trending"
     CATEGORY_POPULAR = "category_popular"
+    FRESH = "fresh"
 
 
 class StageName(StrEnum):
@@ -50,6 +52,7 @@ class BlendAction(StrEnum):
     REMOVED = "removed"
     CAPPED = "capped"
     BELOW_PAGE = "below_page"
+    DEMOTED = "demoted"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,9 @@ class RequestContext:
     experiment_ids: tuple[str, ...] = ()
     debug: bool = False
     request_id: str = ""
+    experiments: tuple[str, ...] = ()
+    """The experiment variants serving the request, as ``experiment/variant`` labels;
+    set by the front door and carried to the stages in call metadata."""
 
 
 @dataclass(frozen=True)

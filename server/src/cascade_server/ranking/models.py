@@ -119,9 +119,16 @@ class LearnedRanker:
             return mapping
 
     def score(
-        self, snapshot: EngagementSnapshot, user: int, seeds: IntArray, items: IntArray
+        self,
+        snapshot: EngagementSnapshot,
+        user: int,
+        seeds: IntArray,
+        items: IntArray,
+        *,
+        heavy_top_n: int = 0,
     ) -> Scores:
-        """LightGBM scores for ``items`` (live indices) relative to the user's items or seeds."""
+        """Scores for ``items`` (live indices) relative to the user's items or seeds; the
+        heavy ranker re-scores the light top ``heavy_top_n`` (0: the configured cut-off)."""
         mapping = self.to_release(snapshot)
         anchors = seeds if len(seeds) else snapshot.engaged.row(user)[0]
         history = mapping[anchors]
@@ -133,7 +140,9 @@ class LearnedRanker:
         heads: dict[str, FloatArray] = {}
         if known.any():
             query = self.query(snapshot, user, seeds)
-            scored = self.predict(history[history >= 0], candidates[known], query)
+            scored = self.predict(
+                history[history >= 0], candidates[known], query, heavy_top_n=heavy_top_n
+            )
             final[known] = scored.final
             for name, values in scored.stages.items():
                 stages[name][known] = values
@@ -142,7 +151,12 @@ class LearnedRanker:
         return Scores(final=final, heads=heads, stages=stages)
 
     def predict(
-        self, history: IntArray, candidates: IntArray, query: FloatMatrix | None = None
+        self,
+        history: IntArray,
+        candidates: IntArray,
+        query: FloatMatrix | None = None,
+        *,
+        heavy_top_n: int = 0,
     ) -> Scores:
         """Scores of release-index ``candidates`` for a user with ``history`` (and, when a
         feature needs it, the user's [1, dim] ``query`` embedding)."""
@@ -160,7 +174,7 @@ class LearnedRanker:
         chosen = (
             np.arange(n)
             if self.mode is RankingMode.HEAVY
-            else np.argsort(-light, kind="stable")[: self.heavy_top_n]
+            else np.argsort(-light, kind="stable")[: heavy_top_n or self.heavy_top_n]
         )
         combined, per_head = self.heavy.predict(values[chosen])
         heavy = nan.copy()

@@ -30,10 +30,17 @@ class Scorer(Protocol):
         ...
 
     def score(
-        self, snapshot: EngagementSnapshot, user: int, seeds: IntArray, items: IntArray
+        self,
+        snapshot: EngagementSnapshot,
+        user: int,
+        seeds: IntArray,
+        items: IntArray,
+        *,
+        heavy_top_n: int = 0,
     ) -> Scores:
         """Scores for ``items`` (snapshot indices) for ``user`` (-1: anonymous), relative
-        to ``seeds`` when there are any."""
+        to ``seeds`` when there are any; ``heavy_top_n`` (0: the scorer's own) bounds how
+        many candidates a second, heavier model re-scores, for scorers that have one."""
         ...
 
 
@@ -54,9 +61,15 @@ class BaselineScorer:
         self.popularity_weight = popularity_weight
 
     def score(
-        self, snapshot: EngagementSnapshot, user: int, seeds: IntArray, items: IntArray
+        self,
+        snapshot: EngagementSnapshot,
+        user: int,
+        seeds: IntArray,
+        items: IntArray,
+        *,
+        heavy_top_n: int = 0,
     ) -> Scores:
-        """Both heads and their weighted sum, for every item."""
+        """Both heads and their weighted sum, for every item (one model: no cut-off)."""
         anchors = seeds if len(seeds) else snapshot.history.row(user)[0]
         co_engagement = snapshot.co_engagement(anchors, items)
         popularity = snapshot.popularity_head(items)

@@ -29,6 +29,8 @@ class RankRequest:
     item_ids: Sequence[str]
     max_results: int = 0
     seed_item_ids: Sequence[str] = ()
+    heavy_top_n: int = 0
+    """How many light-ranked candidates the heavy ranker re-scores; 0: the server's."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ class RankingStage:
         deadline.check("ranking")
         seeds = snapshot.lookup_items(request.seed_item_ids)
         user = snapshot.user_row(request.context.user_id)
-        scores = scorer.score(snapshot, user, seeds[seeds >= 0], items)
+        scores = scorer.score(
+            snapshot, user, seeds[seeds >= 0], items, heavy_top_n=request.heavy_top_n
+        )
         name = scorer.name
         candidates = [
             ScoredCandidate(

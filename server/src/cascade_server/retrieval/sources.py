@@ -24,8 +24,14 @@ class PopularCandidateSource:
     def fetch(
         self, snapshot: EngagementSnapshot, query: RetrievalQuery, limit: int
     ) -> SourceResult:
-        """The top ``limit`` items of the popularity list (the same for every user)."""
-        items = snapshot.popular_items[:limit]
+        """The top ``limit`` items of the popularity list (the same for every user), or of
+        the requested category's list."""
+        popular = (
+            snapshot.category_items.row(query.category)[0]
+            if query.category >= 0
+            else snapshot.popular_items
+        )
+        items = popular[:limit]
         return SourceResult(items, snapshot.popularity[items])
 
 
@@ -38,8 +44,11 @@ class TrendingCandidateSource:
     def fetch(
         self, snapshot: EngagementSnapshot, query: RetrievalQuery, limit: int
     ) -> SourceResult:
-        """The top ``limit`` trending items."""
-        items = snapshot.trending_items[:limit]
+        """The top ``limit`` trending items (of the requested category, if any)."""
+        items = snapshot.trending_items
+        if query.category >= 0:
+            items = items[snapshot.category_members(query.category)[items]]
+        items = items[:limit]
         return SourceResult(items, snapshot.trending[items])
 
 

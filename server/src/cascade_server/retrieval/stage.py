@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cascade_server.artifacts.watcher import ReleaseWatcher
+from cascade_server.errors import NotFoundError
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.logs import get_logger
@@ -26,6 +27,7 @@ from cascade_server.pipeline.types import (
     SourceKind,
     StageName,
 )
+from cascade_server.retrieval.fresh import FreshCandidateSource, FreshItemIndex
 from cascade_server.retrieval.models import RetrievalModels
 from cascade_server.retrieval.sources import AnnoyCandidateSource
 
@@ -43,6 +45,7 @@ class RetrievalRequest:
     source_limits: Mapping[SourceKind, int] = field(default_factory=dict)
     max_candidates: int = 0
     exclude_item_ids: Sequence[str] = ()
+    category_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class RetrievalStage:
     ``max_candidates`` in proportion to its limit (its quota): items are taken in
     order of their rank relative to their source's limit, ties in source order. An
     item proposed by several sources appears once, with every source listed.
+
+    With a category (a category feed), every source's items are cut to the category;
+    the popular, trending and fresh sources use the category's own lists.
     """
 
     def __init__(
@@ -76,6 +82,7 @@ class RetrievalStage:
         default_limits: Mapping[SourceKind, int],
         models: ReleaseWatcher[RetrievalModels | None] | None = None,
         *,
+        fresh: FreshItemIndex | None = None,
         source_budget_s: float = 0.1,
         workers: int = 8,
     ) -> None:
@@ -83,6 +90,7 @@ class RetrievalStage:
         self._sources = tuple(sources)
         self._default_limits = dict(default_limits)
         self._models = models
+        self._fresh = fresh
         self._source_budget_s = source_budget_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="source")
 
@@ -94,15 +102,22 @@ class RetrievalStage:
         """Candidates for ``request``; sources still running at their budget are cut.
 
         With a published release, the Annoy source runs too (listed first); without one
-        the co-engagement, random-walk and popular sources serve alone.
+        the other sources serve alone. The fresh source (when configured) runs last.
         """
         snapshot = self._holder.current()
         loaded = self._models.current() if self._models else None
         sources = self._sources
+        models = None
         release = ReleaseInfo(snapshot.snapshot_id, "baseline", snapshot.data_as_of)
         if loaded is not None and loaded.value is not None and loaded.release_id:
-            sources = (AnnoyCandidateSource(loaded.value), *sources)
+            models = loaded.value
+            sources = (AnnoyCandidateSource(models), *sources)
             release = ReleaseInfo(loaded.release_id, "two_tower", snapshot.data_as_of)
+        if self._fresh is not None:
+            sources = (*sources, FreshCandidateSource(self._fresh.items(snapshot, models)))
+        category = snapshot.category_of(request.category_id) if request.category_id else -1
+        if request.category_id and category < 0:
+            raise NotFoundError("category", request.category_id)
         seeds = snapshot.lookup_items(request.seed_item_ids)
         unknown = [
             item_id
@@ -110,7 +125,10 @@ class RetrievalStage:
             if index < 0 or not snapshot.item_active[index]
         ]
         seeds = seeds[seeds >= 0]
-        query = RetrievalQuery(request.context, snapshot.user_row(request.context.user_id), seeds)
+        query = RetrievalQuery(
+            request.context, snapshot.user_row(request.context.user_id), seeds, category
+        )
+        members = snapshot.category_members(category) if category >= 0 else None
         excluded = self._exclusions(snapshot, query, request.exclude_item_ids)
         limits = {**self._default_limits, **request.source_limits}
         wanted = [(source, limits.get(source.kind, 0)) for source in sources]
@@ -143,6 +161,8 @@ class RetrievalStage:
                 degraded.append(_skipped(source.kind, DegradationKind.ERROR, repr(error)))
                 continue
             keep = ~np.isin(result.items, excluded)
+            if members is not None:
+                keep &= members[result.items]
             items, scores = result.items[keep][:limit], result.scores[keep][:limit]
             found.append((source.kind, limit, items, scores))
             reports.append(ComponentReport(source.kind.value, seconds, len(items)))

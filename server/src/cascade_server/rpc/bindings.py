@@ -16,7 +16,9 @@ from cascade_client import AsyncRankingClient, AsyncRetrievalClient
 from cascade_server.artifacts.manifest import Manifest, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.artifacts.watcher import ReleaseWatcher
-from cascade_server.blending.recommend import Recommender, RecommendPolicy
+from cascade_server.blending.policy import BlendingPolicies
+from cascade_server.blending.recommend import Recommender, RecommendTimeouts
+from cascade_server.blending.release import BlendingRelease, load_blending_release
 from cascade_server.blending.stage import BlendingStage
 from cascade_server.catalog.repository import CatalogRepository
 from cascade_server.catalog.service import CatalogService
@@ -26,6 +28,7 @@ from cascade_server.pipeline.types import SourceKind
 from cascade_server.ranking.models import LearnedRanker
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
+from cascade_server.retrieval.fresh import FreshItemIndex
 from cascade_server.retrieval.models import RetrievalModels
 from cascade_server.retrieval.sources import (
     CategoryPopularCandidateSource,
@@ -105,7 +108,7 @@ def release_watcher(
 
 def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
     """RetrievalService: the release's Annoy source (when published), co-engagement, random
-    walks, the user's categories, trending and popular."""
+    walks, the user's categories, trending, popular and fresh items."""
     holder = snapshot_holder(settings, engine)
     models = release_watcher(settings, engine, RetrievalModels, "retrieval")
     stage = RetrievalStage(
@@ -124,8 +127,10 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
             SourceKind.CATEGORY_POPULAR: settings.category_candidates,
             SourceKind.TRENDING: settings.trending_candidates,
             SourceKind.POPULAR: settings.popular_candidates,
+            SourceKind.FRESH: settings.fresh_candidates,
         },
         models,
+        fresh=FreshItemIndex(settings.fresh_max_items),
         source_budget_s=settings.source_budget_ms / 1000,
         workers=2 * settings.workers,
     )
@@ -163,8 +168,15 @@ def ranking(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Bi
 
 
 def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
-    """BlendingService, reaching retrieval and ranking at their configured targets."""
+    """BlendingService, reaching retrieval and ranking at their configured targets, with the
+    release's blending policy (the default one before the first release)."""
     holder = snapshot_holder(settings, engine)
+    releases = release_watcher(settings, engine, load_blending_release, "blending")
+    default = BlendingRelease(BlendingPolicies.default())
+
+    def release() -> BlendingRelease:
+        return releases.current().value or default
+
     retrieval_client = AsyncRetrievalClient(settings.target(ServiceName.RETRIEVAL))
     ranking_client = AsyncRankingClient(settings.target(ServiceName.RANKING))
     blending_stage = BlendingStage()
@@ -173,22 +185,22 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
         GrpcRetrievalBackend(retrieval_client),
         GrpcRankingBackend(ranking_client),
         blending_stage,
-        RecommendPolicy(
+        RecommendTimeouts(
             retrieval_timeout_s=settings.retrieval_timeout_ms / 1000,
             ranking_timeout_s=settings.ranking_timeout_ms / 1000,
             page_token_ttl_s=settings.page_token_ttl_seconds,
-            max_items_per_creator=settings.max_items_per_creator,
         ),
+        release,
     )
     servicer = blending_servicer.BlendingServicer(
-        recommender, blending_stage, holder, runner, settings
+        recommender, blending_stage, holder, release, runner, settings
     )
     return Binding(
         blending_servicer.SERVICE_NAME,
         lambda server: blending_service_pb2_grpc.add_BlendingServiceServicer_to_server(
             servicer, server
         ),
-        [keep_snapshot(settings, holder)],
+        [keep_snapshot(settings, holder), keep_release(settings, releases)],
         [retrieval_client.close, ranking_client.close],
     )
 

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from grpc import aio
 
 from cascade.blending.v1 import blending_service_pb2 as pb, blending_service_pb2_grpc as pb_grpc
-from cascade.common.v1 import trace_pb2
+from cascade.common.v1 import context_pb2, trace_pb2
+from cascade_server.blending.policy import PolicyError, SurfacePolicy
 from cascade_server.blending.recommend import Recommender, RecommendQuery, RecommendResult
-from cascade_server.blending.stage import BlendingStage, BlendResult, CandidateOutcome
+from cascade_server.blending.release import BlendingRelease
+from cascade_server.blending.stage import (
+    BlendingStage,
+    BlendRequest,
+    BlendResult,
+    CandidateOutcome,
+)
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.pipeline.deadline import Deadline
-from cascade_server.pipeline.types import RequestContext, StageName
+from cascade_server.pipeline.types import RequestContext, StageName, Surface
 from cascade_server.rpc.convert import (
     MAX_ID_LENGTH,
     MAX_IDS,
@@ -45,12 +53,14 @@ class BlendingServicer(pb_grpc.BlendingServiceServicer):
         recommender: Recommender,
         blending: BlendingStage,
         holder: SnapshotSource,
+        release: Callable[[], BlendingRelease],
         runner: BlockingRunner,
         settings: Settings,
     ) -> None:
         self._recommender = recommender
         self._blending = blending
         self._holder = holder
+        self._release = release
         self._runner = runner
         self._settings = settings
 
@@ -84,19 +94,25 @@ class BlendingServicer(pb_grpc.BlendingServiceServicer):
             violations.finite(candidate.score, f"candidates[{i}].score")
         violations.bounded(request.page_size, "page_size", low=0, high=MAX_PAGE_SIZE)
         violations.bounded(request.max_items_per_creator, "max_items_per_creator", low=0, high=100)
+        overrides = overrides_from_proto(request.policy_overrides, violations)
         violations.raise_if_any()
+        if request.max_items_per_creator:
+            overrides["max_items_per_creator"] = request.max_items_per_creator
         snapshot = self._holder.current()
+        release = self._release()
+        policy = release.policies.for_surface(request_context.surface or Surface.HOME_FEED)
+        if overrides:
+            policy = policy.with_overrides(overrides, "policy_overrides")
         candidates = [scored_from_proto(c) for c in request.candidates]
+        blend_request = BlendRequest(
+            policy,
+            request.page_size or DEFAULT_PAGE_SIZE,
+            user_id=request_context.user_id,
+            random_key=request_context.user_id,
+        )
         started = time.perf_counter()
         blend = await self._runner.run(
-            lambda: self._blending.blend(
-                snapshot,
-                candidates,
-                user_id=request_context.user_id,
-                page_size=request.page_size or DEFAULT_PAGE_SIZE,
-                max_items_per_creator=request.max_items_per_creator
-                or self._settings.max_items_per_creator,
-            )
+            lambda: self._blending.blend(snapshot, candidates, blend_request, release.vectors)
         )
         response = pb.BlendCandidatesResponse(items=_items(blend), release_id=snapshot.snapshot_id)
         if request_context.debug:
@@ -111,7 +127,44 @@ class BlendingServicer(pb_grpc.BlendingServiceServicer):
                 )
             )
             response.trace.candidates.extend(_outcome(o) for o in blend.outcomes)
+            response.trace.policy_version = release.policies.version
         return response
+
+
+def overrides_from_proto(message: pb.PolicyOverrides, violations: Violations) -> dict[str, Any]:
+    """The overrides that are set, as policy field names; the policy checks their bounds."""
+    overrides: dict[str, Any] = {
+        name: getattr(message, name)
+        for name in (
+            "max_items_per_creator",
+            "diversity_lambda",
+            "category_spacing",
+            "fresh_share",
+            "exploration_share",
+        )
+        if message.HasField(name)
+    }
+    for name in ("diversity_lambda", "fresh_share", "exploration_share"):
+        if name in overrides:
+            violations.finite(overrides[name], f"policy_overrides.{name}")
+    if message.exclude_categories:
+        violations.bounded(
+            len(message.exclude_categories), "policy_overrides.exclude_categories", low=0, high=100
+        )
+        for i, category in enumerate(message.exclude_categories):
+            violations.text(
+                category,
+                f"policy_overrides.exclude_categories[{i}]",
+                max_length=MAX_ID_LENGTH,
+                required=True,
+            )
+        overrides["exclude_categories"] = list(message.exclude_categories)
+    try:
+        SurfacePolicy().with_overrides(overrides, "policy_overrides")
+    except PolicyError as error:
+        for place, problem in error.problems:
+            violations.add(f"policy_overrides.{place}".rstrip("."), problem)
+    return overrides
 
 
 def recommend_from_proto(request: pb.RecommendRequest, call_request_id: str) -> RecommendQuery:
@@ -122,8 +175,8 @@ def recommend_from_proto(request: pb.RecommendRequest, call_request_id: str) -> 
     violations = Violations()
     violations.text(request.user_id, "user_id", max_length=MAX_ID_LENGTH)
     violations.text(request.seed_item_id, "seed_item_id", max_length=MAX_ID_LENGTH)
-    if not request.user_id and not request.seed_item_id:
-        violations.add("user_id", "either user_id or seed_item_id is required")
+    if not request.user_id and not request.seed_item_id and not request.category_id:
+        violations.add("user_id", "one of user_id, seed_item_id or category_id is required")
     violations.enum(request.surface, SURFACES, "surface")
     violations.bounded(request.page_size, "page_size", low=0, high=MAX_PAGE_SIZE)
     violations.text(request.page_token, "page_token", max_length=_MAX_TOKEN_LENGTH)
@@ -132,6 +185,18 @@ def recommend_from_proto(request: pb.RecommendRequest, call_request_id: str) -> 
     for i, experiment in enumerate(request.experiment_ids):
         violations.text(experiment, f"experiment_ids[{i}]", max_length=64, required=True)
     violations.text(request.request_id, "request_id", max_length=64)
+    violations.text(request.category_id, "category_id", max_length=MAX_ID_LENGTH)
+    category_feed = request.surface == context_pb2.SURFACE_CATEGORY_FEED
+    if category_feed and not request.category_id:
+        violations.add("category_id", "a CATEGORY_FEED request needs a category_id")
+    if request.category_id and request.surface not in (
+        context_pb2.SURFACE_UNSPECIFIED,
+        context_pb2.SURFACE_CATEGORY_FEED,
+    ):
+        violations.add("category_id", "category_id is only for the CATEGORY_FEED surface")
+    if request.category_id and request.seed_item_id:
+        violations.add("category_id", "give either seed_item_id or category_id, not both")
+    overrides = overrides_from_proto(request.policy_overrides, violations)
     violations.raise_if_any()
     return RecommendQuery(
         context=RequestContext(
@@ -143,8 +208,10 @@ def recommend_from_proto(request: pb.RecommendRequest, call_request_id: str) -> 
             request_id=request.request_id or call_request_id,
         ),
         seed_item_id=request.seed_item_id,
+        category_id=request.category_id,
         page_size=request.page_size or DEFAULT_PAGE_SIZE,
         page_token=request.page_token,
+        policy_overrides=overrides,
     )
 
 
@@ -157,8 +224,16 @@ def recommend_to_proto(result: RecommendResult, *, debug: bool) -> pb.RecommendR
         degraded=degradations_to_proto(result.degraded),
         request_id=result.request_id,
         surface=SURFACE_TO_PROTO[result.surface],
+        experiments=[
+            context_pb2.ExperimentAssignment(
+                experiment=a.experiment, variant=a.variant.name, forced=a.forced
+            )
+            for a in result.assignments
+        ],
+        policy_version=result.policy_version,
     )
     if debug:
+        response.trace.policy_version = result.policy_version
         response.trace.stages.extend(
             stage_trace(
                 s.stage, s.release, s.duration_s, s.input_count, s.output_count, s.components
@@ -192,4 +267,7 @@ def _outcome(outcome: CandidateOutcome) -> trace_pb2.CandidateTrace:
         removal_reason=outcome.reason,
         blend_action=blend_action_to_proto(outcome.action),
         position=outcome.position,
+        slot=outcome.slot.value if outcome.slot else "",
+        blend_score=outcome.blend_score or 0.0,
+        demoted_by=outcome.demoted_by.value if outcome.demoted_by else "",
     )

@@ -35,6 +35,7 @@ SURFACES: Mapping[context_pb2.Surface.ValueType, Surface | None] = {
     context_pb2.SURFACE_UNSPECIFIED: None,
     context_pb2.SURFACE_HOME_FEED: Surface.HOME_FEED,
     context_pb2.SURFACE_RELATED_ITEMS: Surface.RELATED_ITEMS,
+    context_pb2.SURFACE_CATEGORY_FEED: Surface.CATEGORY_FEED,
 }
 SURFACE_TO_PROTO = {surface: number for number, surface in SURFACES.items() if surface}
 SOURCES: Mapping[candidate_pb2.CandidateSource.ValueType, SourceKind] = {
@@ -45,6 +46,7 @@ SOURCES: Mapping[candidate_pb2.CandidateSource.ValueType, SourceKind] = {
     candidate_pb2.CANDIDATE_SOURCE_RANDOM_WALK: SourceKind.RANDOM_WALK,
     candidate_pb2.CANDIDATE_SOURCE_TRENDING: SourceKind.TRENDING,
     candidate_pb2.CANDIDATE_SOURCE_CATEGORY_POPULAR: SourceKind.CATEGORY_POPULAR,
+    candidate_pb2.CANDIDATE_SOURCE_FRESH: SourceKind.FRESH,
 }
 SOURCE_TO_PROTO = {kind: number for number, kind in SOURCES.items()}
 _STAGES = {
@@ -62,6 +64,7 @@ _BLEND_ACTIONS = {
     BlendAction.REMOVED: trace_pb2.BLEND_ACTION_REMOVED,
     BlendAction.CAPPED: trace_pb2.BLEND_ACTION_CAPPED,
     BlendAction.BELOW_PAGE: trace_pb2.BLEND_ACTION_BELOW_PAGE,
+    BlendAction.DEMOTED: trace_pb2.BLEND_ACTION_DEMOTED,
 }
 
 

@@ -1,13 +1,14 @@
 """The blending stage's view of retrieval and ranking, over gRPC with the async client.
 
 Each call gets an explicit timeout (the hop's budget, already cut to the caller's
-remaining time) and carries the request id. Any failure becomes a ``StageCallError``
-that says how the stage failed, so the front door can fall back.
+remaining time) and carries the request id and the experiment variants in metadata.
+Any failure becomes a ``StageCallError`` that says how the stage failed, so the front
+door can fall back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 
@@ -20,16 +21,18 @@ from cascade_server.pipeline.types import (
     DegradationKind,
     ReleaseInfo,
     RequestContext,
+    SourceKind,
 )
 from cascade_server.ranking.stage import RankResult
 from cascade_server.retrieval.stage import RetrievalResult
 from cascade_server.rpc.convert import (
+    SOURCE_TO_PROTO,
     context_to_proto,
     degradations_from_proto,
     hits_from_proto,
     scored_from_proto,
 )
-from cascade_server.rpc.status import REQUEST_ID_KEY
+from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY
 
 _MIN_TIMEOUT_S = 0.001
 
@@ -46,12 +49,20 @@ class GrpcRetrievalBackend:
         seed_item_ids: Sequence[str],
         max_candidates: int,
         timeout_s: float,
+        *,
+        category_id: str = "",
+        source_limits: Mapping[SourceKind, int] | None = None,
     ) -> RetrievalResult:
         """Candidates from the retrieval server."""
         request = retrieval_service_pb2.RetrieveCandidatesRequest(
             context=context_to_proto(context),
             seed_item_ids=seed_item_ids,
             max_candidates=max_candidates,
+            category_id=category_id,
+            source_limits=[
+                retrieval_service_pb2.SourceLimit(source=SOURCE_TO_PROTO[kind], limit=limit)
+                for kind, limit in (source_limits or {}).items()
+            ],
         )
         try:
             response = await self._client.retrieve_candidates(
@@ -81,10 +92,15 @@ class GrpcRankingBackend:
         item_ids: Sequence[str],
         seed_item_ids: Sequence[str],
         timeout_s: float,
+        *,
+        heavy_top_n: int = 0,
     ) -> RankResult:
         """Scored candidates from the ranking server."""
         request = ranking_service_pb2.RankCandidatesRequest(
-            context=context_to_proto(context), item_ids=item_ids, seed_item_ids=seed_item_ids
+            context=context_to_proto(context),
+            item_ids=item_ids,
+            seed_item_ids=seed_item_ids,
+            heavy_top_n=heavy_top_n,
         )
         try:
             response = await self._client.rank_candidates(
@@ -105,7 +121,10 @@ def _timeout(seconds: float) -> float:
 
 
 def _metadata(context: RequestContext) -> tuple[tuple[str, str], ...]:
-    return ((REQUEST_ID_KEY, context.request_id),) if context.request_id else ()
+    metadata = [(REQUEST_ID_KEY, context.request_id)] if context.request_id else []
+    if context.experiments:
+        metadata.append((EXPERIMENTS_KEY, ",".join(context.experiments)))
+    return tuple(metadata)
 
 
 def _stage_error(stage: str, error: CascadeError) -> StageCallError:

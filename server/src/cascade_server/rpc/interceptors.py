@@ -1,5 +1,8 @@
 """The one server interceptor: request ids, access logs, and error → status mapping.
 
+Every log line of a call carries its request id and, when the front door sent them,
+its experiment variants (``x-cascade-experiments``).
+
 Servicers raise domain errors (``cascade_server.errors``); this interceptor turns
 them into rich statuses. Anything else is a bug: it is logged with its stack trace
 and the client gets INTERNAL with the request id and no internals.
@@ -18,7 +21,7 @@ from grpc import aio
 
 from cascade_server.errors import CascadeError
 from cascade_server.logs import bind_request, get_logger
-from cascade_server.rpc.status import REQUEST_ID_KEY, to_grpc_status
+from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY, to_grpc_status
 
 _request_id: ContextVar[str] = ContextVar("request_id", default="")
 _log = get_logger("cascade.access")
@@ -42,7 +45,9 @@ class ErrorInterceptor(aio.ServerInterceptor):
         method = handler_call_details.method
         metadata = dict(handler_call_details.invocation_metadata or ())
         behaviour = cast(Handler, handler.unary_unary)
-        wrapped = _wrap(behaviour, method, metadata.get(REQUEST_ID_KEY))
+        wrapped = _wrap(
+            behaviour, method, metadata.get(REQUEST_ID_KEY), metadata.get(EXPERIMENTS_KEY)
+        )
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
@@ -50,7 +55,9 @@ class ErrorInterceptor(aio.ServerInterceptor):
         )
 
 
-def _wrap(behaviour: Handler, method: str, given_request_id: object) -> Handler:
+def _wrap(
+    behaviour: Handler, method: str, given_request_id: object, experiments: object
+) -> Handler:
     async def handle(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         request_id = (
             given_request_id
@@ -59,6 +66,8 @@ def _wrap(behaviour: Handler, method: str, given_request_id: object) -> Handler:
         )
         _request_id.set(request_id)
         bind_request(request_id=request_id, method=method)
+        if isinstance(experiments, str) and experiments:
+            bind_request(experiments=experiments[:1024])
         started = time.perf_counter()
         try:
             response = await behaviour(request, context)

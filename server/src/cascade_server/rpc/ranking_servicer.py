@@ -52,9 +52,14 @@ def request_from_proto(request: pb.RankCandidatesRequest) -> RankRequest:
     violations.ids(request.item_ids, "item_ids", max_count=MAX_IDS, required=True)
     violations.bounded(request.max_results, "max_results", low=0, high=MAX_IDS)
     violations.ids(request.seed_item_ids, "seed_item_ids", max_count=50)
+    violations.bounded(request.heavy_top_n, "heavy_top_n", low=0, high=MAX_IDS)
     violations.raise_if_any()
     return RankRequest(
-        context, list(request.item_ids), request.max_results, list(request.seed_item_ids)
+        context,
+        list(request.item_ids),
+        request.max_results,
+        list(request.seed_item_ids),
+        request.heavy_top_n,
     )
 
 

@@ -13,6 +13,7 @@ from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import SourceKind, StageName
 from cascade_server.retrieval.stage import RetrievalRequest, RetrievalResult, RetrievalStage
 from cascade_server.rpc.convert import (
+    MAX_ID_LENGTH,
     MAX_IDS,
     SOURCES,
     Violations,
@@ -52,6 +53,7 @@ def request_from_proto(request: pb.RetrieveCandidatesRequest) -> RetrievalReques
     violations.ids(request.seed_item_ids, "seed_item_ids", max_count=50)
     violations.ids(request.exclude_item_ids, "exclude_item_ids", max_count=5000)
     violations.bounded(request.max_candidates, "max_candidates", low=0, high=MAX_IDS)
+    violations.text(request.category_id, "category_id", max_length=MAX_ID_LENGTH)
     limits: dict[SourceKind, int] = {}
     for i, limit in enumerate(request.source_limits):
         field = f"source_limits[{i}]"
@@ -69,6 +71,7 @@ def request_from_proto(request: pb.RetrieveCandidatesRequest) -> RetrievalReques
         source_limits=limits,
         max_candidates=request.max_candidates,
         exclude_item_ids=list(request.exclude_item_ids),
+        category_id=request.category_id,
     )
 
 

@@ -12,6 +12,8 @@ from grpc_status import rpc_status
 from cascade_server.errors import ERROR_DOMAIN, CascadeError, InvalidArgumentError
 
 REQUEST_ID_KEY = "x-request-id"
+EXPERIMENTS_KEY = "x-cascade-experiments"
+"""Call metadata with the request's experiment variants, ``experiment/variant`` comma-separated."""
 """Metadata key carrying the request id, in both directions."""
 
 MAX_FIELD_VIOLATIONS = 50

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,10 +15,8 @@ from cascade_server.storage.tables import EVENT_KINDS, ITEM_STATUSES
 
 @dataclass(frozen=True)
 class CatalogMetadata:
-    """Item and user attributes, aligned with ``EngagementData``'s item and user order."""
+    """User attributes, aligned with ``EngagementData``'s user order."""
 
-    item_created: npt.NDArray[np.float64]
-    """Item creation times in seconds since the epoch."""
     user_attributes: Sequence[dict[str, Any]]
 
 
@@ -39,13 +37,17 @@ class EngagementData:
     fingerprint: str
     """Identifies the database state the data was read from."""
     metadata: CatalogMetadata | None = None
-    """Item creation times and user attributes; read only when asked for (training)."""
+    """User attributes; read only when asked for (training)."""
     item_categories: Sequence[Sequence[str]] = ()
     """Each item's categories (empty when the reader was not given any)."""
     items_updated_at: str = ""
     """The newest item ``updated_at`` when the data was read (Postgres text form)."""
     last_event_id: int = 0
     """The newest event id when the data was read."""
+    item_titles: Sequence[str] = ()
+    """Each item's title (empty when the reader was not given any)."""
+    item_created: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    """Item creation times in seconds since the epoch (empty when not given)."""
 
 
 _FINGERPRINT = sa.text(
@@ -124,15 +126,11 @@ def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> Engage
         with connection.begin():
             summary = connection.execute(_FINGERPRINT).one()
             fingerprint = "/".join(str(value) for value in summary)
-            extra_item, extra_user = (
-                (", extract(epoch FROM created_at)::float8", ", attributes")
-                if with_metadata
-                else ("", "")
-            )
+            extra_user = ", attributes" if with_metadata else ""
             items = connection.execute(
                 sa.text(
-                    "SELECT id, external_id, creator_id, status, categories"
-                    f"{extra_item} FROM items ORDER BY id"
+                    "SELECT id, external_id, creator_id, status, categories,"
+                    " extract(epoch FROM created_at)::float8, title FROM items ORDER BY id"
                 )
             ).all()
             users = connection.execute(
@@ -167,8 +165,9 @@ def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> Engage
         item_categories=[tuple(row[4]) for row in items],
         items_updated_at=str(summary[2]),
         last_event_id=int(summary[0]),
+        item_titles=[row[6] for row in items],
+        item_created=np.fromiter((row[5] for row in items), np.float64, len(items)),
         metadata=CatalogMetadata(
-            item_created=np.fromiter((row[5] for row in items), np.float64, len(items)),
             user_attributes=[dict(row[2]) for row in users],
         )
         if with_metadata

@@ -27,7 +27,7 @@ from cascade.common.v1 import context_pb2 as cascade_dot_common_dot_v1_dot_conte
 from cascade.common.v1 import trace_pb2 as cascade_dot_common_dot_v1_dot_trace__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cascade/blending/v1/blending_service.proto\x12\x13\x63\x61scade.blending.v1\x1a!cascade/common/v1/candidate.proto\x1a\x1f\x63\x61scade/common/v1/context.proto\x1a\x1d\x63\x61scade/common/v1/trace.proto\"\xd8\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cseed_item_id\x18\x02 \x01(\t\x12+\n\x07surface\x18\x03 \x01(\x0e\x32\x1a.cascade.common.v1.Surface\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\r\n\x05\x64\x65\x62ug\x18\x06 \x01(\x08\x12\x0e\n\x06locale\x18\x07 \x01(\t\x12\x16\n\x0e\x65xperiment_ids\x18\x08 \x03(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\"t\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12-\n\x07sources\x18\x03 \x03(\x0b\x32\x1c.cascade.common.v1.SourceHit\x12\x12\n\ncreator_id\x18\x04 \x01(\t\"\x91\x02\n\x11RecommendResponse\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.cascade.blending.v1.RecommendedItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\nrelease_id\x18\x03 \x01(\t\x12\x30\n\x08\x64\x65graded\x18\x04 \x03(\x0b\x32\x1e.cascade.common.v1.Degradation\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12+\n\x07surface\x18\x06 \x01(\x0e\x32\x1a.cascade.common.v1.Surface\x12\'\n\x05trace\x18\x07 \x01(\x0b\x32\x18.cascade.common.v1.Trace\"\xb6\x01\n\x16\x42lendCandidatesRequest\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.cascade.common.v1.RequestContext\x12\x36\n\ncandidates\x18\x02 \x03(\x0b\x32\".cascade.common.v1.ScoredCandidate\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x1d\n\x15max_items_per_creator\x18\x04 \x01(\x05\"\x8b\x01\n\x17\x42lendCandidatesResponse\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.cascade.blending.v1.RecommendedItem\x12\x12\n\nrelease_id\x18\x02 \x01(\t\x12\'\n\x05trace\x18\x03 \x01(\x0b\x32\x18.cascade.common.v1.Trace2\xdb\x01\n\x0f\x42lendingService\x12Z\n\tRecommend\x12%.cascade.blending.v1.RecommendRequest\x1a&.cascade.blending.v1.RecommendResponse\x12l\n\x0f\x42lendCandidates\x12+.cascade.blending.v1.BlendCandidatesRequest\x1a,.cascade.blending.v1.BlendCandidatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*cascade/blending/v1/blending_service.proto\x12\x13\x63\x61scade.blending.v1\x1a!cascade/common/v1/candidate.proto\x1a\x1f\x63\x61scade/common/v1/context.proto\x1a\x1d\x63\x61scade/common/v1/trace.proto\"\xad\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cseed_item_id\x18\x02 \x01(\t\x12+\n\x07surface\x18\x03 \x01(\x0e\x32\x1a.cascade.common.v1.Surface\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\r\n\x05\x64\x65\x62ug\x18\x06 \x01(\x08\x12\x0e\n\x06locale\x18\x07 \x01(\t\x12\x16\n\x0e\x65xperiment_ids\x18\x08 \x03(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\n \x01(\t\x12>\n\x10policy_overrides\x18\x0b \x01(\x0b\x32$.cascade.blending.v1.PolicyOverrides\"\xb3\x02\n\x0fPolicyOverrides\x12\"\n\x15max_items_per_creator\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x1d\n\x10\x64iversity_lambda\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10\x63\x61tegory_spacing\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x18\n\x0b\x66resh_share\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1e\n\x11\x65xploration_share\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1a\n\x12\x65xclude_categories\x18\x06 \x03(\tB\x18\n\x16_max_items_per_creatorB\x13\n\x11_diversity_lambdaB\x13\n\x11_category_spacingB\x0e\n\x0c_fresh_shareB\x14\n\x12_exploration_share\"t\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12-\n\x07sources\x18\x03 \x03(\x0b\x32\x1c.cascade.common.v1.SourceHit\x12\x12\n\ncreator_id\x18\x04 \x01(\t\"\xe7\x02\n\x11RecommendResponse\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.cascade.blending.v1.RecommendedItem\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\nrelease_id\x18\x03 \x01(\t\x12\x30\n\x08\x64\x65graded\x18\x04 \x03(\x0b\x32\x1e.cascade.common.v1.Degradation\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12+\n\x07surface\x18\x06 \x01(\x0e\x32\x1a.cascade.common.v1.Surface\x12\'\n\x05trace\x18\x07 \x01(\x0b\x32\x18.cascade.common.v1.Trace\x12<\n\x0b\x65xperiments\x18\x08 \x03(\x0b\x32\'.cascade.common.v1.ExperimentAssignment\x12\x16\n\x0epolicy_version\x18\t \x01(\t\"\xf6\x01\n\x16\x42lendCandidatesRequest\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.cascade.common.v1.RequestContext\x12\x36\n\ncandidates\x18\x02 \x03(\x0b\x32\".cascade.common.v1.ScoredCandidate\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x1d\n\x15max_items_per_creator\x18\x04 \x01(\x05\x12>\n\x10policy_overrides\x18\x05 \x01(\x0b\x32$.cascade.blending.v1.PolicyOverrides\"\x8b\x01\n\x17\x42lendCandidatesResponse\x12\x33\n\x05items\x18\x01 \x03(\x0b\x32$.cascade.blending.v1.RecommendedItem\x12\x12\n\nrelease_id\x18\x02 \x01(\t\x12\'\n\x05trace\x18\x03 \x01(\x0b\x32\x18.cascade.common.v1.Trace2\xdb\x01\n\x0f\x42lendingService\x12Z\n\tRecommend\x12%.cascade.blending.v1.RecommendRequest\x1a&.cascade.blending.v1.RecommendResponse\x12l\n\x0f\x42lendCandidates\x12+.cascade.blending.v1.BlendCandidatesRequest\x1a,.cascade.blending.v1.BlendCandidatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cascade.blending.v1.blendin
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RECOMMENDREQUEST']._serialized_start=167
-  _globals['_RECOMMENDREQUEST']._serialized_end=383
-  _globals['_RECOMMENDEDITEM']._serialized_start=385
-  _globals['_RECOMMENDEDITEM']._serialized_end=501
-  _globals['_RECOMMENDRESPONSE']._serialized_start=504
-  _globals['_RECOMMENDRESPONSE']._serialized_end=777
-  _globals['_BLENDCANDIDATESREQUEST']._serialized_start=780
-  _globals['_BLENDCANDIDATESREQUEST']._serialized_end=962
-  _globals['_BLENDCANDIDATESRESPONSE']._serialized_start=965
-  _globals['_BLENDCANDIDATESRESPONSE']._serialized_end=1104
-  _globals['_BLENDINGSERVICE']._serialized_start=1107
-  _globals['_BLENDINGSERVICE']._serialized_end=1326
+  _globals['_RECOMMENDREQUEST']._serialized_end=468
+  _globals['_POLICYOVERRIDES']._serialized_start=471
+  _globals['_POLICYOVERRIDES']._serialized_end=778
+  _globals['_RECOMMENDEDITEM']._serialized_start=780
+  _globals['_RECOMMENDEDITEM']._serialized_end=896
+  _globals['_RECOMMENDRESPONSE']._serialized_start=899
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1258
+  _globals['_BLENDCANDIDATESREQUEST']._serialized_start=1261
+  _globals['_BLENDCANDIDATESREQUEST']._serialized_end=1507
+  _globals['_BLENDCANDIDATESRESPONSE']._serialized_start=1510
+  _globals['_BLENDCANDIDATESRESPONSE']._serialized_end=1649
+  _globals['_BLENDINGSERVICE']._serialized_start=1652
+  _globals['_BLENDINGSERVICE']._serialized_end=1871
 # @@protoc_insertion_point(module_scope)

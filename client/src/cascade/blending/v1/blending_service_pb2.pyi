@@ -36,6 +36,8 @@ class RecommendRequest(_message.Message):
     LOCALE_FIELD_NUMBER: _builtins.int
     EXPERIMENT_IDS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    POLICY_OVERRIDES_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """The external id of the user to recommend for. At most 128 characters. Either
     `user_id` or `seed_item_id` is required; both may be given.
@@ -46,7 +48,8 @@ class RecommendRequest(_message.Message):
     """
     surface: _context_pb2.Surface.ValueType
     """The surface the page is shown on. Zero means HOME_FEED when only `user_id`
-    is given, RELATED_ITEMS otherwise.
+    is given, RELATED_ITEMS when `seed_item_id` is given, CATEGORY_FEED when
+    `category_id` is given.
     """
     page_size: _builtins.int
     """How many items to return, 0 to 100. Zero means the service default (20)."""
@@ -64,11 +67,20 @@ class RecommendRequest(_message.Message):
     the service assigns one and returns it in `request_id`. At most 64
     characters.
     """
+    category_id: _builtins.str
+    """The category of a CATEGORY_FEED page, as in the catalog's item categories.
+    Required for that surface and not allowed on the others; an unknown category
+    is NOT_FOUND.
+    """
     @_builtins.property
     def experiment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Experiment ids the caller assigned. Optional; at most 16 ids of at most 64
         characters each.
         """
+
+    @_builtins.property
+    def policy_overrides(self) -> Global___PolicyOverrides:
+        """Changes to the surface's blending policy for this request only."""
 
     def __init__(
         self,
@@ -82,14 +94,82 @@ class RecommendRequest(_message.Message):
         locale: _builtins.str = ...,
         experiment_ids: _abc.Iterable[_builtins.str] | None = ...,
         request_id: _builtins.str = ...,
+        category_id: _builtins.str = ...,
+        policy_overrides: Global___PolicyOverrides | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy_overrides", b"policy_overrides"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["debug", b"debug", "experiment_ids", b"experiment_ids", "locale", b"locale", "page_size", b"page_size", "page_token", b"page_token", "request_id", b"request_id", "seed_item_id", b"seed_item_id", "surface", b"surface", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_id", b"category_id", "debug", b"debug", "experiment_ids", b"experiment_ids", "locale", b"locale", "page_size", b"page_size", "page_token", b"page_token", "policy_overrides", b"policy_overrides", "request_id", b"request_id", "seed_item_id", b"seed_item_id", "surface", b"surface", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecommendRequest: _TypeAlias = RecommendRequest  # noqa: Y015
+
+@_typing.final
+class PolicyOverrides(_message.Message):
+    """PolicyOverrides changes a documented subset of the surface's blending policy
+    for one request. Unset fields keep the policy's values; a value outside the
+    policy file's bounds is INVALID_ARGUMENT.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_ITEMS_PER_CREATOR_FIELD_NUMBER: _builtins.int
+    DIVERSITY_LAMBDA_FIELD_NUMBER: _builtins.int
+    CATEGORY_SPACING_FIELD_NUMBER: _builtins.int
+    FRESH_SHARE_FIELD_NUMBER: _builtins.int
+    EXPLORATION_SHARE_FIELD_NUMBER: _builtins.int
+    EXCLUDE_CATEGORIES_FIELD_NUMBER: _builtins.int
+    max_items_per_creator: _builtins.int
+    """The most items one creator may have on the page, 1 to 100."""
+    diversity_lambda: _builtins.float
+    """The MMR trade-off between relevance (1) and diversity (0), 0 to 1."""
+    category_spacing: _builtins.int
+    """The fewest positions between two items of the same primary category, 0 to 50."""
+    fresh_share: _builtins.float
+    """Share of the page reserved for fresh items, 0 to 0.5."""
+    exploration_share: _builtins.float
+    """Share of the page reserved for exploration, 0 to 0.5."""
+    @_builtins.property
+    def exclude_categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Categories whose items are left out, added to the policy's own."""
+
+    def __init__(
+        self,
+        *,
+        max_items_per_creator: _builtins.int | None = ...,
+        diversity_lambda: _builtins.float | None = ...,
+        category_spacing: _builtins.int | None = ...,
+        fresh_share: _builtins.float | None = ...,
+        exploration_share: _builtins.float | None = ...,
+        exclude_categories: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_category_spacing", b"_category_spacing", "_diversity_lambda", b"_diversity_lambda", "_exploration_share", b"_exploration_share", "_fresh_share", b"_fresh_share", "_max_items_per_creator", b"_max_items_per_creator", "category_spacing", b"category_spacing", "diversity_lambda", b"diversity_lambda", "exploration_share", b"exploration_share", "fresh_share", b"fresh_share", "max_items_per_creator", b"max_items_per_creator"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_category_spacing", b"_category_spacing", "_diversity_lambda", b"_diversity_lambda", "_exploration_share", b"_exploration_share", "_fresh_share", b"_fresh_share", "_max_items_per_creator", b"_max_items_per_creator", "category_spacing", b"category_spacing", "diversity_lambda", b"diversity_lambda", "exclude_categories", b"exclude_categories", "exploration_share", b"exploration_share", "fresh_share", b"fresh_share", "max_items_per_creator", b"max_items_per_creator"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__category_spacing: _TypeAlias = _typing.Literal["category_spacing"]  # noqa: Y015
+    _WhichOneofArgType__category_spacing: _TypeAlias = _typing.Literal["_category_spacing", b"_category_spacing"]  # noqa: Y015
+    _WhichOneofReturnType__diversity_lambda: _TypeAlias = _typing.Literal["diversity_lambda"]  # noqa: Y015
+    _WhichOneofArgType__diversity_lambda: _TypeAlias = _typing.Literal["_diversity_lambda", b"_diversity_lambda"]  # noqa: Y015
+    _WhichOneofReturnType__exploration_share: _TypeAlias = _typing.Literal["exploration_share"]  # noqa: Y015
+    _WhichOneofArgType__exploration_share: _TypeAlias = _typing.Literal["_exploration_share", b"_exploration_share"]  # noqa: Y015
+    _WhichOneofReturnType__fresh_share: _TypeAlias = _typing.Literal["fresh_share"]  # noqa: Y015
+    _WhichOneofArgType__fresh_share: _TypeAlias = _typing.Literal["_fresh_share", b"_fresh_share"]  # noqa: Y015
+    _WhichOneofReturnType__max_items_per_creator: _TypeAlias = _typing.Literal["max_items_per_creator"]  # noqa: Y015
+    _WhichOneofArgType__max_items_per_creator: _TypeAlias = _typing.Literal["_max_items_per_creator", b"_max_items_per_creator"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__category_spacing) -> _WhichOneofReturnType__category_spacing | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__diversity_lambda) -> _WhichOneofReturnType__diversity_lambda | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exploration_share) -> _WhichOneofReturnType__exploration_share | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__fresh_share) -> _WhichOneofReturnType__fresh_share | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_items_per_creator) -> _WhichOneofReturnType__max_items_per_creator | None: ...
+
+Global___PolicyOverrides: _TypeAlias = PolicyOverrides  # noqa: Y015
 
 @_typing.final
 class RecommendedItem(_message.Message):
@@ -142,6 +222,8 @@ class RecommendResponse(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SURFACE_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
+    EXPERIMENTS_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """A token for the next page; empty when there are no more items."""
     release_id: _builtins.str
@@ -152,6 +234,8 @@ class RecommendResponse(_message.Message):
     """The request id: the one given, or the one the service assigned."""
     surface: _context_pb2.Surface.ValueType
     """The surface that was served (never SURFACE_UNSPECIFIED)."""
+    policy_version: _builtins.str
+    """The version of the blending policy file that served the request."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendedItem]:
         """The page, best first. Never holds the same item twice, never holds an item
@@ -169,6 +253,12 @@ class RecommendResponse(_message.Message):
     def trace(self) -> _trace_pb2.Trace:
         """Per-stage and per-candidate explanations. Set only when `debug` is true."""
 
+    @_builtins.property
+    def experiments(self) -> _containers.RepeatedCompositeFieldContainer[_context_pb2.ExperimentAssignment]:
+        """The experiment variants that served the request, one per configured
+        experiment.
+        """
+
     def __init__(
         self,
         *,
@@ -179,10 +269,12 @@ class RecommendResponse(_message.Message):
         request_id: _builtins.str = ...,
         surface: _context_pb2.Surface.ValueType = ...,
         trace: _trace_pb2.Trace | None = ...,
+        experiments: _abc.Iterable[_context_pb2.ExperimentAssignment] | None = ...,
+        policy_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "items", b"items", "next_page_token", b"next_page_token", "release_id", b"release_id", "request_id", b"request_id", "surface", b"surface", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "experiments", b"experiments", "items", b"items", "next_page_token", b"next_page_token", "policy_version", b"policy_version", "release_id", b"release_id", "request_id", b"request_id", "surface", b"surface", "trace", b"trace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -198,11 +290,12 @@ class BlendCandidatesRequest(_message.Message):
     CANDIDATES_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     MAX_ITEMS_PER_CREATOR_FIELD_NUMBER: _builtins.int
+    POLICY_OVERRIDES_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """How many items to return, 0 to 100. Zero means the service default (20)."""
     max_items_per_creator: _builtins.int
     """The most items one creator may have on the page, 0 to 100. Zero means the
-    service default (2).
+    policy's value for `context.surface`.
     """
     @_builtins.property
     def context(self) -> _context_pb2.RequestContext:
@@ -216,6 +309,13 @@ class BlendCandidatesRequest(_message.Message):
         kept; `score` is copied to the page.
         """
 
+    @_builtins.property
+    def policy_overrides(self) -> Global___PolicyOverrides:
+        """Changes to the blending policy of `context.surface` (HOME_FEED when unset)
+        for this request; `max_items_per_creator`, when set, wins over the
+        override's.
+        """
+
     def __init__(
         self,
         *,
@@ -223,10 +323,11 @@ class BlendCandidatesRequest(_message.Message):
         candidates: _abc.Iterable[_candidate_pb2.ScoredCandidate] | None = ...,
         page_size: _builtins.int = ...,
         max_items_per_creator: _builtins.int = ...,
+        policy_overrides: Global___PolicyOverrides | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "policy_overrides", b"policy_overrides"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "context", b"context", "max_items_per_creator", b"max_items_per_creator", "page_size", b"page_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "context", b"context", "max_items_per_creator", b"max_items_per_creator", "page_size", b"page_size", "policy_overrides", b"policy_overrides"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

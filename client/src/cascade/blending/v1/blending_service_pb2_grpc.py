@@ -64,9 +64,10 @@ class BlendingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BlendCandidates(self, request, context):
-        """Blends candidates that the caller has already ranked: removes duplicates and
-        items the user engaged with or hid, applies the per-creator cap, and returns
-        one page. Nothing is retrieved or re-scored.
+        """Blends candidates that the caller has already ranked with the blending
+        policy of the request's surface: removes duplicates and items the user
+        engaged with or hid, applies caps, category spacing and diversity, and
+        returns one page. Nothing is retrieved or re-scored by a model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

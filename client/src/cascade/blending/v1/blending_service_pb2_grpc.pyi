@@ -42,9 +42,10 @@ class BlendingServiceStub:
     fallback is listed in `degraded`. A user with no history gets popular items.
     """
     BlendCandidates: _grpc.UnaryUnaryMultiCallable[_blending_service_pb2.BlendCandidatesRequest, _blending_service_pb2.BlendCandidatesResponse]
-    """Blends candidates that the caller has already ranked: removes duplicates and
-    items the user engaged with or hid, applies the per-creator cap, and returns
-    one page. Nothing is retrieved or re-scored.
+    """Blends candidates that the caller has already ranked with the blending
+    policy of the request's surface: removes duplicates and items the user
+    engaged with or hid, applies caps, category spacing and diversity, and
+    returns one page. Nothing is retrieved or re-scored by a model.
     """
 
 @_typing.type_check_only
@@ -61,9 +62,10 @@ class BlendingServiceAsyncStub(BlendingServiceStub):
     fallback is listed in `degraded`. A user with no history gets popular items.
     """
     BlendCandidates: _aio.UnaryUnaryMultiCallable[_blending_service_pb2.BlendCandidatesRequest, _blending_service_pb2.BlendCandidatesResponse]  # type: ignore[assignment]
-    """Blends candidates that the caller has already ranked: removes duplicates and
-    items the user engaged with or hid, applies the per-creator cap, and returns
-    one page. Nothing is retrieved or re-scored.
+    """Blends candidates that the caller has already ranked with the blending
+    policy of the request's surface: removes duplicates and items the user
+    engaged with or hid, applies caps, category spacing and diversity, and
+    returns one page. Nothing is retrieved or re-scored by a model.
     """
 
 class BlendingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,9 +91,10 @@ class BlendingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _blending_service_pb2.BlendCandidatesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_blending_service_pb2.BlendCandidatesResponse, _abc.Awaitable[_blending_service_pb2.BlendCandidatesResponse]]:
-        """Blends candidates that the caller has already ranked: removes duplicates and
-        items the user engaged with or hid, applies the per-creator cap, and returns
-        one page. Nothing is retrieved or re-scored.
+        """Blends candidates that the caller has already ranked with the blending
+        policy of the request's surface: removes duplicates and items the user
+        engaged with or hid, applies caps, category spacing and diversity, and
+        returns one page. Nothing is retrieved or re-scored by a model.
         """
 
 def add_BlendingServiceServicer_to_server(servicer: BlendingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -49,6 +49,11 @@ class _CandidateSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Candi
     """The most popular items of the categories that make up most of the user's recent
     items (or of the seed items' categories).
     """
+    CANDIDATE_SOURCE_FRESH: _CandidateSource.ValueType  # 8
+    """Items created after the active release was trained, which its models do not
+    know yet, newest first and from the user's categories first (the fresh side
+    index, refreshed from Postgres with the catalog).
+    """
 
 class CandidateSource(_CandidateSource, metaclass=_CandidateSourceEnumTypeWrapper):
     """CandidateSource names the component that proposed a candidate."""
@@ -76,6 +81,11 @@ CANDIDATE_SOURCE_TRENDING: CandidateSource.ValueType  # 6
 CANDIDATE_SOURCE_CATEGORY_POPULAR: CandidateSource.ValueType  # 7
 """The most popular items of the categories that make up most of the user's recent
 items (or of the seed items' categories).
+"""
+CANDIDATE_SOURCE_FRESH: CandidateSource.ValueType  # 8
+"""Items created after the active release was trained, which its models do not
+know yet, newest first and from the user's categories first (the fresh side
+index, refreshed from Postgres with the catalog).
 """
 Global___CandidateSource: _TypeAlias = CandidateSource  # noqa: Y015
 

@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61scade/common/v1/context.proto\x12\x11\x63\x61scade.common.v1\"\x99\x01\n\x0eRequestContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\x07surface\x18\x02 \x01(\x0e\x32\x1a.cascade.common.v1.Surface\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x16\n\x0e\x65xperiment_ids\x18\x04 \x03(\t\x12\r\n\x05\x64\x65\x62ug\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\t*T\n\x07Surface\x12\x17\n\x13SURFACE_UNSPECIFIED\x10\x00\x12\x15\n\x11SURFACE_HOME_FEED\x10\x01\x12\x19\n\x15SURFACE_RELATED_ITEMS\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61scade/common/v1/context.proto\x12\x11\x63\x61scade.common.v1\"\x99\x01\n\x0eRequestContext\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\x07surface\x18\x02 \x01(\x0e\x32\x1a.cascade.common.v1.Surface\x12\x0e\n\x06locale\x18\x03 \x01(\t\x12\x16\n\x0e\x65xperiment_ids\x18\x04 \x03(\t\x12\r\n\x05\x64\x65\x62ug\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"K\n\x14\x45xperimentAssignment\x12\x12\n\nexperiment\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x0e\n\x06\x66orced\x18\x03 \x01(\x08*o\n\x07Surface\x12\x17\n\x13SURFACE_UNSPECIFIED\x10\x00\x12\x15\n\x11SURFACE_HOME_FEED\x10\x01\x12\x19\n\x15SURFACE_RELATED_ITEMS\x10\x02\x12\x19\n\x15SURFACE_CATEGORY_FEED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cascade.common.v1.context_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SURFACE']._serialized_start=210
-  _globals['_SURFACE']._serialized_end=294
+  _globals['_SURFACE']._serialized_start=287
+  _globals['_SURFACE']._serialized_end=398
   _globals['_REQUESTCONTEXT']._serialized_start=55
   _globals['_REQUESTCONTEXT']._serialized_end=208
+  _globals['_EXPERIMENTASSIGNMENT']._serialized_start=210
+  _globals['_EXPERIMENTASSIGNMENT']._serialized_end=285
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,10 @@ class _SurfaceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Surface.Value
     """A personalised feed for one user."""
     SURFACE_RELATED_ITEMS: _Surface.ValueType  # 2
     """Items related to a seed item ("more like this"), optionally personalised."""
+    SURFACE_CATEGORY_FEED: _Surface.ValueType  # 3
+    """The best items of one category for a user (or for everyone, without a user
+    id). Needs a category id.
+    """
 
 class Surface(_Surface, metaclass=_SurfaceEnumTypeWrapper):
     """Surface is the place in a product where recommendations are shown. The surface
@@ -47,6 +51,10 @@ SURFACE_HOME_FEED: Surface.ValueType  # 1
 """A personalised feed for one user."""
 SURFACE_RELATED_ITEMS: Surface.ValueType  # 2
 """Items related to a seed item ("more like this"), optionally personalised."""
+SURFACE_CATEGORY_FEED: Surface.ValueType  # 3
+"""The best items of one category for a user (or for everyone, without a user
+id). Needs a category id.
+"""
 Global___Surface: _TypeAlias = Surface  # noqa: Y015
 
 @_typing.final
@@ -88,7 +96,10 @@ class RequestContext(_message.Message):
     @_builtins.property
     def experiment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Experiment ids the caller has assigned this request to. Optional; at most 16
-        ids of at most 64 characters each. Echoed in traces and logs.
+        ids of at most 64 characters each. Echoed in traces and logs. On Recommend,
+        an id of the form "experiment/variant" naming a configured experiment forces
+        that variant instead of the one the user id buckets into (for QA and
+        benchmarks).
         """
 
     def __init__(
@@ -108,3 +119,37 @@ class RequestContext(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestContext: _TypeAlias = RequestContext  # noqa: Y015
+
+@_typing.final
+class ExperimentAssignment(_message.Message):
+    """ExperimentAssignment is the variant of one configured experiment that served a
+    request.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
+    FORCED_FIELD_NUMBER: _builtins.int
+    experiment: _builtins.str
+    """The experiment's name, as in the release's policy file."""
+    variant: _builtins.str
+    """The variant the request was served with."""
+    forced: _builtins.bool
+    """True when the caller forced the variant through `experiment_ids`; false when
+    the user id bucketed into it.
+    """
+    def __init__(
+        self,
+        *,
+        experiment: _builtins.str = ...,
+        variant: _builtins.str = ...,
+        forced: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment", "forced", b"forced", "variant", b"variant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExperimentAssignment: _TypeAlias = ExperimentAssignment  # noqa: Y015

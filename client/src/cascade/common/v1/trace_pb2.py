@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61scade/common/v1/trace.proto\x12\x11\x63\x61scade.common.v1\x1a!cascade/common/v1/candidate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x0b\x44\x65gradation\x12\'\n\x05stage\x18\x01 \x01(\x0e\x32\x18.cascade.common.v1.Stage\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x34\n\x06reason\x18\x03 \x01(\x0e\x32$.cascade.common.v1.DegradationReason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x05 \x01(\t\"a\n\x0bReleaseInfo\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0e\n\x06scorer\x18\x02 \x01(\t\x12.\n\ndata_as_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf5\x01\n\nStageTrace\x12\'\n\x05stage\x18\x01 \x01(\x0e\x32\x18.cascade.common.v1.Stage\x12/\n\x07release\x18\x02 \x01(\x0b\x32\x1e.cascade.common.v1.ReleaseInfo\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0binput_count\x18\x04 \x01(\x05\x12\x14\n\x0coutput_count\x18\x05 \x01(\x05\x12\x35\n\ncomponents\x18\x06 \x03(\x0b\x32!.cascade.common.v1.ComponentTrace\"x\n\x0e\x43omponentTrace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0coutput_count\x18\x03 \x01(\x05\x12\x15\n\rremoved_count\x18\x04 \x01(\x05\"\xbd\x03\n\x0e\x43\x61ndidateTrace\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12-\n\x07sources\x18\x02 \x03(\x0b\x32\x1c.cascade.common.v1.SourceHit\x12H\n\x0cstage_scores\x18\x03 \x03(\x0b\x32\x32.cascade.common.v1.CandidateTrace.StageScoresEntry\x12\x46\n\x0bhead_scores\x18\x04 \x03(\x0b\x32\x31.cascade.common.v1.CandidateTrace.HeadScoresEntry\x12\x12\n\nremoved_by\x18\x05 \x01(\t\x12\x16\n\x0eremoval_reason\x18\x06 \x01(\t\x12\x34\n\x0c\x62lend_action\x18\x07 \x01(\x0e\x32\x1e.cascade.common.v1.BlendAction\x12\x10\n\x08position\x18\x08 \x01(\x05\x1a\x32\n\x10StageScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fHeadScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"m\n\x05Trace\x12-\n\x06stages\x18\x01 \x03(\x0b\x32\x1d.cascade.common.v1.StageTrace\x12\x35\n\ncandidates\x18\x02 \x03(\x0b\x32!.cascade.common.v1.CandidateTrace*Z\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTAGE_RETRIEVAL\x10\x01\x12\x11\n\rSTAGE_RANKING\x10\x02\x12\x12\n\x0eSTAGE_BLENDING\x10\x03*\xa3\x01\n\x11\x44\x65gradationReason\x12\"\n\x1e\x44\x45GRADATION_REASON_UNSPECIFIED\x10\x00\x12(\n$DEGRADATION_REASON_DEADLINE_EXCEEDED\x10\x01\x12\"\n\x1e\x44\x45GRADATION_REASON_UNAVAILABLE\x10\x02\x12\x1c\n\x18\x44\x45GRADATION_REASON_ERROR\x10\x03*\x94\x01\n\x0b\x42lendAction\x12\x1c\n\x18\x42LEND_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42LEND_ACTION_PLACED\x10\x01\x12\x18\n\x14\x42LEND_ACTION_REMOVED\x10\x02\x12\x17\n\x13\x42LEND_ACTION_CAPPED\x10\x03\x12\x1b\n\x17\x42LEND_ACTION_BELOW_PAGE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61scade/common/v1/trace.proto\x12\x11\x63\x61scade.common.v1\x1a!cascade/common/v1/candidate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x0b\x44\x65gradation\x12\'\n\x05stage\x18\x01 \x01(\x0e\x32\x18.cascade.common.v1.Stage\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x34\n\x06reason\x18\x03 \x01(\x0e\x32$.cascade.common.v1.DegradationReason\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x05 \x01(\t\"a\n\x0bReleaseInfo\x12\x12\n\nrelease_id\x18\x01 \x01(\t\x12\x0e\n\x06scorer\x18\x02 \x01(\t\x12.\n\ndata_as_of\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf5\x01\n\nStageTrace\x12\'\n\x05stage\x18\x01 \x01(\x0e\x32\x18.cascade.common.v1.Stage\x12/\n\x07release\x18\x02 \x01(\x0b\x32\x1e.cascade.common.v1.ReleaseInfo\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0binput_count\x18\x04 \x01(\x05\x12\x14\n\x0coutput_count\x18\x05 \x01(\x05\x12\x35\n\ncomponents\x18\x06 \x03(\x0b\x32!.cascade.common.v1.ComponentTrace\"x\n\x0e\x43omponentTrace\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x08\x64uration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0coutput_count\x18\x03 \x01(\x05\x12\x15\n\rremoved_count\x18\x04 \x01(\x05\"\xf4\x03\n\x0e\x43\x61ndidateTrace\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12-\n\x07sources\x18\x02 \x03(\x0b\x32\x1c.cascade.common.v1.SourceHit\x12H\n\x0cstage_scores\x18\x03 \x03(\x0b\x32\x32.cascade.common.v1.CandidateTrace.StageScoresEntry\x12\x46\n\x0bhead_scores\x18\x04 \x03(\x0b\x32\x31.cascade.common.v1.CandidateTrace.HeadScoresEntry\x12\x12\n\nremoved_by\x18\x05 \x01(\t\x12\x16\n\x0eremoval_reason\x18\x06 \x01(\t\x12\x34\n\x0c\x62lend_action\x18\x07 \x01(\x0e\x32\x1e.cascade.common.v1.BlendAction\x12\x10\n\x08position\x18\x08 \x01(\x05\x12\x0c\n\x04slot\x18\t \x01(\t\x12\x13\n\x0b\x62lend_score\x18\n \x01(\x01\x12\x12\n\ndemoted_by\x18\x0b \x01(\t\x1a\x32\n\x10StageScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fHeadScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x85\x01\n\x05Trace\x12-\n\x06stages\x18\x01 \x03(\x0b\x32\x1d.cascade.common.v1.StageTrace\x12\x35\n\ncandidates\x18\x02 \x03(\x0b\x32!.cascade.common.v1.CandidateTrace\x12\x16\n\x0epolicy_version\x18\x03 \x01(\t*Z\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSTAGE_RETRIEVAL\x10\x01\x12\x11\n\rSTAGE_RANKING\x10\x02\x12\x12\n\x0eSTAGE_BLENDING\x10\x03*\xa3\x01\n\x11\x44\x65gradationReason\x12\"\n\x1e\x44\x45GRADATION_REASON_UNSPECIFIED\x10\x00\x12(\n$DEGRADATION_REASON_DEADLINE_EXCEEDED\x10\x01\x12\"\n\x1e\x44\x45GRADATION_REASON_UNAVAILABLE\x10\x02\x12\x1c\n\x18\x44\x45GRADATION_REASON_ERROR\x10\x03*\xae\x01\n\x0b\x42lendAction\x12\x1c\n\x18\x42LEND_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13\x42LEND_ACTION_PLACED\x10\x01\x12\x18\n\x14\x42LEND_ACTION_REMOVED\x10\x02\x12\x17\n\x13\x42LEND_ACTION_CAPPED\x10\x03\x12\x1b\n\x17\x42LEND_ACTION_BELOW_PAGE\x10\x04\x12\x18\n\x14\x42LEND_ACTION_DEMOTED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,12 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANDIDATETRACE_STAGESCORESENTRY']._serialized_options = b'8\001'
   _globals['_CANDIDATETRACE_HEADSCORESENTRY']._loaded_options = None
   _globals['_CANDIDATETRACE_HEADSCORESENTRY']._serialized_options = b'8\001'
-  _globals['_STAGE']._serialized_start=1345
-  _globals['_STAGE']._serialized_end=1435
-  _globals['_DEGRADATIONREASON']._serialized_start=1438
-  _globals['_DEGRADATIONREASON']._serialized_end=1601
-  _globals['_BLENDACTION']._serialized_start=1604
-  _globals['_BLENDACTION']._serialized_end=1752
+  _globals['_STAGE']._serialized_start=1425
+  _globals['_STAGE']._serialized_end=1515
+  _globals['_DEGRADATIONREASON']._serialized_start=1518
+  _globals['_DEGRADATIONREASON']._serialized_end=1681
+  _globals['_BLENDACTION']._serialized_start=1684
+  _globals['_BLENDACTION']._serialized_end=1858
   _globals['_DEGRADATION']._serialized_start=153
   _globals['_DEGRADATION']._serialized_end=315
   _globals['_RELEASEINFO']._serialized_start=317
@@ -53,11 +53,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPONENTTRACE']._serialized_start=664
   _globals['_COMPONENTTRACE']._serialized_end=784
   _globals['_CANDIDATETRACE']._serialized_start=787
-  _globals['_CANDIDATETRACE']._serialized_end=1232
-  _globals['_CANDIDATETRACE_STAGESCORESENTRY']._serialized_start=1131
-  _globals['_CANDIDATETRACE_STAGESCORESENTRY']._serialized_end=1181
-  _globals['_CANDIDATETRACE_HEADSCORESENTRY']._serialized_start=1183
-  _globals['_CANDIDATETRACE_HEADSCORESENTRY']._serialized_end=1232
-  _globals['_TRACE']._serialized_start=1234
-  _globals['_TRACE']._serialized_end=1343
+  _globals['_CANDIDATETRACE']._serialized_end=1287
+  _globals['_CANDIDATETRACE_STAGESCORESENTRY']._serialized_start=1186
+  _globals['_CANDIDATETRACE_STAGESCORESENTRY']._serialized_end=1236
+  _globals['_CANDIDATETRACE_HEADSCORESENTRY']._serialized_start=1238
+  _globals['_CANDIDATETRACE_HEADSCORESENTRY']._serialized_end=1287
+  _globals['_TRACE']._serialized_start=1290
+  _globals['_TRACE']._serialized_end=1423
 # @@protoc_insertion_point(module_scope)

@@ -94,6 +94,11 @@ class _BlendActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BlendActi
     """The candidate was held back by a cap, for example the per-creator cap."""
     BLEND_ACTION_BELOW_PAGE: _BlendAction.ValueType  # 4
     """The candidate passed every rule but the page was already full."""
+    BLEND_ACTION_DEMOTED: _BlendAction.ValueType  # 5
+    """The candidate passed every rule and ranked high enough for the page, but the
+    policy's diversity or category spacing preferred others (see
+    CandidateTrace.demoted_by); it stays available to later pages.
+    """
 
 class BlendAction(_BlendAction, metaclass=_BlendActionEnumTypeWrapper):
     """BlendAction says what blending did with a candidate."""
@@ -108,6 +113,11 @@ BLEND_ACTION_CAPPED: BlendAction.ValueType  # 3
 """The candidate was held back by a cap, for example the per-creator cap."""
 BLEND_ACTION_BELOW_PAGE: BlendAction.ValueType  # 4
 """The candidate passed every rule but the page was already full."""
+BLEND_ACTION_DEMOTED: BlendAction.ValueType  # 5
+"""The candidate passed every rule and ranked high enough for the page, but the
+policy's diversity or category spacing preferred others (see
+CandidateTrace.demoted_by); it stays available to later pages.
+"""
 Global___BlendAction: _TypeAlias = BlendAction  # noqa: Y015
 
 @_typing.final
@@ -334,6 +344,9 @@ class CandidateTrace(_message.Message):
     REMOVAL_REASON_FIELD_NUMBER: _builtins.int
     BLEND_ACTION_FIELD_NUMBER: _builtins.int
     POSITION_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    BLEND_SCORE_FIELD_NUMBER: _builtins.int
+    DEMOTED_BY_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     """The external id of the item."""
     removed_by: _builtins.str
@@ -346,6 +359,19 @@ class CandidateTrace(_message.Message):
     """What blending did with the item."""
     position: _builtins.int
     """The item's 0-based position on the page when placed; -1 otherwise."""
+    slot: _builtins.str
+    """The kind of page slot the item was placed in: "ranked" (by relevance and
+    diversity), "fresh" or "exploration" (slots the policy reserves). Empty when
+    not placed.
+    """
+    blend_score: _builtins.float
+    """The relevance blending ordered by: rank-based in [0, 1] after the policy's
+    head weights, plus its category boost. Not set for removed items.
+    """
+    demoted_by: _builtins.str
+    """The policy rule that placed the item lower than its relevance alone would
+    have ("diversity", "category_spacing" or "creator_cap"); empty otherwise.
+    """
     @_builtins.property
     def sources(self) -> _containers.RepeatedCompositeFieldContainer[_candidate_pb2.SourceHit]:
         """Every source that proposed the item."""
@@ -369,10 +395,13 @@ class CandidateTrace(_message.Message):
         removal_reason: _builtins.str = ...,
         blend_action: Global___BlendAction.ValueType = ...,
         position: _builtins.int = ...,
+        slot: _builtins.str = ...,
+        blend_score: _builtins.float = ...,
+        demoted_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blend_action", b"blend_action", "head_scores", b"head_scores", "item_id", b"item_id", "position", b"position", "removal_reason", b"removal_reason", "removed_by", b"removed_by", "sources", b"sources", "stage_scores", b"stage_scores"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blend_action", b"blend_action", "blend_score", b"blend_score", "demoted_by", b"demoted_by", "head_scores", b"head_scores", "item_id", b"item_id", "position", b"position", "removal_reason", b"removal_reason", "removed_by", b"removed_by", "slot", b"slot", "sources", b"sources", "stage_scores", b"stage_scores"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -386,6 +415,9 @@ class Trace(_message.Message):
 
     STAGES_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    policy_version: _builtins.str
+    """The version of the blending policy file that served the request."""
     @_builtins.property
     def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___StageTrace]:
         """One entry per stage, in the order the stages ran."""
@@ -399,10 +431,11 @@ class Trace(_message.Message):
         *,
         stages: _abc.Iterable[Global___StageTrace] | None = ...,
         candidates: _abc.Iterable[Global___CandidateTrace] | None = ...,
+        policy_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "stages", b"stages"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "policy_version", b"policy_version", "stages", b"stages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -31,9 +31,15 @@ class RankCandidatesRequest(_message.Message):
     ITEM_IDS_FIELD_NUMBER: _builtins.int
     MAX_RESULTS_FIELD_NUMBER: _builtins.int
     SEED_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    HEAVY_TOP_N_FIELD_NUMBER: _builtins.int
     max_results: _builtins.int
     """The most scored candidates to return, 0 to 2,000. Zero returns every known
     item.
+    """
+    heavy_top_n: _builtins.int
+    """How many of the light ranker's best candidates the heavy ranker re-scores,
+    0 to 2,000. Zero means the server's setting. Front doors set it from an
+    experiment variant.
     """
     @_builtins.property
     def context(self) -> _context_pb2.RequestContext:
@@ -62,10 +68,11 @@ class RankCandidatesRequest(_message.Message):
         item_ids: _abc.Iterable[_builtins.str] | None = ...,
         max_results: _builtins.int = ...,
         seed_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        heavy_top_n: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "item_ids", b"item_ids", "max_results", b"max_results", "seed_item_ids", b"seed_item_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "heavy_top_n", b"heavy_top_n", "item_ids", b"item_ids", "max_results", b"max_results", "seed_item_ids", b"seed_item_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

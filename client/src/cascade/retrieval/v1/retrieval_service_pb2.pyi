@@ -60,9 +60,16 @@ class RetrieveCandidatesRequest(_message.Message):
     SOURCE_LIMITS_FIELD_NUMBER: _builtins.int
     MAX_CANDIDATES_FIELD_NUMBER: _builtins.int
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    CATEGORY_ID_FIELD_NUMBER: _builtins.int
     max_candidates: _builtins.int
     """The most candidates to return, 1 to 2,000. Zero means the service default
     (500).
+    """
+    category_id: _builtins.str
+    """Optional: only items of this category are proposed (a CATEGORY_FEED page).
+    Popular, trending and fresh items come from the category's own lists; the
+    personalised sources keep their members of the category. An unknown category
+    is NOT_FOUND.
     """
     @_builtins.property
     def context(self) -> _context_pb2.RequestContext:
@@ -97,10 +104,11 @@ class RetrieveCandidatesRequest(_message.Message):
         source_limits: _abc.Iterable[Global___SourceLimit] | None = ...,
         max_candidates: _builtins.int = ...,
         exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        category_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "exclude_item_ids", b"exclude_item_ids", "max_candidates", b"max_candidates", "seed_item_ids", b"seed_item_ids", "source_limits", b"source_limits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_id", b"category_id", "context", b"context", "exclude_item_ids", b"exclude_item_ids", "max_candidates", b"max_candidates", "seed_item_ids", b"seed_item_ids", "source_limits", b"source_limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,62 @@
+"""The blending half of a release: its policy file and the item embeddings diversity uses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
+from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies, PolicyError
+from cascade_server.retrieval.models import ITEM_EMBEDDINGS_FILE, ITEMS_FILE
+
+
+class ItemVectors:
+    """Unit-length item embeddings by item id, for similarity between candidates."""
+
+    def __init__(self, item_ids: Sequence[str], embeddings: npt.NDArray[np.float32]) -> None:
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(item_ids):
+            raise CorruptReleaseError("item embeddings and the item list differ in length")
+        if not np.isfinite(embeddings).all():
+            raise CorruptReleaseError("item embeddings hold NaN or infinite values")
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        self._unit = (embeddings / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        self._index = {item: i for i, item in enumerate(item_ids)}
+
+    def of(self, item_ids: Sequence[str]) -> npt.NDArray[np.float32]:
+        """[len(item_ids), dim]; zero rows for items the release does not know."""
+        rows = np.fromiter((self._index.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        vectors = self._unit[np.maximum(rows, 0)]
+        vectors[rows < 0] = 0.0
+        return vectors
+
+
+@dataclass(frozen=True)
+class BlendingRelease:
+    """What the blending server takes from a release."""
+
+    policies: BlendingPolicies
+    vectors: ItemVectors | None = None
+
+
+def load_blending_release(path: Path, manifest: Manifest) -> BlendingRelease:
+    """The release's policy file (the default one when it has none) and item embeddings."""
+    policy_path = path / POLICY_FILE
+    try:
+        policies = (
+            BlendingPolicies.load(policy_path)
+            if policy_path.exists()
+            else BlendingPolicies.default()
+        )
+    except PolicyError as error:
+        raise CorruptReleaseError(f"release {manifest.release_id}: {error}") from error
+    vectors = None
+    if (path / ITEM_EMBEDDINGS_FILE).exists():
+        vectors = ItemVectors(
+            json.loads((path / ITEMS_FILE).read_text()), np.load(path / ITEM_EMBEDDINGS_FILE)
+        )
+    return BlendingRelease(policies, vectors)
