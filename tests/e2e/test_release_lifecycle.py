@@ -1,5 +1,7 @@
 """End to end: data → `cascade train all` → serve → a second release swaps in under traffic
-→ rollback → a corrupt release is refused while the good one keeps serving."""
+→ rollback → a new blending policy with an experiment swaps in → a new catalog item is
+served from the fresh side index → a corrupt release is refused while the good one keeps
+serving."""
 
 from __future__ import annotations
 
@@ -14,10 +16,26 @@ import sqlalchemy as sa
 from support.processes import CASCADE, cascade, cascade_env, is_serving, wait_for
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
+from cascade.catalog.v1 import catalog_service_pb2 as catalog_pb
+from cascade.common.v1 import trace_pb2
 from cascade.ranking.v1 import ranking_service_pb2 as ranking_pb
-from cascade_client import BlendingClient, RankingClient
+from cascade_client import BlendingClient, CatalogClient, RankingClient
 
 pytestmark = pytest.mark.e2e
+
+POLICY = """
+version: e2e-1
+surfaces:
+  home_feed: {max_items_per_creator: 2, fresh_share: 0.1, diversity_lambda: 0.8}
+experiments:
+  - name: cap
+    variants:
+      - {name: control, weight: 1}
+      - name: strict
+        weight: 1
+        heavy_top_n: 10
+        surfaces: {home_feed: {max_items_per_creator: 1}}
+"""
 
 
 def active_release(env):
@@ -101,6 +119,59 @@ def test_a_release_is_served_swapped_under_traffic_rolled_back_and_protected(
             cascade(env, "release", "rollback")
             wait_for(lambda: release_served() == first, 30, "the rollback")
 
+            # A new blending policy with an experiment: a release of the same models that
+            # the running servers swap in.
+            (tmp_path / "policy.yaml").write_text(POLICY)
+            cascade(env, "policy", "publish", str(tmp_path / "policy.yaml"))
+            third = active_release(env)
+            wait_for(lambda: release_served() == third, 30, "the new policy")
+            page = blending.recommend(
+                blending_pb.RecommendRequest(user_id="u042", page_size=20), timeout=5
+            )
+            assert page.policy_version == "e2e-1"
+            [assignment] = page.experiments
+            assert (assignment.experiment, assignment.forced) == ("cap", False)
+            strict = blending.recommend(
+                blending_pb.RecommendRequest(
+                    user_id="u042", page_size=20, experiment_ids=["cap/strict"]
+                ),
+                timeout=5,
+            )
+            assert (strict.experiments[0].variant, strict.experiments[0].forced) == (
+                "strict",
+                True,
+            )
+            creators = [item.creator_id for item in strict.items]
+            assert len(creators) == 20
+            assert max(creators.count(c) for c in creators) == 1
+
+            # An item added to the catalog is recommendable before any retraining: the
+            # fresh side index proposes it and the policy's fresh slots place it.
+            with CatalogClient(f"127.0.0.1:{ports['CATALOG']}") as catalog:
+                catalog.upsert_items(
+                    catalog_pb.UpsertItemsRequest(
+                        items=[catalog_pb.Item(item_id="brand-new", creator_id="c-new")]
+                    )
+                )
+
+            def fresh_slot():
+                response = blending.recommend(
+                    blending_pb.RecommendRequest(user_id="u042", page_size=20, debug=True),
+                    timeout=5,
+                )
+                return next(
+                    (
+                        c
+                        for c in response.trace.candidates
+                        if c.item_id == "brand-new"
+                        and c.blend_action == trace_pb2.BLEND_ACTION_PLACED
+                    ),
+                    None,
+                )
+
+            placed = wait_for(fresh_slot, 30, "the new item in a fresh slot")
+            assert placed.slot == "fresh"
+
             # A release whose files were damaged is refused by `activate` and, when made
             # active behind Cascade's back, by the servers, which keep the good one.
             index = tmp_path / "home" / "releases" / second / "items.ann"
@@ -117,13 +188,19 @@ def test_a_release_is_served_swapped_under_traffic_rolled_back_and_protected(
                 )
             engine.dispose()
             time.sleep(3)
-            assert release_served() == first
+            assert release_served() == third
             assert (
                 ranking.rank_candidates(
                     ranking_pb.RankCandidatesRequest(item_ids=["i001"])
                 ).release_id
-                == first
+                == third
             )
+            # Nor is a damaged release re-signed by publishing a policy over it.
+            repolicied = cascade(
+                env, "policy", "publish", str(tmp_path / "policy.yaml"), check=False
+            )
+            assert repolicied.returncode == 2
+            assert "does not match" in repolicied.stderr
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0

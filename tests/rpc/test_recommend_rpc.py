@@ -41,10 +41,14 @@ def test_the_page_respects_the_creator_cap(blending):
     assert max(creators.count(c) for c in set(creators)) <= 2
 
 
-def test_a_cold_start_user_gets_popular_and_trending_items(blending):
+def test_a_cold_start_user_gets_popular_trending_and_fresh_items(blending):
     response = recommend(blending, user_id="someone-new", page_size=10)
     assert len(response.items) == 10
-    everyones = {candidate_pb2.CANDIDATE_SOURCE_POPULAR, candidate_pb2.CANDIDATE_SOURCE_TRENDING}
+    everyones = {
+        candidate_pb2.CANDIDATE_SOURCE_POPULAR,
+        candidate_pb2.CANDIDATE_SOURCE_TRENDING,
+        candidate_pb2.CANDIDATE_SOURCE_FRESH,
+    }
     assert all({hit.source for hit in item.sources} <= everyones for item in response.items)
     assert not response.degraded
 
@@ -87,6 +91,28 @@ def test_an_unknown_seed_item_is_not_found(blending):
         ({"user_id": "u1", "page_token": "not-a-token"}, "page_token"),
         ({"user_id": "u1", "surface": 99}, "surface"),
         ({"user_id": "u1", "experiment_ids": [""]}, "experiment_ids[0]"),
+        ({"user_id": "u1", "surface": context_pb2.SURFACE_CATEGORY_FEED}, "category_id"),
+        ({"user_id": "u1", "category_id": "cat01", "seed_item_id": "i0001"}, "category_id"),
+        (
+            {"user_id": "u1", "category_id": "cat01", "surface": context_pb2.SURFACE_HOME_FEED},
+            "category_id",
+        ),
+        (
+            {"user_id": "u1", "policy_overrides": {"diversity_lambda": 1.5}},
+            "policy_overrides.diversity_lambda",
+        ),
+        (
+            {"user_id": "u1", "policy_overrides": {"max_items_per_creator": 0}},
+            "policy_overrides.max_items_per_creator",
+        ),
+        (
+            {"user_id": "u1", "policy_overrides": {"fresh_share": float("nan")}},
+            "policy_overrides.fresh_share",
+        ),
+        (
+            {"user_id": "u1", "policy_overrides": {"exclude_categories": [""]}},
+            "policy_overrides.exclude_categories[0]",
+        ),
     ],
 )
 def test_bad_requests_are_invalid_argument_with_field_violations(blending, fields, field):
@@ -109,19 +135,25 @@ def test_debug_explains_every_stage_and_candidate(blending):
     stages = [stage.stage for stage in response.trace.stages]
     assert stages == [trace_pb2.STAGE_RETRIEVAL, trace_pb2.STAGE_RANKING, trace_pb2.STAGE_BLENDING]
     assert response.trace.stages[0].output_count > 10
-    placed = [
-        c for c in response.trace.candidates if c.blend_action == trace_pb2.BLEND_ACTION_PLACED
-    ]
+    placed = sorted(
+        (c for c in response.trace.candidates if c.blend_action == trace_pb2.BLEND_ACTION_PLACED),
+        key=lambda c: c.position,
+    )
     assert [c.item_id for c in placed] == [item.item_id for item in response.items]
     assert all("co_engagement" in c.head_scores for c in placed)
+    assert {c.slot for c in placed} <= {"ranked", "fresh", "exploration"}
+    assert placed[0].slot == "ranked"
+    assert all(c.blend_score > 0 for c in placed)
     filters = [c.name for c in response.trace.stages[2].components]
     assert filters == [
-        "duplicates",
         "unavailable_items",
+        "excluded_categories",
         "seen_items",
         "earlier_pages",
-        "creator_cap",
+        "duplicates",
+        "placement",
     ]
+    assert response.trace.policy_version == response.policy_version == "default-1"
 
 
 def test_items_shown_or_hidden_through_log_events_leave_the_feed(incremental_stack):
@@ -190,3 +222,46 @@ def test_a_hop_that_misses_its_budget_is_cut_and_reported(demo_database_url):
     assert degraded.stage == trace_pb2.STAGE_RANKING
     assert degraded.reason == trace_pb2.DEGRADATION_REASON_DEADLINE_EXCEEDED
     assert degraded.fallback == "retrieval_order"
+
+
+def test_a_category_feed_holds_only_the_categorys_items(blending, catalog):
+    response = recommend(blending, user_id="u042", category_id="cat02", page_size=20, debug=True)
+    assert response.surface == context_pb2.SURFACE_CATEGORY_FEED
+    ids = [item.item_id for item in response.items]
+    assert len(ids) == 20
+    items = catalog.get_items(catalog_pb.GetItemsRequest(item_ids=ids)).items
+    assert all("cat02" in item.categories for item in items)
+    anonymous = recommend(blending, category_id="cat02", page_size=5)
+    assert anonymous.surface == context_pb2.SURFACE_CATEGORY_FEED
+    assert len(anonymous.items) == 5
+
+
+def test_an_unknown_category_is_not_found(blending):
+    with pytest.raises(NotFoundError) as raised:
+        recommend(blending, user_id="u042", category_id="no-such-category")
+    assert raised.value.metadata["kind"] == "category"
+    assert raised.value.metadata["id"] == "no-such-category"
+
+
+def test_policy_overrides_change_this_request_only(blending, catalog):
+    strict = recommend(
+        blending,
+        user_id="u042",
+        page_size=20,
+        policy_overrides={"max_items_per_creator": 1, "exclude_categories": ["cat01"]},
+    )
+    creators = [item.creator_id for item in strict.items]
+    assert len(creators) == 20
+    assert max(creators.count(c) for c in creators) == 1
+    items = catalog.get_items(
+        catalog_pb.GetItemsRequest(item_ids=[i.item_id for i in strict.items])
+    ).items
+    assert all("cat01" not in item.categories for item in items)
+    usual = recommend(blending, user_id="u042", page_size=20)
+    assert max([i.creator_id for i in usual.items].count(c) for c in creators) <= 2
+
+
+def test_the_same_request_gets_the_same_page(blending):
+    first = recommend(blending, user_id="u042", page_size=20)
+    again = recommend(blending, user_id="u042", page_size=20)
+    assert [i.item_id for i in first.items] == [i.item_id for i in again.items]

@@ -29,6 +29,7 @@ def test_retrieve_candidates_merges_sources_with_provenance(retrieval):
         candidate_pb2.CANDIDATE_SOURCE_CATEGORY_POPULAR,
         candidate_pb2.CANDIDATE_SOURCE_TRENDING,
         candidate_pb2.CANDIDATE_SOURCE_POPULAR,
+        candidate_pb2.CANDIDATE_SOURCE_FRESH,
     }
 
 
@@ -43,6 +44,7 @@ def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
             retrieval_pb.SourceLimit(
                 source=candidate_pb2.CANDIDATE_SOURCE_CATEGORY_POPULAR, limit=0
             ),
+            retrieval_pb.SourceLimit(source=candidate_pb2.CANDIDATE_SOURCE_FRESH, limit=0),
         ],
     )
     first = retrieval.retrieve_candidates(popular_only)
@@ -65,6 +67,7 @@ def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
         "category_popular",
         "trending",
         "popular",
+        "fresh",
     ]
     assert seeded.trace.stage == trace_pb2.STAGE_RETRIEVAL
 
@@ -142,6 +145,31 @@ def test_blend_candidates_filters_caps_and_explains(blending):
     assert actions["ghost"].removed_by == "unavailable_items"
     assert any(c.removed_by == "duplicates" for c in response.trace.candidates)
     assert response.release_id.startswith("baseline-")
+
+
+def test_blend_candidates_follow_the_surface_policy_and_its_overrides(blending):
+    candidates = [
+        candidate_pb2.ScoredCandidate(item_id=f"i{n:04d}", score=100.0 - n) for n in range(1, 80)
+    ]
+    plain = blending_pb.BlendCandidatesRequest(
+        context=context(debug=True),
+        candidates=candidates,
+        page_size=10,
+        policy_overrides=blending_pb.PolicyOverrides(diversity_lambda=1.0, category_spacing=0),
+    )
+    response = blending.blend_candidates(plain)
+    assert response.trace.policy_version == "default-1"
+    ids = [item.item_id for item in response.items]
+    order = [c.item_id for c in candidates]
+    assert ids == sorted(ids, key=order.index), "relevance order when diversity is off"
+    plain.policy_overrides.exclude_categories.append("cat01")
+    plain.policy_overrides.max_items_per_creator = 1
+    excluded = blending.blend_candidates(plain)
+    removed = [c for c in excluded.trace.candidates if c.removed_by == "excluded_categories"]
+    assert removed
+    assert all(c.removal_reason == "category cat01 is excluded" for c in removed)
+    assert not {c.item_id for c in removed} & {item.item_id for item in excluded.items}
+    assert len({item.creator_id for item in excluded.items}) == len(excluded.items)
 
 
 def test_blend_candidates_rejects_non_finite_scores(blending):

@@ -8,12 +8,14 @@ from support.backends import FailingStage, InProcessRanking, InProcessRetrieval,
 from support.engagement import FixedHolder, make_data, small_snapshot
 
 from cascade_server.blending.paging import encode_token, request_fingerprint
+from cascade_server.blending.policy import BlendingPolicies
 from cascade_server.blending.recommend import (
     Recommender,
     RecommendQuery,
     RecommendResult,
     RecommendTimeouts,
 )
+from cascade_server.blending.release import BlendingRelease
 from cascade_server.blending.stage import BlendingStage
 from cascade_server.errors import InvalidArgumentError, NotFoundError
 from cascade_server.features.engagement import SignalConfig, build_snapshot
@@ -421,3 +423,63 @@ def test_ranking_is_skipped_when_retrieval_finds_nothing():
     assert result.next_page_token == ""
     assert ranking.calls == []
     assert result.release_id == snapshot.snapshot_id
+
+
+def test_experiment_variants_reach_every_stage_and_the_result():
+    policies = BlendingPolicies.parse(
+        """
+version: exp
+experiments:
+  - name: quotas
+    variants:
+      - {name: control, weight: 1}
+      - {name: no_popular, weight: 1, heavy_top_n: 7, source_limits: {popular: 0}}
+""",
+        "test",
+    )
+    release = BlendingRelease(policies)
+    retrieval, ranking = InProcessRetrieval(RETRIEVAL), InProcessRanking(RANKING)
+    recommender = Recommender(
+        FixedHolder(FRONT),
+        retrieval,
+        ranking,
+        BlendingStage(),
+        RecommendTimeouts(1.0, 1.0, 3600.0),
+        lambda: release,
+    )
+    forced = recommend(recommender, "u1", experiment_ids=("quotas/no_popular",))
+    [assignment] = forced.assignments
+    assert (assignment.label, assignment.forced) == ("quotas/no_popular", True)
+    assert forced.policy_version == "exp"
+    context, *_ = retrieval.calls[-1]
+    assert context.experiments == ("quotas/no_popular",)
+    assert ranking.calls[-1][0].experiments == ("quotas/no_popular",)
+    sources = {hit.source for item in forced.blend.items for hit in item.candidate.sources}
+    assert SourceKind.POPULAR not in sources
+    control = recommend(recommender, "u1", experiment_ids=("quotas/control",))
+    assert SourceKind.POPULAR in {
+        hit.source for item in control.blend.items for hit in item.candidate.sources
+    }
+    bucketed = {recommend(recommender, f"user{k}").assignments[0].variant.name for k in range(20)}
+    assert bucketed == {"control", "no_popular"}
+
+
+def test_a_category_feed_pages_through_the_category_only():
+    data = dataclasses.replace(
+        CATALOG, item_categories=[("even",) if k % 2 == 0 else ("odd",) for k in range(60)]
+    )
+    snapshot = snapshot_of(data, "categories")
+    recommender = make_recommender(snapshot, stage_snapshot=snapshot)
+    query = RecommendQuery(RequestContext(user_id="u1"), category_id="odd", page_size=50)
+    result = asyncio.run(recommender.recommend(query, Deadline.after(5.0)))
+    assert result.surface is Surface.CATEGORY_FEED
+    assert page(result)
+    assert all(int(i[2:]) % 2 == 1 for i in page(result))
+    missing = RecommendQuery(RequestContext(user_id="u1"), category_id="none")
+    with pytest.raises(NotFoundError):
+        asyncio.run(recommender.recommend(missing, Deadline.after(5.0)))
+    down = make_recommender(snapshot, retrieval=DownRetrieval(), stage_snapshot=snapshot)
+    fallback = asyncio.run(down.recommend(query, Deadline.after(5.0)))
+    assert fallback.degraded
+    assert page(fallback)
+    assert all(int(i[2:]) % 2 == 1 for i in page(fallback)), "the fallback keeps to the category"

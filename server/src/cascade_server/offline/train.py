@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from cascade_server.artifacts.manifest import MANIFEST, Manifest
+from cascade_server.artifacts.manifest import MANIFEST, Manifest, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies
 from cascade_server.errors import CascadeError
@@ -156,6 +156,7 @@ def publish_policy(registry: ReleaseRegistry, policies: BlendingPolicies) -> Man
             "there is no active release to change the policy of; run `cascade train all` "
             "(set CASCADE_POLICY_FILE to train with this policy)"
         )
+    read_verified(registry.path_of(active))  # never re-sign damaged model files
     staging = registry.staging_dir()
     shutil.copytree(registry.path_of(active), staging, copy_function=os.link)
     (staging / MANIFEST).unlink()
