@@ -256,7 +256,7 @@ class TestLogEvents:
         batch = [
             event("e1", occurred_at=NOW - timedelta(hours=1), value=0.5),
             event("e2", item_id="item-2", kind=EventKind.HIDE, surface="home_feed"),
-            event("e3", request_id="req-1"),
+            event("e3", request_id="req-1", experiments=("cap/strict", "rank/deep")),
         ]
         assert service.log_events(batch) == LogResult(stored=3, duplicates=0)
         assert count(engine, tables.Event) == 3
@@ -266,13 +266,16 @@ class TestLogEvents:
         with engine.connect() as connection:
             rows = connection.execute(
                 sa.select(
-                    tables.Event.event_id, tables.Event.kind, tables.Event.occurred_at
+                    tables.Event.event_id,
+                    tables.Event.kind,
+                    tables.Event.occurred_at,
+                    tables.Event.experiments,
                 ).order_by(tables.Event.event_id)
             ).all()
         assert [tuple(row) for row in rows] == [
-            ("e1", "click", NOW - timedelta(hours=1)),
-            ("e2", "hide", NOW),  # unset time means the server's clock
-            ("e3", "click", NOW),
+            ("e1", "click", NOW - timedelta(hours=1), []),
+            ("e2", "hide", NOW, []),  # unset time means the server's clock
+            ("e3", "click", NOW, ["cap/strict", "rank/deep"]),
         ]
 
     def test_repeated_ids_in_one_batch_store_the_first_copy(

@@ -16,6 +16,8 @@ from cascade_server.catalog.validation import (
     MAX_CATEGORIES,
     MAX_CATEGORY_LENGTH,
     MAX_EVENT_TIME_AHEAD,
+    MAX_EXPERIMENT_LENGTH,
+    MAX_EXPERIMENTS,
     MAX_ID_LENGTH,
     MAX_PAGE_SIZE,
     MAX_REQUEST_ID_LENGTH,
@@ -212,6 +214,7 @@ class TestEvents:
             surface="s" * MAX_SURFACE_LENGTH,
             request_id="r" * MAX_REQUEST_ID_LENGTH,
             value=-1e308,
+            experiments=("x" * MAX_EXPERIMENT_LENGTH,) * MAX_EXPERIMENTS,
         )
         assert validate_events([record], NOW) == []
 
@@ -236,6 +239,12 @@ class TestEvents:
             ({"occurred_at": datetime(2026, 1, 1)}, "events[0].event_time"),
             ({"surface": "s" * (MAX_SURFACE_LENGTH + 1)}, "events[0].surface"),
             ({"request_id": "r" * (MAX_REQUEST_ID_LENGTH + 1)}, "events[0].request_id"),
+            ({"experiments": ("e/v",) * (MAX_EXPERIMENTS + 1)}, "events[0].experiments"),
+            ({"experiments": ("e/v", "")}, "events[0].experiments[1]"),
+            (
+                {"experiments": ("x" * (MAX_EXPERIMENT_LENGTH + 1),)},
+                "events[0].experiments[0]",
+            ),
             ({"value": math.inf}, "events[0].value"),
             ({"value": -math.inf}, "events[0].value"),
             ({"value": math.nan}, "events[0].value"),

@@ -85,6 +85,8 @@ class EventRecord:
     surface: str = ""
     request_id: str = ""
     value: float = 0.0
+    experiments: tuple[str, ...] = ()
+    """``experiment/variant`` labels of the response that showed the item."""
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,7 @@ class CatalogRepository:
                     "surface": event.surface,
                     "request_id": event.request_id,
                     "value": event.value,
+                    "experiments": list(event.experiments),
                 }
                 for _, event in sorted(first.items())
             ]

@@ -37,6 +37,10 @@ MAX_ATTRIBUTES_BYTES = 16 * 1024
 """Largest ``attributes`` object, in bytes of compact UTF-8 JSON."""
 MAX_REQUEST_ID_LENGTH = 64
 """Longest ``request_id`` on an event, in characters."""
+MAX_EXPERIMENTS = 16
+"""Most experiment labels on one event."""
+MAX_EXPERIMENT_LENGTH = 129
+"""Longest experiment label (``experiment/variant``, two names of at most 64)."""
 MAX_SURFACE_LENGTH = 32
 """Longest stored surface name on an event (the width of ``events.surface``)."""
 MAX_EVENT_TIME_AHEAD = timedelta(minutes=5)
@@ -143,6 +147,17 @@ def validate_events(events: Sequence[EventRecord], now: datetime) -> list[FieldV
             )
         _check_text(violations, f"{path}.surface", event.surface, MAX_SURFACE_LENGTH)
         _check_text(violations, f"{path}.request_id", event.request_id, MAX_REQUEST_ID_LENGTH)
+        if len(event.experiments) > MAX_EXPERIMENTS:
+            violations.append(
+                FieldViolation(
+                    f"{path}.experiments",
+                    f"at most {MAX_EXPERIMENTS} labels are allowed, got {len(event.experiments)}",
+                )
+            )
+        for k, label in enumerate(event.experiments[:MAX_EXPERIMENTS]):
+            _check_text(
+                violations, f"{path}.experiments[{k}]", label, MAX_EXPERIMENT_LENGTH, required=True
+            )
         if not math.isfinite(event.value):
             violations.append(
                 FieldViolation(f"{path}.value", f"must be finite (got {event.value!r})")

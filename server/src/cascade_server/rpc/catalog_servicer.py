@@ -161,6 +161,7 @@ def _event_from_proto(event: pb.Event, field: str, violations: Violations) -> Ev
         surface=surface.value if surface else "",
         request_id=event.request_id,
         value=event.value,
+        experiments=tuple(event.experiments),
     )
 
 

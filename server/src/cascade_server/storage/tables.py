@@ -101,6 +101,7 @@ class Event(Base):
     surface: Mapped[str] = mapped_column(String(32), server_default="")
     request_id: Mapped[str] = mapped_column(String(64), server_default="")
     value: Mapped[float] = mapped_column(Double, server_default="0")
+    experiments: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )

@@ -27,47 +27,47 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(cascade/catalog/v1/catalog_service.proto\x12\x12\x63\x61scade.catalog.v1\x1a\x1f\x63\x61scade/common/v1/context.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x12\n\ncreator_id\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06status\x18\x06 \x01(\x0e\x32\x1e.cascade.catalog.v1.ItemStatus\x12+\n\nattributes\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\nattributes\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe8\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12+\n\x04kind\x18\x04 \x01(\x0e\x32\x1d.cascade.catalog.v1.EventKind\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07surface\x18\x06 \x01(\x0e\x32\x1a.cascade.common.v1.Surface\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\r\n\x05value\x18\x08 \x01(\x01\"=\n\x12UpsertItemsRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.Item\"C\n\x13UpsertItemsResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x05\x12\x15\n\rupdated_count\x18\x02 \x01(\x05\"=\n\x12UpsertUsersRequest\x12\'\n\x05users\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.User\"C\n\x13UpsertUsersResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x05\x12\x15\n\rupdated_count\x18\x02 \x01(\x05\"#\n\x0fGetItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"U\n\x10GetItemsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.Item\x12\x18\n\x10missing_item_ids\x18\x02 \x03(\t\"{\n\x10ListItemsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.cascade.catalog.v1.ItemStatus\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\"U\n\x11ListItemsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x11ListUsersResponse\x12\'\n\x05users\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x10LogEventsRequest\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.cascade.catalog.v1.Event\"B\n\x11LogEventsResponse\x12\x14\n\x0cstored_count\x18\x01 \x01(\x05\x12\x17\n\x0f\x64uplicate_count\x18\x02 \x01(\x05*r\n\nItemStatus\x12\x1b\n\x17ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12ITEM_STATUS_ACTIVE\x10\x01\x12\x16\n\x12ITEM_STATUS_HIDDEN\x10\x02\x12\x17\n\x13ITEM_STATUS_DELETED\x10\x03*\xc2\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_KIND_IMPRESSION\x10\x01\x12\x14\n\x10\x45VENT_KIND_CLICK\x10\x02\x12\x13\n\x0f\x45VENT_KIND_SAVE\x10\x03\x12\x13\n\x0f\x45VENT_KIND_LIKE\x10\x04\x12\x14\n\x10\x45VENT_KIND_SHARE\x10\x05\x12\x13\n\x0f\x45VENT_KIND_HIDE\x10\x06\x12\x13\n\x0f\x45VENT_KIND_RATE\x10\x07\x32\xb5\x04\n\x0e\x43\x61talogService\x12^\n\x0bUpsertItems\x12&.cascade.catalog.v1.UpsertItemsRequest\x1a\'.cascade.catalog.v1.UpsertItemsResponse\x12^\n\x0bUpsertUsers\x12&.cascade.catalog.v1.UpsertUsersRequest\x1a\'.cascade.catalog.v1.UpsertUsersResponse\x12U\n\x08GetItems\x12#.cascade.catalog.v1.GetItemsRequest\x1a$.cascade.catalog.v1.GetItemsResponse\x12X\n\tListItems\x12$.cascade.catalog.v1.ListItemsRequest\x1a%.cascade.catalog.v1.ListItemsResponse\x12X\n\tListUsers\x12$.cascade.catalog.v1.ListUsersRequest\x1a%.cascade.catalog.v1.ListUsersResponse\x12X\n\tLogEvents\x12$.cascade.catalog.v1.LogEventsRequest\x1a%.cascade.catalog.v1.LogEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(cascade/catalog/v1/catalog_service.proto\x12\x12\x63\x61scade.catalog.v1\x1a\x1f\x63\x61scade/common/v1/context.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8d\x02\n\x04Item\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x12\n\ncreator_id\x18\x02 \x01(\t\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06status\x18\x06 \x01(\x0e\x32\x1e.cascade.catalog.v1.ItemStatus\x12+\n\nattributes\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"u\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\nattributes\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfd\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12+\n\x04kind\x18\x04 \x01(\x0e\x32\x1d.cascade.catalog.v1.EventKind\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07surface\x18\x06 \x01(\x0e\x32\x1a.cascade.common.v1.Surface\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\r\n\x05value\x18\x08 \x01(\x01\x12\x13\n\x0b\x65xperiments\x18\t \x03(\t\"=\n\x12UpsertItemsRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.Item\"C\n\x13UpsertItemsResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x05\x12\x15\n\rupdated_count\x18\x02 \x01(\x05\"=\n\x12UpsertUsersRequest\x12\'\n\x05users\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.User\"C\n\x13UpsertUsersResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x05\x12\x15\n\rupdated_count\x18\x02 \x01(\x05\"#\n\x0fGetItemsRequest\x12\x10\n\x08item_ids\x18\x01 \x03(\t\"U\n\x10GetItemsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.Item\x12\x18\n\x10missing_item_ids\x18\x02 \x03(\t\"{\n\x10ListItemsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.cascade.catalog.v1.ItemStatus\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\"U\n\x11ListItemsResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x11ListUsersResponse\x12\'\n\x05users\x18\x01 \x03(\x0b\x32\x18.cascade.catalog.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x10LogEventsRequest\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.cascade.catalog.v1.Event\"B\n\x11LogEventsResponse\x12\x14\n\x0cstored_count\x18\x01 \x01(\x05\x12\x17\n\x0f\x64uplicate_count\x18\x02 \x01(\x05*r\n\nItemStatus\x12\x1b\n\x17ITEM_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12ITEM_STATUS_ACTIVE\x10\x01\x12\x16\n\x12ITEM_STATUS_HIDDEN\x10\x02\x12\x17\n\x13ITEM_STATUS_DELETED\x10\x03*\xc2\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_KIND_IMPRESSION\x10\x01\x12\x14\n\x10\x45VENT_KIND_CLICK\x10\x02\x12\x13\n\x0f\x45VENT_KIND_SAVE\x10\x03\x12\x13\n\x0f\x45VENT_KIND_LIKE\x10\x04\x12\x14\n\x10\x45VENT_KIND_SHARE\x10\x05\x12\x13\n\x0f\x45VENT_KIND_HIDE\x10\x06\x12\x13\n\x0f\x45VENT_KIND_RATE\x10\x07\x32\xb5\x04\n\x0e\x43\x61talogService\x12^\n\x0bUpsertItems\x12&.cascade.catalog.v1.UpsertItemsRequest\x1a\'.cascade.catalog.v1.UpsertItemsResponse\x12^\n\x0bUpsertUsers\x12&.cascade.catalog.v1.UpsertUsersRequest\x1a\'.cascade.catalog.v1.UpsertUsersResponse\x12U\n\x08GetItems\x12#.cascade.catalog.v1.GetItemsRequest\x1a$.cascade.catalog.v1.GetItemsResponse\x12X\n\tListItems\x12$.cascade.catalog.v1.ListItemsRequest\x1a%.cascade.catalog.v1.ListItemsResponse\x12X\n\tListUsers\x12$.cascade.catalog.v1.ListUsersRequest\x1a%.cascade.catalog.v1.ListUsersResponse\x12X\n\tLogEvents\x12$.cascade.catalog.v1.LogEventsRequest\x1a%.cascade.catalog.v1.LogEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cascade.catalog.v1.catalog_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMSTATUS']._serialized_start=1663
-  _globals['_ITEMSTATUS']._serialized_end=1777
-  _globals['_EVENTKIND']._serialized_start=1780
-  _globals['_EVENTKIND']._serialized_end=1974
+  _globals['_ITEMSTATUS']._serialized_start=1684
+  _globals['_ITEMSTATUS']._serialized_end=1798
+  _globals['_EVENTKIND']._serialized_start=1801
+  _globals['_EVENTKIND']._serialized_end=1995
   _globals['_ITEM']._serialized_start=161
   _globals['_ITEM']._serialized_end=430
   _globals['_USER']._serialized_start=432
   _globals['_USER']._serialized_end=549
   _globals['_EVENT']._serialized_start=552
-  _globals['_EVENT']._serialized_end=784
-  _globals['_UPSERTITEMSREQUEST']._serialized_start=786
-  _globals['_UPSERTITEMSREQUEST']._serialized_end=847
-  _globals['_UPSERTITEMSRESPONSE']._serialized_start=849
-  _globals['_UPSERTITEMSRESPONSE']._serialized_end=916
-  _globals['_UPSERTUSERSREQUEST']._serialized_start=918
-  _globals['_UPSERTUSERSREQUEST']._serialized_end=979
-  _globals['_UPSERTUSERSRESPONSE']._serialized_start=981
-  _globals['_UPSERTUSERSRESPONSE']._serialized_end=1048
-  _globals['_GETITEMSREQUEST']._serialized_start=1050
-  _globals['_GETITEMSREQUEST']._serialized_end=1085
-  _globals['_GETITEMSRESPONSE']._serialized_start=1087
-  _globals['_GETITEMSRESPONSE']._serialized_end=1172
-  _globals['_LISTITEMSREQUEST']._serialized_start=1174
-  _globals['_LISTITEMSREQUEST']._serialized_end=1297
-  _globals['_LISTITEMSRESPONSE']._serialized_start=1299
-  _globals['_LISTITEMSRESPONSE']._serialized_end=1384
-  _globals['_LISTUSERSREQUEST']._serialized_start=1386
-  _globals['_LISTUSERSREQUEST']._serialized_end=1443
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1445
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1530
-  _globals['_LOGEVENTSREQUEST']._serialized_start=1532
-  _globals['_LOGEVENTSREQUEST']._serialized_end=1593
-  _globals['_LOGEVENTSRESPONSE']._serialized_start=1595
-  _globals['_LOGEVENTSRESPONSE']._serialized_end=1661
-  _globals['_CATALOGSERVICE']._serialized_start=1977
-  _globals['_CATALOGSERVICE']._serialized_end=2542
+  _globals['_EVENT']._serialized_end=805
+  _globals['_UPSERTITEMSREQUEST']._serialized_start=807
+  _globals['_UPSERTITEMSREQUEST']._serialized_end=868
+  _globals['_UPSERTITEMSRESPONSE']._serialized_start=870
+  _globals['_UPSERTITEMSRESPONSE']._serialized_end=937
+  _globals['_UPSERTUSERSREQUEST']._serialized_start=939
+  _globals['_UPSERTUSERSREQUEST']._serialized_end=1000
+  _globals['_UPSERTUSERSRESPONSE']._serialized_start=1002
+  _globals['_UPSERTUSERSRESPONSE']._serialized_end=1069
+  _globals['_GETITEMSREQUEST']._serialized_start=1071
+  _globals['_GETITEMSREQUEST']._serialized_end=1106
+  _globals['_GETITEMSRESPONSE']._serialized_start=1108
+  _globals['_GETITEMSRESPONSE']._serialized_end=1193
+  _globals['_LISTITEMSREQUEST']._serialized_start=1195
+  _globals['_LISTITEMSREQUEST']._serialized_end=1318
+  _globals['_LISTITEMSRESPONSE']._serialized_start=1320
+  _globals['_LISTITEMSRESPONSE']._serialized_end=1405
+  _globals['_LISTUSERSREQUEST']._serialized_start=1407
+  _globals['_LISTUSERSREQUEST']._serialized_end=1464
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1466
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1551
+  _globals['_LOGEVENTSREQUEST']._serialized_start=1553
+  _globals['_LOGEVENTSREQUEST']._serialized_end=1614
+  _globals['_LOGEVENTSRESPONSE']._serialized_start=1616
+  _globals['_LOGEVENTSRESPONSE']._serialized_end=1682
+  _globals['_CATALOGSERVICE']._serialized_start=1998
+  _globals['_CATALOGSERVICE']._serialized_end=2563
 # @@protoc_insertion_point(module_scope)

@@ -216,6 +216,7 @@ class Event(_message.Message):
     SURFACE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
+    EXPERIMENTS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Required. The client's id for the event: 1 to 128 characters, unique across
     all events. Retrying a batch with the same ids stores each event once.
@@ -242,6 +243,14 @@ class Event(_message.Message):
         minutes in the future.
         """
 
+    @_builtins.property
+    def experiments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The experiment variants of the recommendation response that showed the item,
+        as `experiment/variant` labels (RecommendResponse.experiments), so that
+        impressions and engagement can be split by variant. At most 16 labels of at
+        most 129 characters.
+        """
+
     def __init__(
         self,
         *,
@@ -253,10 +262,11 @@ class Event(_message.Message):
         surface: _context_pb2.Surface.ValueType = ...,
         request_id: _builtins.str = ...,
         value: _builtins.float = ...,
+        experiments: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "event_time", b"event_time", "item_id", b"item_id", "kind", b"kind", "request_id", b"request_id", "surface", b"surface", "user_id", b"user_id", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "event_time", b"event_time", "experiments", b"experiments", "item_id", b"item_id", "kind", b"kind", "request_id", b"request_id", "surface", b"surface", "user_id", b"user_id", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
