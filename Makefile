@@ -63,9 +63,13 @@ bench-quality: install ## ML-1M quality end to end through the API (needs ../sha
 bench-sources: install ## latency of each retrieval candidate source on the demo data
 	$(BIN)/python bench/sources.py
 
+bench-policy: install ## the blending policy on and off through Recommend (demo data, then ML-1M if present)
+	$(BIN)/python bench/policy.py --data demo
+	$(BIN)/python bench/policy.py --data ml-1m
+
 check: lint typecheck protos-check test ## everything CI runs
 
 clean: ## remove the virtualenv (keeps .cascade state)
 	rm -rf $(VENV)
 
-.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench-quality bench-sources check clean
+.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench-quality bench-sources bench-policy check clean

@@ -21,22 +21,24 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import grpc
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from pipeline import (
+    CASCADE,
+    drop_database,
+    fresh_database,
+    serving_env,
+    step,
+    wait_serving,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "datasets" / "ml-1m"
-CASCADE = [sys.executable, "-m", "cascade_server"]
 PUBLISHED = {  # ../shared/datasets/README.md, NCF split of ML-1M, HR@10 / NDCG@10
     "TopPop": (0.4531, 0.2542),
     "NeuMF (He et al. 2017)": (0.730, 0.447),
@@ -60,26 +62,22 @@ def main() -> int:
         "CASCADE_LOG_LEVEL": "WARNING",
         "COLUMNS": "200",
     }
-    database = _fresh_database(args.database_url) if args.database_url else None
+    database = fresh_database(args.database_url) if args.database_url else None
     if database:
         env["CASCADE_DATABASE_URL"] = database
     timings: dict[str, float] = {}
     started = time.perf_counter()
     try:
-        _step(timings, "db upgrade", env, "db", "upgrade")
-        _step(timings, "import", env, "import", "--format", "ncf", str(args.train))
-        _step(timings, "train all", env, "train", "all")
-        ports = {name: _free_port() for name in ("BLENDING", "RETRIEVAL", "RANKING", "CATALOG")}
-        server_env = {**env, **{f"CASCADE_{name}_PORT": str(p) for name, p in ports.items()}}
-        if not database:
-            # The servers must share the embedded database the CLI created.
-            server_env["CASCADE_DATABASE_URL"] = _embedded_url(home)
+        step(timings, "db upgrade", env, "db", "upgrade")
+        step(timings, "import", env, "import", "--format", "ncf", str(args.train))
+        step(timings, "train all", env, "train", "all")
+        server_env, ports = serving_env(env, home, database)
         seconds, results = _serve_and_evaluate(server_env, ports, args)
         timings["evaluate"] = seconds
         timings["total"] = time.perf_counter() - started
     finally:
         if database:
-            _drop_database(database)
+            drop_database(database)
     report: dict[str, object] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": (
@@ -99,7 +97,7 @@ def _serve_and_evaluate(
     server = subprocess.Popen([*CASCADE, "serve", "all"], env=env, stderr=subprocess.DEVNULL)
     try:
         for port in ports.values():
-            _wait_serving(f"127.0.0.1:{port}")
+            wait_serving(f"127.0.0.1:{port}")
         started = time.perf_counter()
         result = subprocess.run(
             [
@@ -107,7 +105,7 @@ def _serve_and_evaluate(
                 "--test-rating", str(args.test_rating),
                 "--test-negative", str(args.test_negative),
                 "--target", f"127.0.0.1:{ports['RANKING']}",
-                "--blending-target", f"127.0.0.1:{ports['BLENDING']}",
+                "--blending-target", f"127.0.0.1:{ports['BLENDING']}", "--blended",
                 "--recommend-users", str(args.recommend_users),
             ],
             env=env, capture_output=True, text=True, check=True,
@@ -173,61 +171,6 @@ def _write(report: dict[str, object], out: Path) -> None:
     markdown = "\n".join(lines) + "\n"
     (out / f"quality-{stamp}.md").write_text(markdown)
     print(markdown)
-
-
-def _step(timings: dict[str, float], name: str, env: dict[str, str], *args: str) -> None:
-    started = time.perf_counter()
-    print(f"== cascade {' '.join(args)}", file=sys.stderr, flush=True)
-    subprocess.run([*CASCADE, *args], env=env, check=True)
-    timings[name] = time.perf_counter() - started
-
-
-def _fresh_database(server_url: str) -> str:
-    name = f"cascade_quality_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(url: str) -> None:
-    parsed = make_url(url)
-    engine = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-    engine.dispose()
-
-
-def _embedded_url(home: Path) -> str:
-    from cascade_server.storage.database import EmbeddedPostgres
-
-    embedded = EmbeddedPostgres(home / "pgdata")
-    return embedded.start()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_serving(target: str, timeout_s: float = 120.0) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                request = health_pb2.HealthCheckRequest()
-                if stub.Check(request, timeout=1).status == 1:  # type: ignore[attr-defined]
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.5)
-    raise RuntimeError(f"the ranking server at {target} did not become SERVING")
 
 
 def _arguments() -> argparse.Namespace:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -241,8 +242,18 @@ def evaluate_command(
     ] = 0,
     blending_target: Annotated[
         str | None,
-        typer.Option(help="Front door host:port for --recommend-users; default: settings."),
+        typer.Option(
+            help="Front door host:port for --recommend-users and --blended; default: settings."
+        ),
     ] = None,
+    blended: Annotated[
+        bool,
+        typer.Option(
+            "--blended/--not-blended",
+            help="Also pass every served ranking through the front door's BlendCandidates "
+            "with the home-feed policy of the active release, and score the page it returns.",
+        ),
+    ] = False,
 ) -> None:
     """HR@10 and NDCG@10 of the active release on an NCF leave-one-out test split.
 
@@ -272,9 +283,12 @@ def evaluate_command(
             heavy_top_n=settings.heavy_top_n,
             on_progress=progress,
         )
-        served_metrics = (
-            _evaluate_served(cases, target or settings.target(ServiceName.RANKING), progress)
-            if served
+        ranking_target = target or settings.target(ServiceName.RANKING)
+        front = blending_target or settings.target(ServiceName.BLENDING)
+        served_metrics = _evaluate_served(cases, ranking_target, progress) if served else None
+        blended_metrics = (
+            _evaluate_served(cases, ranking_target, progress, blending_target=front)
+            if blended
             else None
         )
     served_row = mode_row[serving_mode]
@@ -290,9 +304,14 @@ def evaluate_command(
         )
         same = agreement(served_metrics, rows[served_row])
         table.add_row("same rank served vs offline", f"{same:.2%}", "")
+    if blended_metrics is not None:
+        table.add_row(
+            f"{served_row} → BlendCandidates, home-feed policy (served)",
+            f"{blended_metrics.hit_rate:.4f}",
+            f"{blended_metrics.ndcg:.4f}",
+        )
     Console().print(table)
     if recommend_users:
-        front = blending_target or settings.target(ServiceName.BLENDING)
         recall = _catalog_recall(cases[:recommend_users], front)
         catalog = Table(
             f"full catalog through Recommend (page of 100), {recall.cases:,} users",
@@ -322,23 +341,43 @@ def _catalog_recall(cases: list[RankingCase], target: str) -> CatalogRecall:
 
 
 def _evaluate_served(
-    cases: list[RankingCase], target: str, progress: Callable[[str, float], None]
+    cases: list[RankingCase],
+    target: str,
+    progress: Callable[[str, float], None],
+    *,
+    blending_target: str | None = None,
 ) -> Metrics:
+    """Rank every case through RankCandidates; with ``blending_target``, then blend the
+    ranking through BlendCandidates (home-feed policy) and score the page."""
+    from cascade.blending.v1 import blending_service_pb2
     from cascade.common.v1 import context_pb2
     from cascade.ranking.v1 import ranking_service_pb2
-    from cascade_client import RankingClient
+    from cascade_client import BlendingClient, RankingClient
 
-    with RankingClient(target) as client:
+    step = "blended" if blending_target else "served"
+    with ExitStack() as stack:
+        client = stack.enter_context(RankingClient(target))
+        front = stack.enter_context(BlendingClient(blending_target)) if blending_target else None
 
         def rank(case: RankingCase) -> list[str]:
+            context = context_pb2.RequestContext(
+                user_id=case.user_id, surface=context_pb2.SURFACE_HOME_FEED
+            )
             response = client.rank_candidates(
                 ranking_service_pb2.RankCandidatesRequest(
-                    context=context_pb2.RequestContext(user_id=case.user_id),
-                    item_ids=case.candidates,
+                    context=context, item_ids=case.candidates
                 ),
                 timeout=10.0,
             )
-            return [c.item_id for c in response.candidates]
+            if front is None:
+                return [c.item_id for c in response.candidates]
+            page = front.blend_candidates(
+                blending_service_pb2.BlendCandidatesRequest(
+                    context=context, candidates=response.candidates, page_size=100
+                ),
+                timeout=10.0,
+            )
+            return [item.item_id for item in page.items]
 
-        metrics, _ = evaluate(cases, rank, on_case=lambda n: progress("served", n / len(cases)))
+        metrics, _ = evaluate(cases, rank, on_case=lambda n: progress(step, n / len(cases)))
     return metrics

@@ -346,7 +346,10 @@ class BlendCandidatesResponse(_message.Message):
     """The release whose catalog and engagement data the filters used."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendedItem]:
-        """The page, in the input's order with filtered and capped items removed."""
+        """The page: the candidates that passed the filters, placed by the policy (in
+        the input's order when the policy has no diversity, spacing or reserved
+        slots).
+        """
 
     @_builtins.property
     def trace(self) -> _trace_pb2.Trace:

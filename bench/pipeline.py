@@ -1,0 +1,90 @@
+"""What the end-to-end benchmarks share: a fresh database, `cascade` steps, served ports."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+CASCADE = [sys.executable, "-m", "cascade_server"]
+PORT_NAMES = ("BLENDING", "RETRIEVAL", "RANKING", "CATALOG")
+
+
+def step(timings: dict[str, float], name: str, env: dict[str, str], *args: str) -> None:
+    """Run ``cascade *args`` (it must succeed) and record its seconds as ``name``."""
+    started = time.perf_counter()
+    print(f"== cascade {' '.join(args)}", file=sys.stderr, flush=True)
+    subprocess.run([*CASCADE, *args], env=env, check=True)
+    timings[name] = time.perf_counter() - started
+
+
+def fresh_database(server_url: str) -> str:
+    """A new, empty database on ``server_url``'s server; its URL."""
+    name = f"cascade_bench_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    """Drop the database ``fresh_database`` made."""
+    parsed = make_url(url)
+    engine = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
+    engine.dispose()
+
+
+def embedded_url(home: Path) -> str:
+    """The URL of the embedded Postgres under ``home`` (started if needed)."""
+    from cascade_server.storage.database import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(home / "pgdata")
+    return embedded.start()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_serving(target: str, timeout_s: float = 120.0) -> None:
+    """Wait until the gRPC health service at ``target`` reports SERVING."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                request = health_pb2.HealthCheckRequest()
+                if stub.Check(request, timeout=1).status == 1:  # type: ignore[attr-defined]
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.5)
+    raise RuntimeError(f"the server at {target} did not become SERVING")
+
+
+def serving_env(
+    env: dict[str, str], home: Path, database: str | None
+) -> tuple[dict[str, str], dict[str, int]]:
+    """``env`` for `cascade serve all` on free ports, sharing the CLI's database."""
+    ports = {name: free_port() for name in PORT_NAMES}
+    server_env = {**env, **{f"CASCADE_{name}_PORT": str(p) for name, p in ports.items()}}
+    if not database:
+        # The servers must share the embedded database the CLI created.
+        server_env["CASCADE_DATABASE_URL"] = embedded_url(home)
+    return server_env, ports
