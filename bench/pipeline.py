@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import sqlalchemy as sa
@@ -88,3 +91,16 @@ def serving_env(
         # The servers must share the embedded database the CLI created.
         server_env["CASCADE_DATABASE_URL"] = embedded_url(home)
     return server_env, ports
+
+
+def write_report(out: Path, stem: str, report: dict[str, Any], lines: list[str]) -> None:
+    """Write ``report`` as JSON and ``lines`` plus its step timings as Markdown to
+    ``out/<stem>-<time>.{json,md}``, and print the Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    (out / f"{stem}-{stamp}.json").write_text(json.dumps(report, indent=2))
+    lines = [*lines, "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {step} | {seconds} |" for step, seconds in report["timings_s"].items()]
+    markdown = "\n".join(lines) + "\n"
+    (out / f"{stem}-{stamp}.md").write_text(markdown)
+    print(markdown)

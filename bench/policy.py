@@ -41,7 +41,15 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 import yaml
-from pipeline import CASCADE, drop_database, fresh_database, serving_env, step, wait_serving
+from pipeline import (
+    CASCADE,
+    drop_database,
+    fresh_database,
+    serving_env,
+    step,
+    wait_serving,
+    write_report,
+)
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
 from cascade.catalog.v1 import catalog_service_pb2 as catalog_pb
@@ -295,9 +303,6 @@ def _active_release(home: Path) -> Path:
 
 
 def _write(report: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    (out / f"policy-{report['data']}-{stamp}.json").write_text(json.dumps(report, indent=2))
     arms = report["arms"]
     names = list(arms["on"])
     lines = [
@@ -313,11 +318,7 @@ def _write(report: dict[str, Any], out: Path) -> None:
         on, off = arms["on"][name], arms["off"][name]
         ratio = f"{on / off:.2f}" if off else "n/a"
         lines.append(f"| {name} | {on:.4f} | {off:.4f} | {ratio} |")
-    lines += ["", "| step | seconds |", "|---|---|"]
-    lines += [f"| {name} | {seconds} |" for name, seconds in report["timings_s"].items()]
-    markdown = "\n".join(lines) + "\n"
-    (out / f"policy-{report['data']}-{stamp}.md").write_text(markdown)
-    print(markdown)
+    write_report(out, f"policy-{report['data']}", report, lines)
 
 
 def _arguments() -> argparse.Namespace:

@@ -17,7 +17,6 @@ NCF-format split works unchanged.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -27,6 +26,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pipeline import (
     CASCADE,
@@ -35,6 +35,7 @@ from pipeline import (
     serving_env,
     step,
     wait_serving,
+    write_report,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,7 @@ def main() -> int:
     finally:
         if database:
             drop_database(database)
-    report: dict[str, object] = {
+    report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": (
             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -134,10 +135,7 @@ def _parse_table(text: str) -> dict[str, dict[str, float | str]]:
     return rows
 
 
-def _write(report: dict[str, object], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    (out / f"quality-{stamp}.json").write_text(json.dumps(report, indent=2))
+def _write(report: dict[str, Any], out: Path) -> None:
     lines = [
         f"# Quality on {report['train']}",
         "",
@@ -164,13 +162,7 @@ def _write(report: dict[str, object], out: Path) -> None:
         ]
         for name, metrics in catalog.items():
             lines.append(f"| {name} | {metrics['recall@K']:.4f} | {metrics['ndcg@K']:.4f} |")
-    lines += ["", "| step | seconds |", "|---|---|"]
-    timings = report["timings_s"]
-    assert isinstance(timings, dict)
-    lines += [f"| {step} | {seconds} |" for step, seconds in timings.items()]
-    markdown = "\n".join(lines) + "\n"
-    (out / f"quality-{stamp}.md").write_text(markdown)
-    print(markdown)
+    write_report(out, "quality", report, lines)
 
 
 def _arguments() -> argparse.Namespace:

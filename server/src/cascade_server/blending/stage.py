@@ -58,6 +58,8 @@ class Demotion(StrEnum):
 
 
 _DEMOTIONS = [None, Demotion.DIVERSITY, Demotion.CATEGORY_SPACING, Demotion.CREATOR_CAP]
+"""Demotions by code (0: none), as ``_Placement.demoted`` stores them."""
+_CODE = {demotion: code for code, demotion in enumerate(_DEMOTIONS) if demotion}
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,6 @@ class _Placement:
         request: BlendRequest,
         vectors: ItemVectors | None,
     ) -> None:
-        self.snapshot = snapshot
         self.candidates = candidates
         self.request = request
         self.policy = request.policy
@@ -260,9 +261,9 @@ class _Placement:
             value = lam * self.relevance - (1.0 - lam) * self.max_similarity
         choice = int(np.argmax(np.where(pool, value, -np.inf)))
         passed_over = ~self.placed & (self.relevance > self.relevance[choice])
-        self.demoted[passed_over & feasible & spaced] = 1
-        self.demoted[passed_over & feasible & ~spaced] = 2
-        self.demoted[passed_over & ~feasible] = 3
+        self.demoted[passed_over & feasible & spaced] = _CODE[Demotion.DIVERSITY]
+        self.demoted[passed_over & feasible & ~spaced] = _CODE[Demotion.CATEGORY_SPACING]
+        self.demoted[passed_over & ~feasible] = _CODE[Demotion.CREATOR_CAP]
         return choice, Slot.RANKED
 
     def _place(self, choice: int) -> None:
@@ -276,7 +277,7 @@ class _Placement:
         self, page: list[BlendedItem], positions: dict[int, int]
     ) -> list[CandidateOutcome]:
         # Capped: passed over for the cap, or left when the cap blocked every candidate.
-        capped = self.demoted == 3
+        capped = self.demoted == _CODE[Demotion.CREATOR_CAP]
         if len(page) < self.request.page_size:
             capped |= ~self._under_cap()
         outcomes = []
