@@ -57,6 +57,9 @@ fmt: install ## format Python and protos
 typecheck: install ## mypy --strict on hand-written code
 	$(BIN)/mypy client/src/cascade_client server/src/cascade_server migrations tests bench protos/generate.py
 
+bench: install ## load and latency: every stage and Recommend under open-loop load, cold start, swap, index (not part of the tests)
+	$(BIN)/python bench/load.py
+
 bench-quality: install ## ML-1M quality end to end through the API (needs ../shared/datasets)
 	$(BIN)/python bench/quality.py
 
@@ -72,4 +75,4 @@ check: lint typecheck protos-check test ## everything CI runs
 clean: ## remove the virtualenv (keeps .cascade state)
 	rm -rf $(VENV)
 
-.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench-quality bench-sources bench-policy check clean
+.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench bench-quality bench-sources bench-policy check clean

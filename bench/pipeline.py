@@ -63,8 +63,9 @@ def free_port() -> int:
         return port
 
 
-def wait_serving(target: str, timeout_s: float = 120.0) -> None:
-    """Wait until the gRPC health service at ``target`` reports SERVING."""
+def wait_serving(target: str, timeout_s: float = 120.0, interval_s: float = 0.5) -> None:
+    """Wait until the gRPC health service at ``target`` reports SERVING (checking every
+    ``interval_s``)."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout_s
@@ -77,7 +78,7 @@ def wait_serving(target: str, timeout_s: float = 120.0) -> None:
                     return
             except grpc.RpcError:
                 pass
-            time.sleep(0.5)
+            time.sleep(interval_s)
     raise RuntimeError(f"the server at {target} did not become SERVING")
 
 

@@ -1,0 +1,732 @@
+"""Latency, throughput and cost of the running servers, under open-loop load.
+
+    make bench                                            # every scenario, demo data
+    .venv/bin/python bench/load.py --scenarios stages,recommend --duration 10
+    .venv/bin/python bench/load.py --items 1000000        # a 1M-item synthetic catalog
+
+Sets up what a user runs, on a fresh database (embedded Postgres in a temporary
+CASCADE_HOME, or a new database on --database-url's server): `cascade demo-data`
+(with --items/--users/--events to size it), `cascade train all`, then `cascade serve
+all` on free loopback ports. The load generator (bench/openloop.py, grpc.aio, one
+process on the same two cores) sends at a fixed rate and counts latency from each
+request's due time. Scenarios:
+
+* stages: RetrieveCandidates, RankCandidates (500 candidates) and BlendCandidates
+  (500 ranked candidates) at each --rates value;
+* recommend: Recommend (page of 20) at each --rates value;
+* max-rate: Recommend at rising rates until p99 reaches 50 ms or a request fails;
+* cold-start: each stage's server started alone on a published release: time to
+  SERVING, the first request's latency, then warm p99 of the same request;
+* swap: Recommend at 100/s while `cascade policy publish` makes a new release that
+  every server loads and swaps in; errors and p99 during the swap against before;
+* index: Annoy over --index-items x 64 synthetic clustered vectors (50 trees): build
+  time and peak memory (in a child process), recall@500 and query latency at several
+  search_k, against exact numpy search measured in the same run.
+
+Every load point reports p50/p90/p99/max, throughput, errors, and each server's CPU
+(cores) and RSS. Results go to bench/results/load-*.{json,md} with PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import psutil
+import sqlalchemy as sa
+from openloop import UsageMeter, open_loop, server_processes
+from pipeline import (
+    CASCADE,
+    drop_database,
+    free_port,
+    fresh_database,
+    serving_env,
+    step,
+    wait_serving,
+    write_report,
+)
+
+from cascade.blending.v1 import (
+    blending_service_pb2 as blending_pb,
+    blending_service_pb2_grpc as blending_grpc,
+)
+from cascade.common.v1 import context_pb2
+from cascade.ranking.v1 import (
+    ranking_service_pb2 as ranking_pb,
+    ranking_service_pb2_grpc as ranking_grpc,
+)
+from cascade.retrieval.v1 import (
+    retrieval_service_pb2 as retrieval_pb,
+    retrieval_service_pb2_grpc as retrieval_grpc,
+)
+from cascade_server.storage.database import make_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("retrieval", "ranking", "blending")
+SCENARIOS = ("stages", "recommend", "max-rate", "cold-start", "swap", "index")
+TIMEOUT_S = 2.0
+MAX_RATE_P99_MS = 50.0
+
+Call = Callable[[int], Awaitable[Any]]
+
+
+class Workload:
+    """Requests for the scenarios: a sample of users, their candidates and rankings."""
+
+    def __init__(self, ports: dict[str, int], users: list[str]) -> None:
+        self.channels = {
+            name: grpc.aio.insecure_channel(f"127.0.0.1:{ports[name.upper()]}") for name in STAGES
+        }
+        self.retrieval = retrieval_grpc.RetrievalServiceStub(self.channels["retrieval"])
+        self.ranking = ranking_grpc.RankingServiceStub(self.channels["ranking"])
+        self.blending = blending_grpc.BlendingServiceStub(self.channels["blending"])
+        self.users = users
+        self.candidates: list[list[str]] = []
+        self.ranked: list[Any] = []
+
+    async def prepare(self) -> None:
+        """Each user's 500 retrieval candidates and their ranking, fetched once."""
+        for user in self.users:
+            retrieved = await self.retrieval.RetrieveCandidates(
+                retrieval_pb.RetrieveCandidatesRequest(context=_context(user), max_candidates=500),
+                timeout=10,
+            )
+            items = [c.item_id for c in retrieved.candidates]
+            self.candidates.append(items)
+            ranked = await self.ranking.RankCandidates(
+                ranking_pb.RankCandidatesRequest(context=_context(user), item_ids=items),
+                timeout=10,
+            )
+            self.ranked.append(ranked.candidates)
+
+    def calls(self) -> dict[str, Call]:
+        """One request function per measured method; ``i`` picks the user."""
+        n = len(self.users)
+
+        async def retrieve(i: int) -> Any:
+            request = retrieval_pb.RetrieveCandidatesRequest(
+                context=_context(self.users[i % n]), max_candidates=500
+            )
+            return await self.retrieval.RetrieveCandidates(request, timeout=TIMEOUT_S)
+
+        async def rank(i: int) -> Any:
+            request = ranking_pb.RankCandidatesRequest(
+                context=_context(self.users[i % n]), item_ids=self.candidates[i % n]
+            )
+            return await self.ranking.RankCandidates(request, timeout=TIMEOUT_S)
+
+        async def blend(i: int) -> Any:
+            request = blending_pb.BlendCandidatesRequest(
+                context=_context(self.users[i % n]), candidates=self.ranked[i % n], page_size=20
+            )
+            return await self.blending.BlendCandidates(request, timeout=TIMEOUT_S)
+
+        async def recommend(i: int) -> Any:
+            request = blending_pb.RecommendRequest(user_id=self.users[i % n], page_size=20)
+            return await self.blending.Recommend(request, timeout=TIMEOUT_S)
+
+        return {
+            "RetrieveCandidates": retrieve,
+            "RankCandidates": rank,
+            "BlendCandidates": blend,
+            "Recommend": recommend,
+        }
+
+    async def close(self) -> None:
+        """Close the channels."""
+        for channel in self.channels.values():
+            await channel.close()
+
+
+def _context(user: str) -> context_pb2.RequestContext:
+    return context_pb2.RequestContext(user_id=user)
+
+
+async def measure(
+    call: Call, rate: float, duration_s: float, meter: UsageMeter | None
+) -> dict[str, Any]:
+    """One load point: latency summary plus each server's CPU and RSS."""
+    if meter is not None:
+        meter.start()
+    generator = psutil.Process()
+    cpu_before = sum(generator.cpu_times()[:2])
+    started = time.perf_counter()
+    result = await open_loop(call, rate, duration_s)
+    wall = time.perf_counter() - started
+    point: dict[str, Any] = {
+        **result.summary(),
+        "errors_by_code": dict(result.errors),
+        "generator_cpu_cores": (sum(generator.cpu_times()[:2]) - cpu_before) / wall,
+        "latencies_ms": [round(x * 1000, 3) for x in result.latencies_s],
+    }
+    if meter is not None:
+        point["servers"] = {
+            u.name: {"cpu_cores": u.cpu_cores, "rss_mib": u.rss_mib} for u in meter.stop()
+        }
+    return point
+
+
+async def scenario_stages(
+    workload: Workload, meter: UsageMeter, args: argparse.Namespace
+) -> dict[str, Any]:
+    calls = workload.calls()
+    out: dict[str, Any] = {}
+    for method in ("RetrieveCandidates", "RankCandidates", "BlendCandidates"):
+        await open_loop(calls[method], args.rates[0], args.warmup)  # warm-up, not reported
+        out[method] = [
+            await measure(calls[method], rate, args.duration, meter) for rate in args.rates
+        ]
+        _print_points(method, out[method])
+    return out
+
+
+async def scenario_recommend(
+    workload: Workload, meter: UsageMeter, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    call = workload.calls()["Recommend"]
+    await open_loop(call, args.rates[0], args.warmup)
+    points = [await measure(call, rate, args.duration, meter) for rate in args.rates]
+    _print_points("Recommend", points)
+    return points
+
+
+async def scenario_max_rate(
+    workload: Workload, meter: UsageMeter, args: argparse.Namespace
+) -> dict[str, Any]:
+    call = workload.calls()["Recommend"]
+    points: list[dict[str, Any]] = []
+    best = 0.0
+    rate = args.max_rate_start
+    while rate <= args.max_rate_stop:
+        point = await measure(call, rate, args.duration, meter)
+        points.append(point)
+        _print_points(f"Recommend at {rate:g}/s", [point])
+        if point["p99_ms"] >= MAX_RATE_P99_MS or point["errors"]:
+            break
+        best = rate
+        rate += args.max_rate_step
+        await asyncio.sleep(1.0)  # let queues drain between points
+    return {"highest_rate_with_p99_under_50ms": best, "points": points}
+
+
+def _print_points(name: str, points: list[dict[str, Any]]) -> None:
+    for p in points:
+        servers = ", ".join(
+            f"{k} {v['cpu_cores']:.2f} cores {v['rss_mib']:.0f} MiB"
+            for k, v in p.get("servers", {}).items()
+        )
+        print(
+            f"{name:>20} {p['rate']:>6g}/s  p50 {p['p50_ms']:7.2f}  p90 {p['p90_ms']:7.2f}  "
+            f"p99 {p['p99_ms']:7.2f}  max {p['max_ms']:8.2f} ms  {p['throughput']:7.1f}/s  "
+            f"errors {p['errors']:.0f}  [{servers}]",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+async def scenario_cold_start(
+    env: dict[str, str], workload: Workload, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Each stage's server started alone (the others keep serving): time to SERVING,
+    first request, then the warm p99 of the same request."""
+    out: dict[str, Any] = {}
+    for stage in STAGES:
+        port = free_port()
+        stage_env = {**env, f"CASCADE_{stage.upper()}_PORT": str(port)}
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [*CASCADE, "serve", stage], env=stage_env, stderr=subprocess.DEVNULL
+        )
+        try:
+            wait_serving(f"127.0.0.1:{port}", timeout_s=120, interval_s=0.02)
+            to_serving = time.perf_counter() - started
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = _single_call(stage, channel, workload)
+                first = await _timed(call, 0)
+                warm = [await _timed(call, i) for i in range(1, 301)]
+        finally:
+            process.terminate()
+            process.wait(30)
+        warm_p99 = float(np.percentile(warm, 99))
+        out[stage] = {
+            "to_serving_s": to_serving,
+            "first_request_ms": first * 1000,
+            "warm_p50_ms": float(np.percentile(warm, 50)) * 1000,
+            "warm_p99_ms": warm_p99 * 1000,
+            "first_over_warm_p99": first / warm_p99,
+        }
+        print(f"cold start {stage}: {out[stage]}", file=sys.stderr, flush=True)
+    return out
+
+
+def _single_call(stage: str, channel: grpc.aio.Channel, workload: Workload) -> Call:
+    n = len(workload.users)
+    if stage == "retrieval":
+        retrieval = retrieval_grpc.RetrievalServiceStub(channel)
+        return lambda i: retrieval.RetrieveCandidates(
+            retrieval_pb.RetrieveCandidatesRequest(
+                context=_context(workload.users[i % n]), max_candidates=500
+            ),
+            timeout=30,
+        )
+    if stage == "ranking":
+        ranking = ranking_grpc.RankingServiceStub(channel)
+        return lambda i: ranking.RankCandidates(
+            ranking_pb.RankCandidatesRequest(
+                context=_context(workload.users[i % n]), item_ids=workload.candidates[i % n]
+            ),
+            timeout=30,
+        )
+    blending = blending_grpc.BlendingServiceStub(channel)
+    return lambda i: blending.Recommend(
+        blending_pb.RecommendRequest(user_id=workload.users[i % n], page_size=20), timeout=30
+    )
+
+
+async def _timed(call: Call, i: int) -> float:
+    started = time.perf_counter()
+    await call(i)
+    return time.perf_counter() - started
+
+
+async def scenario_swap(
+    env: dict[str, str], workload: Workload, meter: UsageMeter, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Recommend at --swap-rate while a new release is published and swapped in."""
+    n = len(workload.users)
+    served: list[tuple[float, float, str]] = []  # (due offset, latency, release)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    async def recommend(i: int) -> Any:
+        due = loop.time() - began
+        response = await workload.blending.Recommend(
+            blending_pb.RecommendRequest(user_id=workload.users[i % n], page_size=20),
+            timeout=TIMEOUT_S,
+        )
+        served.append((due, loop.time() - began - due, response.release_id))
+        return response
+
+    policy = Path(env["CASCADE_HOME"]) / "swap-policy.yaml"
+    policy.write_text("version: swap-1\nsurfaces: {home_feed: {max_items_per_creator: 2}}\n")
+    publish_at = args.swap_duration / 4
+
+    async def publish() -> float:
+        await asyncio.sleep(publish_at)
+        started = loop.time() - began
+        await asyncio.to_thread(
+            subprocess.run,
+            [*CASCADE, "policy", "publish", str(policy)],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        return started
+
+    meter.start()
+    result, published = await asyncio.gather(
+        open_loop(recommend, args.swap_rate, args.swap_duration), publish()
+    )
+    usage = meter.stop()
+    releases = [r for _, _, r in sorted(served)]
+    first_release = releases[0] if releases else ""
+    swapped = [due for due, _, r in sorted(served) if r != first_release]
+    swap_end = (swapped[0] if swapped else args.swap_duration) + 2.0
+    steady = [lat for due, lat, _ in served if due < published]
+    during = [lat for due, lat, _ in served if published <= due <= swap_end]
+    out = {
+        **result.summary(),
+        "errors_by_code": dict(result.errors),
+        "publish_started_s": published,
+        "new_release_first_served_s": swapped[0] if swapped else None,
+        "steady_p99_ms": float(np.percentile(steady, 99)) * 1000 if steady else None,
+        "during_swap_p99_ms": float(np.percentile(during, 99)) * 1000 if during else None,
+        "servers": {u.name: {"cpu_cores": u.cpu_cores, "rss_mib": u.rss_mib} for u in usage},
+        "timeline": [(round(d, 3), round(lat * 1000, 3)) for d, lat, _ in sorted(served)],
+    }
+    print(
+        f"swap: errors {out['errors']:.0f}, steady p99 {out['steady_p99_ms']}, during "
+        f"{out['during_swap_p99_ms']} ms, new release from {out['new_release_first_served_s']} s",
+        file=sys.stderr,
+        flush=True,
+    )
+    return out
+
+
+_INDEX_CHILD = """
+import json, resource, sys, time
+from pathlib import Path
+import numpy as np
+from cascade_server.offline.index import IndexConfig, build_index
+items, dims, path = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+rng = np.random.default_rng(0)
+centres = rng.normal(size=(1000, dims)).astype(np.float32)
+noise = rng.normal(size=(items, dims)).astype(np.float32)
+vectors = centres[rng.integers(0, 1000, items)] + 0.5 * noise
+vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+np.save(path.with_suffix(".npy"), vectors)
+started = time.perf_counter()
+build_index(vectors, np.ones(items, dtype=bool), path, IndexConfig(n_trees=50))
+print(json.dumps({"build_s": time.perf_counter() - started,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def scenario_index(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Annoy build on synthetic vectors, then recall@500 and latency against exact search."""
+    from annoy import AnnoyIndex
+
+    path = work / "synthetic.ann"
+    built = subprocess.run(
+        [sys.executable, "-c", _INDEX_CHILD, str(args.index_items), "64", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report: dict[str, Any] = json.loads(built.stdout.strip().splitlines()[-1])
+    report["index_mib"] = path.stat().st_size / 2**20
+    vectors = np.load(path.with_suffix(".npy"))
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=(100, 64)).astype(np.float32)
+    queries = vectors[rng.integers(0, len(vectors), 100)] + 0.1 * noise
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    k = 500
+    exact_times, truth = [], []
+    for query in queries:
+        started = time.perf_counter()
+        scores = vectors @ query
+        top = np.argpartition(-scores, k)[:k]
+        exact_times.append(time.perf_counter() - started)
+        truth.append(set(top.tolist()))
+    index = AnnoyIndex(64, "angular")
+    index.load(str(path), prefault=True)
+    curve = []
+    for search_k in (-1, 50_000, 100_000, 200_000):
+        times, hits = [], 0
+        for query, expected in zip(queries, truth, strict=True):
+            started = time.perf_counter()
+            found = index.get_nns_by_vector(query.tolist(), k, search_k=search_k)
+            times.append(time.perf_counter() - started)
+            hits += len(expected & set(found))
+        curve.append(
+            {
+                "search_k": search_k,
+                "recall@500": hits / (k * len(queries)),
+                "p50_ms": float(np.percentile(times, 50)) * 1000,
+                "p99_ms": float(np.percentile(times, 99)) * 1000,
+            }
+        )
+    report["annoy"] = curve
+    report["exact_numpy"] = {
+        "p50_ms": float(np.percentile(exact_times, 50)) * 1000,
+        "p99_ms": float(np.percentile(exact_times, 99)) * 1000,
+    }
+    print(f"index: {json.dumps(report)}", file=sys.stderr, flush=True)
+    return report
+
+
+def main() -> int:
+    args = _arguments()
+    home = Path(tempfile.mkdtemp(prefix="cascade-load-"))
+    env = {
+        **os.environ,
+        "CASCADE_HOME": str(home),
+        "CASCADE_LOG_LEVEL": "WARNING",
+        "CASCADE_RELEASE_POLL_SECONDS": "1",
+        "COLUMNS": "200",
+    }
+    database = fresh_database(args.database_url) if args.database_url else None
+    if database:
+        env["CASCADE_DATABASE_URL"] = database
+    timings: dict[str, float] = {}
+    results: dict[str, Any] = {}
+    try:
+        step(timings, "db upgrade", env, "db", "upgrade")
+        sizes = (
+            "--users",
+            str(args.users),
+            "--items",
+            str(args.items),
+            "--events",
+            str(args.events),
+        )
+        step(timings, "demo data", env, "demo-data", *sizes)
+        if set(args.scenarios) - {"index"}:
+            step(timings, "train all", env, "train", "all")
+            server_env, ports = serving_env(env, home, database)
+            results.update(asyncio.run(_serve_and_load(server_env, ports, args)))
+        if "index" in args.scenarios:
+            results["index"] = scenario_index(args, home)
+    finally:
+        if database:
+            drop_database(database)
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
+        "catalog": {"users": args.users, "items": args.items, "events": args.events},
+        "duration_s": args.duration,
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "results": results,
+    }
+    stem = f"load-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    _plots(results, args.out, stem)
+    _strip_samples(results)
+    write_report(args.out, stem, report, _markdown(report, stem))
+    return 0
+
+
+async def _serve_and_load(
+    env: dict[str, str], ports: dict[str, int], args: argparse.Namespace
+) -> dict[str, Any]:
+    server = subprocess.Popen([*CASCADE, "serve", "all"], env=env, stderr=subprocess.DEVNULL)
+    workload: Workload | None = None
+    try:
+        for port in ports.values():
+            wait_serving(f"127.0.0.1:{port}")
+        meter = UsageMeter(server_processes(server.pid, STAGES))
+        workload = Workload(ports, _users(env["CASCADE_DATABASE_URL"], args.sample_users))
+        await workload.prepare()
+        out: dict[str, Any] = {}
+        if "stages" in args.scenarios:
+            out["stages"] = await scenario_stages(workload, meter, args)
+        if "recommend" in args.scenarios:
+            out["recommend"] = await scenario_recommend(workload, meter, args)
+        if "max-rate" in args.scenarios:
+            out["max_rate"] = await scenario_max_rate(workload, meter, args)
+        if "cold-start" in args.scenarios:
+            out["cold_start"] = await scenario_cold_start(env, workload, args)
+        if "swap" in args.scenarios:
+            out["swap"] = await scenario_swap(env, workload, meter, args)
+        return out
+    finally:
+        if workload is not None:
+            await workload.close()
+        server.terminate()
+        server.wait(60)
+
+
+def _users(database_url: str, count: int) -> list[str]:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text(
+                    "SELECT u.external_id FROM users u WHERE EXISTS "
+                    "(SELECT 1 FROM events e WHERE e.user_id = u.id) "
+                    "ORDER BY md5(u.external_id) LIMIT :n"
+                ),
+                {"n": count},
+            ).all()
+    finally:
+        engine.dispose()
+    return [row[0] for row in rows]
+
+
+def _strip_samples(results: dict[str, Any]) -> None:
+    """Drop per-request samples from the JSON (the plots hold them)."""
+
+    def strip(value: Any) -> None:
+        if isinstance(value, dict):
+            value.pop("latencies_ms", None)
+            value.pop("timeline", None)
+            for inner in value.values():
+                strip(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                strip(inner)
+
+    strip(results)
+
+
+def _plots(results: dict[str, Any], out: Path, stem: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    series: dict[str, list[dict[str, Any]]] = dict(results.get("stages", {}))
+    if "recommend" in results:
+        series["Recommend"] = results["recommend"]
+    if series:
+        figure, axis = plt.subplots(figsize=(7, 4.5))
+        for name, points in series.items():
+            rates = [p["rate"] for p in points]
+            axis.plot(rates, [p["p99_ms"] for p in points], marker="o", label=f"{name} p99")
+            axis.plot(
+                rates,
+                [p["p50_ms"] for p in points],
+                marker=".",
+                linestyle="--",
+                label=f"{name} p50",
+            )
+        axis.set_xlabel("offered load (requests/s, open loop)")
+        axis.set_ylabel("latency (ms)")
+        axis.set_yscale("log")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / f"{stem}-latency-vs-rate.png", dpi=120)
+        plt.close(figure)
+        figure, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.5), squeeze=False)
+        for axis, (name, points) in zip(axes[0], series.items(), strict=True):
+            for p in points:
+                axis.hist(p["latencies_ms"], bins=60, histtype="step", label=f"{p['rate']:g}/s")
+            axis.set_title(name, fontsize=9)
+            axis.set_xlabel("latency (ms)")
+            axis.set_yscale("log")
+            axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / f"{stem}-histograms.png", dpi=120)
+        plt.close(figure)
+    if "swap" in results:
+        swap = results["swap"]
+        figure, axis = plt.subplots(figsize=(7, 3.5))
+        timeline = swap["timeline"]
+        axis.plot([t for t, _ in timeline], [lat for _, lat in timeline], ".", markersize=2)
+        axis.axvline(swap["publish_started_s"], color="red", label="publish")
+        if swap["new_release_first_served_s"] is not None:
+            axis.axvline(
+                swap["new_release_first_served_s"], color="green", label="new release serves"
+            )
+        axis.set_xlabel("time (s)")
+        axis.set_ylabel("Recommend latency (ms)")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(out / f"{stem}-swap.png", dpi=120)
+        plt.close(figure)
+
+
+def _markdown(report: dict[str, Any], stem: str) -> list[str]:
+    results = report["results"]
+    catalog = report["catalog"]
+    lines = [
+        f"# Load benchmark — {catalog['items']:,} items, {catalog['users']:,} users, "
+        f"{catalog['events']:,} events",
+        "",
+        f"{report['date']} — {report['machine']}; {report['duration_s']} s per point, "
+        "open loop, generator on the same machine",
+        "",
+    ]
+    table = (
+        "| method | rate/s | p50 ms | p90 ms | p99 ms | max ms | done/s | errors "
+        "| server CPU (cores) | RSS MiB |"
+    )
+    rule = "|---|---|---|---|---|---|---|---|---|---|"
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for method, points in results.get("stages", {}).items():
+        rows += [(method, p) for p in points]
+    rows += [("Recommend", p) for p in results.get("recommend", [])]
+    rows += [("Recommend (max-rate)", p) for p in results.get("max_rate", {}).get("points", [])]
+    if rows:
+        lines += [table, rule]
+        for method, p in rows:
+            servers = p.get("servers", {})
+            cpu = " / ".join(f"{servers[s]['cpu_cores']:.2f}" for s in STAGES if s in servers)
+            rss = " / ".join(f"{servers[s]['rss_mib']:.0f}" for s in STAGES if s in servers)
+            lines.append(
+                f"| {method} | {p['rate']:g} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} | "
+                f"{p['p99_ms']:.2f} | {p['max_ms']:.2f} | {p['throughput']:.1f} | "
+                f"{p['errors']:.0f} | {cpu} | {rss} |"
+            )
+        lines += ["", "Server CPU and RSS: retrieval / ranking / blending.", ""]
+    if "max_rate" in results:
+        lines += [
+            f"Highest Recommend rate with p99 < {MAX_RATE_P99_MS:g} ms and no errors: "
+            f"**{results['max_rate']['highest_rate_with_p99_under_50ms']:g}/s**.",
+            "",
+        ]
+    if "cold_start" in results:
+        lines += [
+            "| server | start → SERVING s | first request ms | warm p50 ms | warm p99 ms "
+            "| first / warm p99 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for stage, c in results["cold_start"].items():
+            lines.append(
+                f"| {stage} | {c['to_serving_s']:.2f} | {c['first_request_ms']:.2f} | "
+                f"{c['warm_p50_ms']:.2f} | {c['warm_p99_ms']:.2f} | "
+                f"{c['first_over_warm_p99']:.2f} |"
+            )
+        lines.append("")
+    if "swap" in results:
+        s = results["swap"]
+        lines += [
+            f"Release swap under {s['rate']:g} Recommend/s: {s['errors']:.0f} failed of "
+            f"{s['requests']:.0f}; p99 before the swap {s['steady_p99_ms']:.2f} ms, during it "
+            f"{s['during_swap_p99_ms']:.2f} ms (publish at {s['publish_started_s']:.1f} s, new "
+            f"release served from {s['new_release_first_served_s']} s).",
+            "",
+        ]
+    if "index" in results:
+        i = results["index"]
+        lines += [
+            f"Annoy index, {report['results']['index'].get('items', '')}"
+            f"synthetic 64-d vectors, 50 trees: build {i['build_s']:.1f} s, peak RSS "
+            f"{i['peak_rss_mib']:.0f} MiB, file {i['index_mib']:.0f} MiB. Exact numpy top-500: "
+            f"p50 {i['exact_numpy']['p50_ms']:.2f} ms, p99 {i['exact_numpy']['p99_ms']:.2f} ms.",
+            "",
+            "| search_k | recall@500 | p50 ms | p99 ms | p50 vs exact |",
+            "|---|---|---|---|---|",
+        ]
+        for point in i["annoy"]:
+            lines.append(
+                f"| {point['search_k']} | {point['recall@500']:.3f} | {point['p50_ms']:.2f} | "
+                f"{point['p99_ms']:.2f} | {point['p50_ms'] / i['exact_numpy']['p50_ms']:.2f} |"
+            )
+        lines.append("")
+    lines += [f"Plots: `{stem}-latency-vs-rate.png`, `{stem}-histograms.png`, `{stem}-swap.png`."]
+    return lines
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=lambda text: text.split(","),
+        default=list(SCENARIOS),
+        help=f"Comma-separated: {', '.join(SCENARIOS)} (default: all).",
+    )
+    parser.add_argument(
+        "--rates", type=lambda t: [float(x) for x in t.split(",")], default=[50.0, 100.0, 200.0]
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="Seconds per load point.")
+    parser.add_argument("--warmup", type=float, default=3.0, help="Seconds of warm-up per method.")
+    parser.add_argument("--max-rate-start", type=float, default=50.0)
+    parser.add_argument("--max-rate-step", type=float, default=25.0)
+    parser.add_argument("--max-rate-stop", type=float, default=500.0)
+    parser.add_argument("--swap-rate", type=float, default=100.0)
+    parser.add_argument("--swap-duration", type=float, default=30.0)
+    parser.add_argument("--users", type=int, default=2_000, help="Demo users.")
+    parser.add_argument("--items", type=int, default=20_000, help="Demo items.")
+    parser.add_argument("--events", type=int, default=500_000, help="Demo events.")
+    parser.add_argument(
+        "--sample-users", type=int, default=200, help="Users requests cycle through."
+    )
+    parser.add_argument("--index-items", type=int, default=1_000_000)
+    parser.add_argument(
+        "--database-url",
+        help="A Postgres server to create a fresh database on (default: embedded Postgres).",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""An open-loop load generator on grpc.aio, and the servers' CPU and memory while it runs.
+
+Open loop: request ``i`` is due at ``start + i / rate`` whatever happened to earlier
+requests, and its latency counts from that due time, so a server that falls behind
+shows its queueing in the numbers instead of slowing the generator down (the
+"coordinated omission" of closed-loop tools).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+import psutil
+
+
+@dataclass
+class LoadResult:
+    """What one run at one rate measured."""
+
+    rate: float
+    duration_s: float
+    latencies_s: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        """p50/p90/p99/max in ms, achieved throughput, and the error count."""
+        ms = np.asarray(self.latencies_s) * 1000 if self.latencies_s else np.zeros(1)
+        return {
+            "rate": self.rate,
+            "requests": len(self.latencies_s) + sum(self.errors.values()),
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)),
+            "max_ms": float(ms.max()),
+            "throughput": len(self.latencies_s) / self.elapsed_s if self.elapsed_s else 0.0,
+            "errors": float(sum(self.errors.values())),
+        }
+
+
+async def open_loop(
+    call: Callable[[int], Awaitable[Any]],
+    rate: float,
+    duration_s: float,
+    *,
+    max_in_flight: int = 5000,
+    on_done: Callable[[float, float], None] | None = None,
+) -> LoadResult:
+    """Send ``call(i)`` at ``rate`` per second for ``duration_s`` seconds.
+
+    A call that raises counts as an error by its gRPC status name. Past
+    ``max_in_flight`` outstanding calls a due request is not sent and counts as
+    ``CLIENT_BACKLOG`` (the bound keeps a collapsed server from exhausting memory).
+    ``on_done(due time, latency)`` sees every successful call (for time series).
+    """
+    loop = asyncio.get_running_loop()
+    result = LoadResult(rate, duration_s)
+    count = int(rate * duration_s)
+    start = loop.time() + 0.01
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(i: int, due: float) -> None:
+        try:
+            await call(i)
+        except grpc.aio.AioRpcError as error:
+            result.errors[error.code().name] += 1
+            return
+        except Exception as error:
+            code = getattr(error, "code", None)
+            result.errors[
+                code.name if isinstance(code, grpc.StatusCode) else type(error).__name__
+            ] += 1
+            return
+        latency = loop.time() - due
+        result.latencies_s.append(latency)
+        if on_done is not None:
+            on_done(due - start, latency)
+
+    for i in range(count):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(pending) >= max_in_flight:
+            result.errors["CLIENT_BACKLOG"] += 1
+            continue
+        task = asyncio.create_task(one(i, due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.wait(pending)
+    result.elapsed_s = loop.time() - start
+    return result
+
+
+@dataclass
+class ProcessUsage:
+    """CPU (in cores: 1.0 is one core busy) and resident memory of one process."""
+
+    name: str
+    cpu_cores: float
+    rss_mib: float
+
+
+class UsageMeter:
+    """Measures the CPU time and RSS of named processes over an interval."""
+
+    def __init__(self, processes: dict[str, psutil.Process]) -> None:
+        self._processes = processes
+        self._start: dict[str, float] = {}
+        self._started = 0.0
+
+    def start(self) -> None:
+        """Begin an interval."""
+        self._started = time.perf_counter()
+        self._start = {name: _cpu(p) for name, p in self._processes.items()}
+
+    def stop(self) -> list[ProcessUsage]:
+        """Each process's mean CPU use and current RSS over the interval."""
+        wall = time.perf_counter() - self._started
+        return [
+            ProcessUsage(
+                name,
+                (_cpu(process) - self._start[name]) / wall if wall else 0.0,
+                process.memory_info().rss / 2**20,
+            )
+            for name, process in self._processes.items()
+        ]
+
+
+def server_processes(supervisor_pid: int, names: Sequence[str]) -> dict[str, psutil.Process]:
+    """The `cascade serve all` children by stage name (from their command lines)."""
+    found: dict[str, psutil.Process] = {}
+    for child in psutil.Process(supervisor_pid).children(recursive=True):
+        command = " ".join(child.cmdline())
+        for name in names:
+            if f"serve {name}" in command:
+                found[name] = child
+    return found
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
