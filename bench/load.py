@@ -317,7 +317,9 @@ async def scenario_swap(
             blending_pb.RecommendRequest(user_id=workload.users[i % n], page_size=20),
             timeout=TIMEOUT_S,
         )
-        served.append((due, loop.time() - began - due, response.release_id))
+        # A degraded response names whichever stage answered: not a release change.
+        release = "" if response.degraded else response.release_id
+        served.append((due, loop.time() - began - due, release))
         return response
 
     policy = Path(env["CASCADE_HOME"]) / "swap-policy.yaml"
@@ -341,9 +343,9 @@ async def scenario_swap(
         open_loop(recommend, args.swap_rate, args.swap_duration), publish()
     )
     usage = meter.stop()
-    releases = [r for _, _, r in sorted(served)]
+    releases = [r for _, _, r in sorted(served) if r]
     first_release = releases[0] if releases else ""
-    swapped = [due for due, _, r in sorted(served) if r != first_release]
+    swapped = [due for due, _, r in sorted(served) if r and r != first_release]
     swap_end = (swapped[0] if swapped else args.swap_duration) + 2.0
     steady = [lat for due, lat, _ in served if due < published]
     during = [lat for due, lat, _ in served if published <= due <= swap_end]
@@ -440,7 +442,8 @@ def scenario_index(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def main() -> int:
     args = _arguments()
-    home = Path(tempfile.mkdtemp(prefix="cascade-load-"))
+    home = args.home or Path(tempfile.mkdtemp(prefix="cascade-load-"))
+    prepared = args.home is not None and (home / "releases").is_dir()
     env = {
         **os.environ,
         "CASCADE_HOME": str(home),
@@ -454,18 +457,14 @@ def main() -> int:
     timings: dict[str, float] = {}
     results: dict[str, Any] = {}
     try:
-        step(timings, "db upgrade", env, "db", "upgrade")
-        sizes = (
-            "--users",
-            str(args.users),
-            "--items",
-            str(args.items),
-            "--events",
-            str(args.events),
-        )
-        step(timings, "demo data", env, "demo-data", *sizes)
+        sizes = ["--users", str(args.users), "--items", str(args.items)]
+        sizes += ["--events", str(args.events)]
+        if not prepared:
+            step(timings, "db upgrade", env, "db", "upgrade")
+            step(timings, "demo data", env, "demo-data", *sizes)
         if set(args.scenarios) - {"index"}:
-            step(timings, "train all", env, "train", "all")
+            if not prepared:
+                step(timings, "train all", env, "train", "all")
             server_env, ports = serving_env(env, home, database)
             results.update(asyncio.run(_serve_and_load(server_env, ports, args)))
         if "index" in args.scenarios:
@@ -667,8 +666,8 @@ def _markdown(report: dict[str, Any], stem: str) -> list[str]:
         s = results["swap"]
         lines += [
             f"Release swap under {s['rate']:g} Recommend/s: {s['errors']:.0f} failed of "
-            f"{s['requests']:.0f}; p99 before the swap {s['steady_p99_ms']:.2f} ms, during it "
-            f"{s['during_swap_p99_ms']:.2f} ms (publish at {s['publish_started_s']:.1f} s, new "
+            f"{s['requests']:.0f}; p99 before the swap {_ms(s['steady_p99_ms'])}, during it "
+            f"{_ms(s['during_swap_p99_ms'])} (publish at {s['publish_started_s']:.1f} s, new "
             f"release served from {s['new_release_first_served_s']} s).",
             "",
         ]
@@ -691,6 +690,10 @@ def _markdown(report: dict[str, Any], stem: str) -> list[str]:
         lines.append("")
     lines += [f"Plots: `{stem}-latency-vs-rate.png`, `{stem}-histograms.png`, `{stem}-swap.png`."]
     return lines
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} ms"
 
 
 def _arguments() -> argparse.Namespace:
@@ -723,6 +726,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument(
         "--database-url",
         help="A Postgres server to create a fresh database on (default: embedded Postgres).",
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        help="A CASCADE_HOME to use; when it already holds a release (an earlier run's), "
+        "loading and training are skipped and its data and release are measured again.",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     return parser.parse_args()

@@ -1,5 +1,7 @@
 """The offline pipeline on the small demo data: train, index, publish, load, serve candidates."""
 
+import shutil
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -9,6 +11,13 @@ from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies
 from cascade_server.blending.release import load_blending_release
 from cascade_server.features.engagement import SignalConfig, build_snapshot
+from cascade_server.features.query_tower import (
+    QUERY_WEIGHTS_FILE,
+    TWO_TOWER_DIR,
+    USER_FEATURES_FILE,
+    USERS_FILE,
+    QueryTower,
+)
 from cascade_server.offline.build import BuildError
 from cascade_server.offline.index import IndexConfig
 from cascade_server.offline.ranker import RankerConfig
@@ -179,3 +188,28 @@ def test_a_new_policy_is_published_over_the_active_models(trained):
         }
     finally:
         registry.activate(manifest.release_id)
+
+
+def test_the_numpy_query_tower_matches_the_saved_model(trained, tmp_path):
+    _, registry, manifest, _, _, _ = trained
+    path = registry.path_of(manifest.release_id)
+    history_length = int(manifest.config["two_tower"]["history_length"])
+    assert (path / TWO_TOWER_DIR / QUERY_WEIGHTS_FILE).exists()
+    without = tmp_path / "release"
+    shutil.copytree(path / TWO_TOWER_DIR, without / TWO_TOWER_DIR)
+    (without / TWO_TOWER_DIR / QUERY_WEIGHTS_FILE).unlink()
+    for name in (USER_FEATURES_FILE, USERS_FILE):
+        shutil.copy(path / name, without / name)
+    numpy_tower = QueryTower.of_release(path, history_length)
+    tf_tower = QueryTower.of_release(without, history_length)
+    users = np.array([0, 3, -1, 7], dtype=np.int64)
+    histories = [
+        np.array([1, 2, 3], dtype=np.int64),
+        np.zeros(0, dtype=np.int64),
+        np.array([5], dtype=np.int64),
+        np.arange(100, dtype=np.int64),
+    ]
+    ours = numpy_tower.embeddings(users, histories)
+    reference = tf_tower.embeddings(users, histories)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)

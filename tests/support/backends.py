@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 from cascade_server.blending.policy import BlendingPolicies, PolicyFile, SurfacePolicy
@@ -10,7 +11,7 @@ from cascade_server.blending.release import BlendingRelease, ItemVectors
 from cascade_server.errors import CascadeError, NotFoundError
 from cascade_server.features.engagement import EngagementSnapshot
 from cascade_server.pipeline.deadline import Deadline
-from cascade_server.pipeline.types import DegradationKind, RequestContext, SourceKind
+from cascade_server.pipeline.types import DegradationKind, RequestContext, SourceHit, SourceKind
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage, RankRequest, RankResult
 from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
@@ -73,21 +74,33 @@ class InProcessRanking:
         timeout_s: float,
         *,
         heavy_top_n: int = 0,
+        details: bool = True,
+        sources: Mapping[str, tuple[SourceHit, ...]] | None = None,
     ) -> RankResult:
-        """Scores from the stage; its errors become StageCallError as over the network."""
+        """Scores from the stage, with ``sources`` attached; its errors become
+        StageCallError as over the network."""
         self.calls.append((context, list(item_ids), timeout_s))
         try:
-            return self.stage.rank(
+            result = self.stage.rank(
                 RankRequest(
                     context,
                     list(item_ids),
                     seed_item_ids=list(seed_item_ids),
                     heavy_top_n=heavy_top_n,
+                    details=details,
                 ),
                 Deadline.after(timeout_s),
             )
         except CascadeError as error:
             raise StageCallError(DegradationKind.ERROR, error.message) from error
+        provenance = sources or {}
+        return dataclasses.replace(
+            result,
+            candidates=[
+                dataclasses.replace(c, sources=provenance.get(c.item_id, ()))
+                for c in result.candidates
+            ],
+        )
 
 
 class FailingStage:
@@ -122,6 +135,8 @@ class FailingStage:
         timeout_s: float,
         *,
         heavy_top_n: int = 0,
+        details: bool = True,
+        sources: Mapping[str, tuple[SourceHit, ...]] | None = None,
     ) -> RankResult:
         """Always fails."""
         raise self._fail("ranking")

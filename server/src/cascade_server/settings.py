@@ -187,6 +187,15 @@ class Settings(BaseSettings):
     heavy_top_n: PositiveInt = Field(
         default=50, description="How many light-ranked candidates the heavy ranker re-scores."
     )
+    recommend_candidates: int = Field(
+        default=500,
+        ge=10,
+        le=2000,
+        description=(
+            "Candidates a Recommend call retrieves and ranks for a first page (later pages "
+            "add the items already served). Fewer: faster; more: deeper pages and recall."
+        ),
+    )
     recommend_deadline_ms: PositiveInt = Field(
         default=500, description="Deadline of a Recommend call when the caller sets none."
     )

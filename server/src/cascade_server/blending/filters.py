@@ -20,35 +20,29 @@ class DuplicateFilter:
 
     def __init__(self, snapshot: EngagementSnapshot, keys: Sequence[str] = ("item_id",)) -> None:
         self._snapshot = snapshot
-        self._keys = [k for k in keys if k != "item_id"]
+        # Only ``title`` is a key besides the id (the policy validates the names).
+        self._titles = "title" in keys
 
     def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
-        """Remove candidates whose id (or other key) a higher-ranked candidate has."""
-        seen: dict[str, set[str]] = {key: set() for key in ("item_id", *self._keys)}
+        """Remove candidates whose id (or title) a higher-ranked candidate has."""
+        ids: set[str] = set()
+        titles: set[str] = set()
+        index, item_titles = self._snapshot.item_index, self._snapshot.item_titles
         result: FilterResult[ScoredCandidate] = FilterResult([])
         for candidate in candidates:
-            values = {"item_id": candidate.item_id}
-            if self._keys:
-                values.update(self._values(candidate.item_id))
-            repeated = next((k for k, v in values.items() if v and v in seen[k]), None)
-            if repeated is None:
-                for key, value in values.items():
-                    seen[key].add(value)
-                result.kept.append(candidate)
-            elif repeated == "item_id":
+            if candidate.item_id in ids:
                 result.removed.append(Removal(candidate, "duplicate of a higher-ranked entry"))
-            else:
-                result.removed.append(
-                    Removal(candidate, f"same {repeated} as a higher-ranked item")
-                )
+                continue
+            row = index.get(candidate.item_id, -1) if self._titles else -1
+            title = item_titles[row] if row >= 0 else ""
+            if title and title in titles:
+                result.removed.append(Removal(candidate, "same title as a higher-ranked item"))
+                continue
+            ids.add(candidate.item_id)
+            if title:
+                titles.add(title)
+            result.kept.append(candidate)
         return result
-
-    def _values(self, item_id: str) -> dict[str, str]:
-        row = self._snapshot.item_index.get(item_id, -1)
-        if row < 0:
-            return {}
-        # Only ``title`` is a key besides the id (the policy validates the names).
-        return {"title": " ".join(self._snapshot.item_titles[row].casefold().split())}
 
 
 class CategoryFilter:
@@ -87,15 +81,19 @@ class UnavailableItemFilter:
 
     def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
         """Keep only active catalog items."""
+        rows = self._snapshot.lookup_items([c.item_id for c in candidates])
+        active = np.zeros(len(rows), dtype=np.bool_)
+        active[rows >= 0] = self._snapshot.item_active[rows[rows >= 0]]
+        if active.all():
+            return FilterResult(list(candidates))
         result: FilterResult[ScoredCandidate] = FilterResult([])
-        for candidate in candidates:
-            index = self._snapshot.item_index.get(candidate.item_id, -1)
-            if index < 0:
-                result.removed.append(Removal(candidate, "not in the catalog"))
-            elif not self._snapshot.item_active[index]:
-                result.removed.append(Removal(candidate, "hidden or deleted in the catalog"))
-            else:
+        for candidate, row, ok in zip(candidates, rows.tolist(), active.tolist(), strict=True):
+            if ok:
                 result.kept.append(candidate)
+            elif row < 0:
+                result.removed.append(Removal(candidate, "not in the catalog"))
+            else:
+                result.removed.append(Removal(candidate, "hidden or deleted in the catalog"))
         return result
 
 

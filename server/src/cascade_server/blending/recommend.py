@@ -52,7 +52,7 @@ from cascade_server.pipeline.types import (
     Surface,
 )
 from cascade_server.ranking.stage import RankResult
-from cascade_server.retrieval.stage import DEFAULT_MAX_CANDIDATES, RetrievalResult
+from cascade_server.retrieval.stage import RetrievalResult
 
 _log = get_logger(__name__)
 
@@ -97,8 +97,12 @@ class RankingBackend(Protocol):
         timeout_s: float,
         *,
         heavy_top_n: int = 0,
+        details: bool = True,
+        sources: Mapping[str, tuple[SourceHit, ...]] | None = None,
     ) -> RankResult:
-        """Scored candidates (relative to the seeds, if any), or StageCallError."""
+        """Scored candidates (relative to the seeds, if any), or StageCallError; without
+        ``details`` the candidates may come without stage and head scores. ``sources``
+        (retrieval's provenance by item id) is attached to the scored candidates."""
         ...
 
 
@@ -149,6 +153,8 @@ class RecommendTimeouts:
     retrieval_timeout_s: float
     ranking_timeout_s: float
     page_token_ttl_s: float
+    candidates: int = 500
+    """How many candidates retrieval proposes and ranking scores for a first page."""
 
 
 class Recommender:
@@ -222,7 +228,14 @@ class Recommender:
             stages,
         )
         ranked, ranking_release = await self._rank(
-            context, candidates, seeds, treatment, deadline, degraded, stages
+            context,
+            candidates,
+            seeds,
+            treatment,
+            bool(policy.head_weights),
+            deadline,
+            degraded,
+            stages,
         )
 
         started = time.perf_counter()
@@ -235,6 +248,7 @@ class Recommender:
                 user_id=context.user_id,
                 served=served,
                 random_key=f"{fingerprint}/{len(served)}",
+                explain=context.debug,
             ),
             release.vectors,
         )
@@ -291,7 +305,7 @@ class Recommender:
             result = await self._retrieval.retrieve(
                 context,
                 seeds,
-                min(2000, DEFAULT_MAX_CANDIDATES + served_count),
+                min(2000, self._timeouts.candidates + served_count),
                 budget,
                 category_id=category_id,
                 source_limits=treatment.source_limits,
@@ -310,7 +324,7 @@ class Recommender:
                 else snapshot.popular_items
             )
             popular = popular[~np.isin(popular, snapshot.lookup_items(seeds))]
-            popular = popular[:DEFAULT_MAX_CANDIDATES]
+            popular = popular[: self._timeouts.candidates]
             fallback = [
                 Candidate(snapshot.item_ids[item], [SourceHit(SourceKind.POPULAR, rank, score)])
                 for rank, (item, score) in enumerate(
@@ -342,6 +356,7 @@ class Recommender:
         candidates: list[Candidate],
         seeds: list[str],
         treatment: Treatment,
+        needs_heads: bool,
         deadline: Deadline,
         degraded: list[Degradation],
         stages: list[StageReport],
@@ -353,7 +368,13 @@ class Recommender:
         sources = {c.item_id: tuple(c.sources) for c in candidates}
         try:
             result = await self._ranking.rank(
-                context, list(sources), seeds, budget, heavy_top_n=treatment.heavy_top_n
+                context,
+                list(sources),
+                seeds,
+                budget,
+                heavy_top_n=treatment.heavy_top_n,
+                details=context.debug or needs_heads,
+                sources=sources,
             )
         except StageCallError as error:
             _log.warning("ranking failed; serving retrieval order", reason=error.kind.value)
@@ -370,12 +391,7 @@ class Recommender:
             stages.append(StageReport(StageName.RANKING, None, time.perf_counter() - started, n, n))
             return ranked, None
         degraded += result.degraded
-        ranked = [
-            ScoredCandidate(
-                c.item_id, c.score, c.stage_scores, c.head_scores, sources.get(c.item_id, ())
-            )
-            for c in result.candidates
-        ]
+        ranked = result.candidates
         stages.append(
             StageReport(
                 StageName.RANKING,

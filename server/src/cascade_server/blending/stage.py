@@ -105,6 +105,8 @@ class BlendRequest:
     served: Collection[int] = frozenset()
     random_key: str = ""
     """Seeds the reserved slots' randomness together with ``policy.seed``."""
+    explain: bool = True
+    """Whether to report an outcome for every candidate (traces); off, only the page."""
 
 
 class BlendingStage:
@@ -148,17 +150,16 @@ class BlendingStage:
 
         started = time.perf_counter()
         placement = _Placement(snapshot, remaining, request, vectors)
-        page, placed_outcomes = placement.run()
-        outcomes += placed_outcomes
+        page, positions = placement.run()
         reports.append(
             ComponentReport(
-                "placement",
-                time.perf_counter() - started,
-                len(page),
-                sum(o.action is BlendAction.CAPPED for o in placed_outcomes),
+                "placement", time.perf_counter() - started, len(page), placement.capped_count()
             )
         )
         has_more = len(page) < len(remaining)
+        if not request.explain:
+            return BlendResult(page, has_more, [], reports)
+        outcomes += placement.outcomes(page, positions)
         return BlendResult(page, has_more, _in_input_order(candidates, outcomes), reports)
 
 
@@ -176,31 +177,38 @@ class _Placement:
         self.request = request
         self.policy = request.policy
         n = len(candidates)
-        ids = [c.item_id for c in candidates]
-        rows = snapshot.lookup_items(ids)
-        self.creators = [snapshot.item_creators[row] for row in rows.tolist()]
-        creator_codes = {c: i for i, c in enumerate(dict.fromkeys(c for c in self.creators if c))}
-        self.creator_code = np.array([creator_codes.get(c, -1) for c in self.creators], np.int64)
-        self.creator_count = np.zeros(len(creator_codes) + 1, np.int64)  # last: no creator
-        self.primary = np.array(
-            [_first(snapshot.item_categories.row(row)[0]) for row in rows.tolist()], np.int64
-        )
+        self.rows = snapshot.lookup_items([c.item_id for c in candidates])
+        self.snapshot = snapshot
+        codes = snapshot.item_creator_codes[self.rows]
+        distinct, dense = np.unique(codes, return_inverse=True)
+        self.creator_code = np.where(codes < 0, -1, dense.reshape(-1)).astype(np.int64)
+        self.creator_count = np.zeros(len(distinct) + 1, np.int64)  # last: no creator
+        self.primary = snapshot.item_primary_category[self.rows]
         order = _relevance_order(candidates, self.policy.head_weights)
         rank = np.empty(n, np.int64)
         rank[order] = np.arange(n)
-        self.relevance: FloatArray = 1.0 - rank / max(n, 1) + _boosts(snapshot, rows, self.policy)
+        boosts = _boosts(snapshot, self.rows, self.policy)
+        self.relevance: FloatArray = 1.0 - rank / max(n, 1) + boosts
         self.rank = np.empty(n, np.int64)
         self.rank[np.argsort(-self.relevance, kind="stable")] = np.arange(n)
-        self.fresh_rank = np.array([_fresh_rank(c) for c in candidates], np.float64)
+        self.fresh_rank = (
+            np.array([_fresh_rank(c) for c in candidates], np.float64)
+            if self.policy.fresh_share > 0
+            else np.full(n, np.inf)
+        )
         lam = self.policy.diversity_lambda
-        self.vectors = vectors.of(ids) if vectors is not None and lam < 1.0 and n else None
+        self.vectors = (
+            vectors.of_items(snapshot, self.rows)
+            if vectors is not None and lam < 1.0 and n
+            else None
+        )
         self.max_similarity = np.zeros(n)
         self.placed = np.zeros(n, np.bool_)
         self.demoted = np.zeros(n, np.int8)
         self.rng = np.random.default_rng(_seed(self.policy.seed, request.random_key))
 
-    def run(self) -> tuple[list[BlendedItem], list[CandidateOutcome]]:
-        """The page and an outcome for every candidate."""
+    def run(self) -> tuple[list[BlendedItem], dict[int, int]]:
+        """The page, and the page position of each placed candidate (by its index)."""
         page: list[BlendedItem] = []
         positions: dict[int, int] = {}
         recent: deque[int] = deque(maxlen=max(self.policy.category_spacing, 1))
@@ -213,8 +221,22 @@ class _Placement:
             if self.policy.category_spacing:
                 recent.append(int(self.primary[choice]))
             positions[choice] = len(page)
-            page.append(BlendedItem(self.candidates[choice], self.creators[choice], slot))
-        return page, self._outcomes(page, positions)
+            page.append(BlendedItem(self.candidates[choice], self._creator(choice), slot))
+        return page, positions
+
+    def _creator(self, i: int) -> str:
+        return self.snapshot.item_creators[int(self.rows[i])]
+
+    def capped_count(self) -> int:
+        """Candidates the creator cap held back."""
+        return int((self._capped() & ~self.placed).sum())
+
+    def _capped(self) -> npt.NDArray[np.bool_]:
+        # Capped: passed over for the cap, or left when the cap blocked every candidate.
+        capped = self.demoted == _CODE[Demotion.CREATOR_CAP]
+        if int(self.placed.sum()) < self.request.page_size:
+            capped |= ~self._under_cap()
+        return np.asarray(capped)
 
     def _slots(self) -> list[Slot]:
         size = self.request.page_size
@@ -273,13 +295,11 @@ class _Placement:
             similarity = np.clip(self.vectors @ self.vectors[choice], 0.0, None)
             self.max_similarity = np.maximum(self.max_similarity, similarity)
 
-    def _outcomes(
+    def outcomes(
         self, page: list[BlendedItem], positions: dict[int, int]
     ) -> list[CandidateOutcome]:
-        # Capped: passed over for the cap, or left when the cap blocked every candidate.
-        capped = self.demoted == _CODE[Demotion.CREATOR_CAP]
-        if len(page) < self.request.page_size:
-            capped |= ~self._under_cap()
+        """What happened to every candidate."""
+        capped = self._capped()
         outcomes = []
         cap = self.policy.max_items_per_creator
         for i, candidate in enumerate(self.candidates):
@@ -300,7 +320,7 @@ class _Placement:
                     candidate,
                     BlendAction.CAPPED,
                     Demotion.CREATOR_CAP.value,
-                    f"creator {self.creators[i]} already has {cap} items on the page",
+                    f"creator {self._creator(i)} already has {cap} items on the page",
                     blend_score=score,
                     demoted_by=Demotion.CREATOR_CAP,
                 )
@@ -350,10 +370,6 @@ def _boosts(snapshot: EngagementSnapshot, rows: IntArray, policy: SurfacePolicy)
 def _fresh_rank(candidate: ScoredCandidate) -> float:
     ranks = [hit.rank for hit in candidate.sources if hit.source is SourceKind.FRESH]
     return float(min(ranks)) if ranks else np.inf
-
-
-def _first(values: IntArray) -> int:
-    return int(values[0]) if len(values) else -1
 
 
 def _seed(policy_seed: int, key: str) -> int:

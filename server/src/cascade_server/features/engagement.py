@@ -158,9 +158,13 @@ class EngagementSnapshot:
     category_items: Csr
     """Per category: its active items with positive engagement, most popular first."""
     item_titles: Sequence[str]
-    """Each item's title ("" when unknown)."""
+    """Each item's title, case- and space-normalised for deduplication ("" when unknown)."""
     item_created: FloatArray
     """Each item's creation time in seconds since the epoch (0 when unknown)."""
+    item_creator_codes: IntArray
+    """Each item's creator as a dense code (-1 for items without a creator)."""
+    item_primary_category: IntArray
+    """Each item's first category id (-1 for items without one)."""
     snapshot_id: str
     data_as_of: datetime | None
     stats: dict[str, int] = field(default_factory=dict)
@@ -256,8 +260,10 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
         categories=categories,
         item_categories=item_categories,
         category_items=category_items,
-        item_titles=data.item_titles or [""] * n_items,
+        item_titles=[" ".join(t.casefold().split()) for t in data.item_titles] or [""] * n_items,
         item_created=data.item_created if len(data.item_created) else np.zeros(n_items),
+        item_creator_codes=_creator_codes(data.item_creators),
+        item_primary_category=_primary_categories(item_categories),
         snapshot_id="baseline-" + hashlib.sha256(data.fingerprint.encode()).hexdigest()[:10],
         data_as_of=datetime.fromtimestamp(newest, UTC) if newest is not None else None,
         stats={
@@ -412,6 +418,18 @@ def _categories(item_categories: Sequence[Sequence[str]], n_items: int) -> tuple
     np.cumsum([len(r) for r in rows], out=indptr[1:])
     indices = np.fromiter((c for r in rows for c in r), np.int64, int(indptr[-1]))
     return names, Csr(indptr, indices, np.ones(len(indices)))
+
+
+def _creator_codes(creators: Sequence[str]) -> IntArray:
+    codes = {c: i for i, c in enumerate(dict.fromkeys(c for c in creators if c))}
+    return np.fromiter((codes.get(c, -1) for c in creators), np.int64, len(creators))
+
+
+def _primary_categories(item_categories: Csr) -> IntArray:
+    primary = np.full(item_categories.n_rows, -1, dtype=np.int64)
+    has = np.diff(item_categories.indptr) > 0
+    primary[has] = item_categories.indices[item_categories.indptr[:-1][has]]
+    return primary
 
 
 def _category_items(

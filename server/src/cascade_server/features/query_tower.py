@@ -2,6 +2,11 @@
 
 Retrieval searches the item index with it; ranking scores candidates against it. Both
 load it from a release through this class, so both see the same embedding for a user.
+
+Releases store the tower's weights as arrays too (``query_tower.npz``): the tower is
+embedding lookups, masked means and a two-layer MLP, which numpy evaluates in tens of
+microseconds, where a call into the TensorFlow signature costs about a millisecond.
+Releases without the file use the SavedModel's ``query`` signature.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +22,8 @@ import numpy.typing as npt
 from cascade_server.features.model_inputs import history_matrix
 
 TWO_TOWER_DIR = "two_tower"
+QUERY_WEIGHTS_FILE = "query_tower.npz"
+"""The query tower's weights as arrays, inside the two-tower SavedModel's directory."""
 USERS_FILE = "users.json"
 USER_FEATURES_FILE = "user_features.npy"
 
@@ -34,12 +42,19 @@ class QueryTower:
         user_ids: Sequence[str] = (),
     ) -> None:
         """``user_features`` and ``user_ids`` (for ``users``) are in the model's user order."""
-        import tensorflow as tf
-
         self.user_index = {user: i for i, user in enumerate(user_ids)}
         self.user_features = user_features
         self.history_length = history_length
-        self._query = tf.saved_model.load(str(model_dir)).signatures["query"]
+        weights = model_dir / QUERY_WEIGHTS_FILE
+        self._weights: dict[str, npt.NDArray[np.float32]] | None = None
+        self._query: Any = None
+        if weights.exists():
+            with np.load(weights) as arrays:
+                self._weights = {name: arrays[name] for name in arrays.files}
+        else:
+            import tensorflow as tf
+
+            self._query = tf.saved_model.load(str(model_dir)).signatures["query"]
 
     @classmethod
     def of_release(cls, path: Path, history_length: int) -> QueryTower:
@@ -60,10 +75,32 @@ class QueryTower:
         histories (release item indices, oldest first)."""
         known = users[:, None] >= 0
         features = np.where(known, self.user_features[np.maximum(users, 0)], 0)
-        out = self._query(
-            user=users + 1,
-            history=history_matrix(histories, self.history_length),
-            user_features=features,
-        )
+        history = history_matrix(histories, self.history_length)
+        if self._weights is not None:
+            return _query_tower(self._weights, users + 1, history, features)
+        out = self._query(user=users + 1, history=history, user_features=features)
         embeddings: Embeddings = out["embedding"].numpy()
         return embeddings
+
+
+def _query_tower(
+    w: dict[str, npt.NDArray[np.float32]], users: IntArray, history: IntArray, features: IntArray
+) -> Embeddings:
+    """The query tower of ``offline.two_tower`` in numpy (float32, like the model)."""
+    parts = [
+        w["user_embedding"][users],
+        _masked_mean(w["item_embedding"], history),
+        _masked_mean(w["user_feature_embedding"], features),
+    ]
+    hidden = np.maximum(np.concatenate(parts, axis=-1) @ w["hidden_kernel"] + w["hidden_bias"], 0)
+    out = hidden @ w["output_kernel"] + w["output_bias"]
+    norm = np.sqrt(np.maximum((out * out).sum(axis=-1, keepdims=True), np.float32(1e-12)))
+    embeddings: Embeddings = (out / norm).astype(np.float32)
+    return embeddings
+
+
+def _masked_mean(table: npt.NDArray[np.float32], ids: IntArray) -> npt.NDArray[np.float32]:
+    mask = (ids > 0)[..., None].astype(np.float32)
+    total = (table[ids] * mask).sum(axis=1)
+    mean: npt.NDArray[np.float32] = total / np.maximum(mask.sum(axis=1), np.float32(1.0))
+    return mean

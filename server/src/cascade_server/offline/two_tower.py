@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cascade_server.features.model_inputs import history_matrix
+from cascade_server.features.query_tower import QUERY_WEIGHTS_FILE
 from cascade_server.offline.interactions import (
     MAX_ITEM_CATEGORIES,
     MAX_USER_FEATURES,
@@ -143,7 +144,9 @@ def item_embeddings(model: Any, data: Interactions, batch: int = 8192) -> FloatM
 
 
 def export(model: Any, config: TwoTowerConfig, path: Path) -> None:
-    """Save both towers as one SavedModel with ``query`` and ``candidate`` signatures."""
+    """Save both towers as one SavedModel with ``query`` and ``candidate`` signatures, and
+    the query tower's weights as arrays (``query_tower.npz``), which serving evaluates
+    with numpy: the same function without a TensorFlow call per request."""
     import tensorflow as tf
 
     query = tf.function(
@@ -174,6 +177,17 @@ def export(model: Any, config: TwoTowerConfig, path: Path) -> None:
             "query": query.get_concrete_function(),
             "candidate": candidate.get_concrete_function(),
         },
+    )
+    first, second = model.query_mlp.layers
+    np.savez(
+        path / QUERY_WEIGHTS_FILE,
+        user_embedding=model.user_embedding.embeddings.numpy(),
+        item_embedding=model.item_embedding.embeddings.numpy(),
+        user_feature_embedding=model.user_feature_embedding.embeddings.numpy(),
+        hidden_kernel=first.kernel.numpy(),
+        hidden_bias=first.bias.numpy(),
+        output_kernel=second.kernel.numpy(),
+        output_bias=second.bias.numpy(),
     )
 
 

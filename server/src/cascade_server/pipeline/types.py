@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Surface(StrEnum):
@@ -70,9 +71,11 @@ class RequestContext:
     set by the front door and carried to the stages in call metadata."""
 
 
-@dataclass(frozen=True)
-class SourceHit:
-    """One source proposed the item at ``rank`` (0 = the source's best) with ``score``."""
+class SourceHit(NamedTuple):
+    """One source proposed the item at ``rank`` (0 = the source's best) with ``score``.
+
+    A named tuple, not a dataclass: requests create thousands of them.
+    """
 
     source: SourceKind
     rank: int

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cascade_server.artifacts.watcher import ReleaseWatcher
-from cascade_server.features.engagement import FloatArray
+from cascade_server.features.engagement import FloatArray, IntArray
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import (
@@ -31,6 +31,8 @@ class RankRequest:
     seed_item_ids: Sequence[str] = ()
     heavy_top_n: int = 0
     """How many light-ranked candidates the heavy ranker re-scores; 0: the server's."""
+    details: bool = True
+    """Whether candidates carry their stage and head scores (or only the final score)."""
 
 
 @dataclass(frozen=True)
@@ -80,18 +82,21 @@ class RankingStage:
             snapshot, user, seeds[seeds >= 0], items, heavy_top_n=request.heavy_top_n
         )
         name = scorer.name
-        candidates = [
-            ScoredCandidate(
-                item_id=snapshot.item_ids[item],
-                score=float(scores.final[i]),
-                stage_scores=_finite(scores.stages, i),
-                head_scores=_finite(scores.heads, i),
-            )
-            for i, item in enumerate(items.tolist())
-        ]
-        candidates.sort(key=lambda c: (-c.score, c.item_id))
+        names = [snapshot.item_ids[item] for item in items.tolist()]
+        order = np.lexsort((np.array(names, dtype=str), -scores.final))  # ties: by id
         if request.max_results:
-            candidates = candidates[: request.max_results]
+            order = order[: request.max_results]
+        ids = [names[position] for position in order.tolist()]
+        finals = scores.final[order].tolist()
+        if request.details or request.context.debug:
+            stages = _finite(scores.stages, order)
+            heads = _finite(scores.heads, order)
+            candidates = [
+                ScoredCandidate(item_id, final, stage, head)
+                for item_id, final, stage, head in zip(ids, finals, stages, heads, strict=True)
+            ]
+        else:
+            candidates = [ScoredCandidate(i, f) for i, f in zip(ids, finals, strict=True)]
         return RankResult(
             candidates=candidates,
             unknown_item_ids=unknown,
@@ -99,6 +104,11 @@ class RankingStage:
         )
 
 
-def _finite(values: dict[str, FloatArray], i: int) -> dict[str, float]:
-    """The ``i``-th value of each array, leaving out NaN (not scored)."""
-    return {name: float(v[i]) for name, v in values.items() if np.isfinite(v[i])}
+def _finite(values: dict[str, FloatArray], order: IntArray) -> list[dict[str, float]]:
+    """Per position of ``order``, each array's value there, leaving out NaN (not scored)."""
+    columns = [(name, array[order]) for name, array in values.items()]
+    rows: list[dict[str, float]] = [{} for _ in range(len(order))]
+    for name, column in columns:
+        for position in np.flatnonzero(np.isfinite(column)).tolist():
+            rows[position][name] = float(column[position])
+    return rows

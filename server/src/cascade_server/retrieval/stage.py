@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -65,11 +66,13 @@ class RetrievalStage:
 
     Candidates never include the seeds, the request's exclusions, items the user
     already engaged with, hid or was recently shown, or inactive items. Each source is
-    asked for its limit plus the number of excluded items, so a user with a long
-    history still gets full lists. Merging gives every source a share of
-    ``max_candidates`` in proportion to its limit (its quota): items are taken in
-    order of their rank relative to their source's limit, ties in source order. An
-    item proposed by several sources appears once, with every source listed.
+    asked for what the merge can take from it — its share of ``max_candidates`` in
+    proportion to its limit, doubled for overlap, at most its limit — plus the number of
+    excluded items, so a user with a long history still gets full lists. Merging gives
+    every source a share of ``max_candidates`` in proportion to its limit (its quota):
+    items are taken in order of their rank relative to their source's limit, ties in
+    source order. An item proposed by several sources appears once, with every source
+    listed.
 
     With a category (a category feed), every source's items are cut to the category;
     the popular, trending and fresh sources use the category's own lists.
@@ -143,8 +146,12 @@ class RetrievalStage:
                 _skipped(s.kind, DegradationKind.DEADLINE_EXCEEDED, "no time") for s, _ in wanted
             ]
             wanted = []
+        max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
+        share = _Shares(wanted, max_candidates, whole=members is not None)
         futures = [
-            self._pool.submit(_timed_fetch, source, snapshot, query, limit + len(excluded))
+            self._pool.submit(
+                _timed_fetch, source, snapshot, query, share.of(limit) + len(excluded)
+            )
             for source, limit in wanted
         ]
         wait(futures, timeout=budget)
@@ -163,10 +170,10 @@ class RetrievalStage:
             keep = ~np.isin(result.items, excluded)
             if members is not None:
                 keep &= members[result.items]
-            items, scores = result.items[keep][:limit], result.scores[keep][:limit]
+            size = share.of(limit)
+            items, scores = result.items[keep][:size], result.scores[keep][:size]
             found.append((source.kind, limit, items, scores))
             reports.append(ComponentReport(source.kind.value, seconds, len(items)))
-        max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
         return RetrievalResult(
             candidates=_merge(snapshot, found, max_candidates),
             release=release,
@@ -190,6 +197,30 @@ class RetrievalStage:
         return np.unique(np.concatenate(parts))
 
 
+_SHARE_MARGIN = 2.0
+"""How much more than its share of the merged list a source is asked for: sources
+propose some of the same items, and a merged item takes a place once."""
+
+
+class _Shares:
+    """How many items each source is asked for: its share of ``max_candidates`` (in
+    proportion to its limit, as the merge takes them) with a margin, at most its limit.
+    With ``whole`` (a category feed, whose items are cut to the category after the
+    sources ran) every source is asked for its whole limit."""
+
+    def __init__(
+        self, wanted: Sequence[tuple[CandidateSource, int]], max_candidates: int, *, whole: bool
+    ) -> None:
+        total = sum(limit for _, limit in wanted)
+        self._fraction = 1.0 if whole or total <= max_candidates else max_candidates / total
+
+    def of(self, limit: int) -> int:
+        """The number of items to ask a source with ``limit`` for."""
+        if self._fraction >= 1.0:
+            return limit
+        return min(limit, math.ceil(_SHARE_MARGIN * self._fraction * limit) + 10)
+
+
 def _timed_fetch(
     source: CandidateSource, snapshot: EngagementSnapshot, query: RetrievalQuery, limit: int
 ) -> tuple[SourceResult, float]:
@@ -205,24 +236,35 @@ def _merge(
 ) -> list[Candidate]:
     """Take items by rank relative to their source's limit (ties: source order) until
     ``max_candidates`` distinct items; every source that proposed an item is kept."""
-    slots = sorted(
-        (rank / limit, order, rank)
-        for order, (_, limit, items, _) in enumerate(found)
-        for rank in range(len(items))
-    )
-    merged: dict[int, Candidate] = {}
-    for _, order, rank in slots:
-        kind, _, items, scores = found[order]
-        item = int(items[rank])
-        hit = SourceHit(kind, rank, float(scores[rank]))
-        if item in merged:
-            merged[item].sources.append(hit)
-        elif len(merged) < max_candidates:
-            merged[item] = Candidate(snapshot.item_ids[item], [hit])
-    position = {kind: order for order, (kind, *_) in enumerate(found)}
-    for candidate in merged.values():
-        candidate.sources.sort(key=lambda hit: position[hit.source])
-    return list(merged.values())
+    found = [f for f in found if len(f[2])]
+    if not found:
+        return []
+    items = np.concatenate([f[2] for f in found])
+    scores = np.concatenate([f[3] for f in found])
+    source = np.concatenate([np.full(len(f[2]), k) for k, f in enumerate(found)])
+    rank = np.concatenate([np.arange(len(f[2])) for f in found])
+    limit = np.concatenate([np.full(len(f[2]), f[1], dtype=np.float64) for f in found])
+    taken = np.lexsort((rank, source, rank / limit))
+    _, first = np.unique(items[taken], return_index=True)
+    chosen = items[taken[np.sort(first)[:max_candidates]]]
+    # Every entry of a chosen item, grouped by candidate and in source order.
+    by_item = np.argsort(chosen)
+    at = np.minimum(np.searchsorted(chosen[by_item], items), len(chosen) - 1)
+    entries = np.flatnonzero(chosen[by_item][at] == items)
+    owner = by_item[at[entries]]
+    grouped = np.lexsort((source[entries], owner))
+    entries, owner = entries[grouped], owner[grouped]
+    kinds = [f[0] for f in found]
+    candidates = [Candidate(snapshot.item_ids[item], []) for item in chosen.tolist()]
+    for c, k, r, score in zip(
+        owner.tolist(),
+        source[entries].tolist(),
+        rank[entries].tolist(),
+        scores[entries].tolist(),
+        strict=True,
+    ):
+        candidates[c].sources.append(SourceHit(kinds[k], r, score))
+    return candidates
 
 
 def _skipped(kind: SourceKind, reason: DegradationKind, message: str) -> Degradation:

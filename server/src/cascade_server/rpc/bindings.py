@@ -189,6 +189,7 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
             retrieval_timeout_s=settings.retrieval_timeout_ms / 1000,
             ranking_timeout_s=settings.ranking_timeout_ms / 1000,
             page_token_ttl_s=settings.page_token_ttl_seconds,
+            candidates=settings.recommend_candidates,
         ),
         release,
     )

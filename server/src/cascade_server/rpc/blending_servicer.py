@@ -109,6 +109,7 @@ class BlendingServicer(pb_grpc.BlendingServiceServicer):
             request.page_size or DEFAULT_PAGE_SIZE,
             user_id=request_context.user_id,
             random_key=request_context.user_id,
+            explain=request_context.debug,
         )
         started = time.perf_counter()
         blend = await self._runner.run(

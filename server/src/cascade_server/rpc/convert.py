@@ -161,9 +161,21 @@ def hits_to_proto(hits: Iterable[SourceHit]) -> list[candidate_pb2.SourceHit]:
     ]
 
 
+_SOURCE_BY_NUMBER: list[SourceKind | None] = [
+    SOURCES.get(candidate_pb2.CandidateSource.ValueType(number))
+    for number in range(max(SOURCES) + 1)
+]
+
+
 def hits_from_proto(hits: Iterable[candidate_pb2.SourceHit]) -> tuple[SourceHit, ...]:
     """Source hits from the wire; unknown sources are dropped."""
-    return tuple(SourceHit(SOURCES[h.source], h.rank, h.score) for h in hits if h.source in SOURCES)
+    converted = []
+    for hit in hits:
+        number = hit.source
+        kind = _SOURCE_BY_NUMBER[number] if number < len(_SOURCE_BY_NUMBER) else None
+        if kind is not None:
+            converted.append(SourceHit(kind, hit.rank, hit.score))
+    return tuple(converted)
 
 
 def scored_to_proto(candidate: ScoredCandidate) -> candidate_pb2.ScoredCandidate:
@@ -178,13 +190,14 @@ def scored_to_proto(candidate: ScoredCandidate) -> candidate_pb2.ScoredCandidate
 
 
 def scored_from_proto(message: candidate_pb2.ScoredCandidate) -> ScoredCandidate:
-    """A scored candidate from the wire."""
+    """A scored candidate from the wire. The score maps are the message's own (read-only
+    by convention, not copied: a request holds hundreds of them)."""
     return ScoredCandidate(
         item_id=message.item_id,
         score=message.score,
-        stage_scores=dict(message.stage_scores),
-        head_scores=dict(message.head_scores),
-        sources=hits_from_proto(message.sources),
+        stage_scores=message.stage_scores,
+        head_scores=message.head_scores,
+        sources=hits_from_proto(message.sources) if message.sources else (),
     )
 
 

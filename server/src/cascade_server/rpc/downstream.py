@@ -21,6 +21,8 @@ from cascade_server.pipeline.types import (
     DegradationKind,
     ReleaseInfo,
     RequestContext,
+    ScoredCandidate,
+    SourceHit,
     SourceKind,
 )
 from cascade_server.ranking.stage import RankResult
@@ -30,7 +32,6 @@ from cascade_server.rpc.convert import (
     context_to_proto,
     degradations_from_proto,
     hits_from_proto,
-    scored_from_proto,
 )
 from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY
 
@@ -94,13 +95,16 @@ class GrpcRankingBackend:
         timeout_s: float,
         *,
         heavy_top_n: int = 0,
+        details: bool = True,
+        sources: Mapping[str, tuple[SourceHit, ...]] | None = None,
     ) -> RankResult:
-        """Scored candidates from the ranking server."""
+        """Scored candidates from the ranking server, with ``sources`` attached."""
         request = ranking_service_pb2.RankCandidatesRequest(
             context=context_to_proto(context),
             item_ids=item_ids,
             seed_item_ids=seed_item_ids,
             heavy_top_n=heavy_top_n,
+            omit_score_details=not details,
         )
         try:
             response = await self._client.rank_candidates(
@@ -108,8 +112,18 @@ class GrpcRankingBackend:
             )
         except CascadeError as error:
             raise _stage_error("ranking", error) from error
+        provenance = sources or {}
         return RankResult(
-            candidates=[scored_from_proto(c) for c in response.candidates],
+            candidates=[
+                ScoredCandidate(
+                    c.item_id,
+                    c.score,
+                    c.stage_scores,
+                    c.head_scores,
+                    provenance.get(c.item_id, ()),
+                )
+                for c in response.candidates
+            ],
             unknown_item_ids=list(response.unknown_item_ids),
             release=ReleaseInfo(response.release_id, response.scorer),
             degraded=degradations_from_proto(response.degraded),

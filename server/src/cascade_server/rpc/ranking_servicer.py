@@ -60,6 +60,7 @@ def request_from_proto(request: pb.RankCandidatesRequest) -> RankRequest:
         request.max_results,
         list(request.seed_item_ids),
         request.heavy_top_n,
+        details=not request.omit_score_details,
     )
 
 

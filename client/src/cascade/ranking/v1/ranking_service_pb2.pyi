@@ -32,6 +32,7 @@ class RankCandidatesRequest(_message.Message):
     MAX_RESULTS_FIELD_NUMBER: _builtins.int
     SEED_ITEM_IDS_FIELD_NUMBER: _builtins.int
     HEAVY_TOP_N_FIELD_NUMBER: _builtins.int
+    OMIT_SCORE_DETAILS_FIELD_NUMBER: _builtins.int
     max_results: _builtins.int
     """The most scored candidates to return, 0 to 2,000. Zero returns every known
     item.
@@ -40,6 +41,11 @@ class RankCandidatesRequest(_message.Message):
     """How many of the light ranker's best candidates the heavy ranker re-scores,
     0 to 2,000. Zero means the server's setting. Front doors set it from an
     experiment variant.
+    """
+    omit_score_details: _builtins.bool
+    """When true, candidates carry only `item_id` and `score`, without
+    `stage_scores` and `head_scores`: a smaller, faster response for callers
+    that order by the score alone. Ignored when `context.debug` is set.
     """
     @_builtins.property
     def context(self) -> _context_pb2.RequestContext:
@@ -69,10 +75,11 @@ class RankCandidatesRequest(_message.Message):
         max_results: _builtins.int = ...,
         seed_item_ids: _abc.Iterable[_builtins.str] | None = ...,
         heavy_top_n: _builtins.int = ...,
+        omit_score_details: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "heavy_top_n", b"heavy_top_n", "item_ids", b"item_ids", "max_results", b"max_results", "seed_item_ids", b"seed_item_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "heavy_top_n", b"heavy_top_n", "item_ids", b"item_ids", "max_results", b"max_results", "omit_score_details", b"omit_score_details", "seed_item_ids", b"seed_item_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
