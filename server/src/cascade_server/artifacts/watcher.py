@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from cascade_server import heap
 from cascade_server.logs import get_logger
 
 T = TypeVar("T")
@@ -78,6 +79,7 @@ class ReleaseWatcher(Generic[T]):
             )
             return False
         self._current = Loaded(active, value)
+        heap.settle()  # the replaced release's models may hold reference cycles
         _log.info(
             "release loaded",
             release_id=active,

@@ -132,13 +132,22 @@ def build_index_command(
     search_k: Annotated[
         int, typer.Option(min=0, help="Nodes searched per query; 0: Annoy's default.")
     ] = 0,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Threads building trees; 1 (the default) builds the same index every time.",
+        ),
+    ] = 1,
     build_dir: BuildDir = None,
 ) -> None:
     """Index the build's item embeddings with Annoy; report recall@K against exact search."""
     settings = load_settings()
     with migrated_engine(settings) as engine:
         report = build_item_index(
-            engine, _build_dir(settings, build_dir), IndexConfig(n_trees=trees, search_k=search_k)
+            engine,
+            _build_dir(settings, build_dir),
+            IndexConfig(n_trees=trees, search_k=search_k, jobs=jobs),
         )
     table = Table("index", "value")
     table.add_row("items", f"{report.items:,}")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from cascade_server import heap
 from cascade_server.errors import NotReadyError
 from cascade_server.features.engagement import (
     EngagementSnapshot,
@@ -79,6 +80,7 @@ class SnapshotHolder:
         read_s = time.perf_counter() - started
         snapshot = build_snapshot(data, self._config)
         self._snapshot, self._fingerprint = snapshot, data.fingerprint
+        heap.freeze()  # snapshots hold no reference cycles: refcounts free the old one
         self._items_since = data.items_updated_at
         self._events_after = data.last_event_id
         _log.info(

@@ -19,6 +19,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from threadpoolctl import threadpool_limits
 
+from cascade_server import heap
 from cascade_server.errors import ConfigurationError
 from cascade_server.logs import get_logger
 from cascade_server.rpc.executor import BlockingRunner
@@ -113,6 +114,7 @@ class CascadeServer:
         return self.port
 
     async def _mark_ready(self) -> None:
+        heap.settle()
         for name in ("", self.binding.service_name):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._ready.set()
