@@ -157,10 +157,16 @@ def _context(user: str) -> context_pb2.RequestContext:
     return context_pb2.RequestContext(user_id=user)
 
 
+SETTLE_S = 5.0
+"""Pause before each load point, so work queued by an overloaded point (which the
+servers finish even after the client gave up) does not spill into the next one."""
+
+
 async def measure(
     call: Call, rate: float, duration_s: float, meter: UsageMeter | None
 ) -> dict[str, Any]:
     """One load point: latency summary plus each server's CPU and RSS."""
+    await asyncio.sleep(SETTLE_S)
     if meter is not None:
         meter.start()
     generator = psutil.Process()
@@ -222,7 +228,6 @@ async def scenario_max_rate(
         if point["p99_ms"] >= MAX_RATE_P99_MS or point["errors"]:
             break
         best = rate
-        await asyncio.sleep(1.0)  # let queues drain between points
     return {"highest_rate_with_p99_under_50ms": best, "points": points}
 
 
@@ -485,10 +490,10 @@ def main() -> int:
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "results": results,
     }
-    stem = f"load-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    _plots(results, args.out, stem)
+    stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    _plots(results, args.out, f"load-{stamp}")
     _strip_samples(results)
-    write_report(args.out, stem, report, _markdown(report, stem))
+    write_report(args.out, "load", report, _markdown(report, f"load-{stamp}"), stamp)
     return 0
 
 
@@ -569,12 +574,15 @@ def _plots(results: dict[str, Any], out: Path, stem: str) -> None:
         figure, axis = plt.subplots(figsize=(7, 4.5))
         for name, points in series.items():
             rates = [p["rate"] for p in points]
-            axis.plot(rates, [p["p99_ms"] for p in points], marker="o", label=f"{name} p99")
+            (line,) = axis.plot(
+                rates, [p["p99_ms"] for p in points], marker="o", label=f"{name} p99"
+            )
             axis.plot(
                 rates,
                 [p["p50_ms"] for p in points],
                 marker=".",
                 linestyle="--",
+                color=line.get_color(),
                 label=f"{name} p50",
             )
         axis.set_xlabel("offered load (requests/s, open loop)")

@@ -94,11 +94,13 @@ def serving_env(
     return server_env, ports
 
 
-def write_report(out: Path, stem: str, report: dict[str, Any], lines: list[str]) -> None:
+def write_report(
+    out: Path, stem: str, report: dict[str, Any], lines: list[str], stamp: str = ""
+) -> None:
     """Write ``report`` as JSON and ``lines`` plus its step timings as Markdown to
-    ``out/<stem>-<time>.{json,md}``, and print the Markdown."""
+    ``out/<stem>-<stamp>.{json,md}`` (stamp: now, by default), and print the Markdown."""
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     (out / f"{stem}-{stamp}.json").write_text(json.dumps(report, indent=2))
     lines = [*lines, "", "| step | seconds |", "|---|---|"]
     lines += [f"| {step} | {seconds} |" for step, seconds in report["timings_s"].items()]
