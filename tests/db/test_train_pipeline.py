@@ -32,7 +32,9 @@ from cascade_server.offline.train import (
 from cascade_server.offline.two_tower import TwoTowerConfig
 from cascade_server.pipeline.components import RetrievalQuery
 from cascade_server.pipeline.types import RequestContext
-from cascade_server.ranking.features import Users
+from cascade_server.ranking import models as ranking_files
+from cascade_server.ranking.features import FeatureSet, Users
+from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HEAVY_WEIGHTS_FILE, HeavyRanker
 from cascade_server.ranking.models import LearnedRanker
 from cascade_server.retrieval.models import RetrievalModels
 from cascade_server.retrieval.sources import AnnoyCandidateSource
@@ -213,3 +215,23 @@ def test_the_numpy_query_tower_matches_the_saved_model(trained, tmp_path):
     reference = tf_tower.embeddings(users, histories)
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_numpy_heavy_ranker_matches_the_saved_model(trained, tmp_path):
+    _, registry, manifest, _, _, _ = trained
+    heavy = registry.path_of(manifest.release_id) / HEAVY_RANKER_DIR
+    assert (heavy / HEAVY_WEIGHTS_FILE).exists()
+    without = tmp_path / HEAVY_RANKER_DIR
+    shutil.copytree(heavy, without)
+    (without / HEAVY_WEIGHTS_FILE).unlink()
+    columns = FeatureSet.load(
+        registry.path_of(manifest.release_id) / ranking_files.FEATURES_FILE
+    ).columns
+    ours, reference = HeavyRanker(heavy, columns), HeavyRanker(without, columns)
+    assert ours.heads == reference.heads
+    features = np.random.default_rng(3).normal(size=(64, len(columns)))
+    mean, heads = ours.predict(features)
+    reference_mean, reference_heads = reference.predict(features)
+    np.testing.assert_allclose(mean, reference_mean, atol=1e-4)
+    for name in ours.heads:
+        np.testing.assert_allclose(heads[name], reference_heads[name], atol=1e-4)

@@ -199,10 +199,10 @@ class Settings(BaseSettings):
     recommend_deadline_ms: PositiveInt = Field(
         default=500, description="Deadline of a Recommend call when the caller sets none."
     )
-    retrieval_timeout_ms: PositiveInt = Field(
+    retrieval_timeout_ms: PositiveFloat = Field(
         default=150, description="Blending's time budget for the retrieval call."
     )
-    ranking_timeout_ms: PositiveInt = Field(
+    ranking_timeout_ms: PositiveFloat = Field(
         default=150, description="Blending's time budget for the ranking call."
     )
     page_token_ttl_seconds: PositiveInt = Field(

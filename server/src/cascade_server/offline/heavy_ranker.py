@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from cascade_server.ranking.heavy import HEAVY_WEIGHTS_FILE, save_weights
 from cascade_server.storage.tables import EVENT_KINDS
 
 FloatCube = npt.NDArray[np.float64]
@@ -120,6 +121,22 @@ def train_heavy_ranker(
         progress("heavy ranker", (epoch + 1) / config.epochs)
 
     export(model, heads, n_features, columns, path)
+    hidden_layers = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, tf.keras.layers.Dense) and layer.name not in heads
+    ]
+    save_weights(
+        path / HEAVY_WEIGHTS_FILE,
+        mean=mean,
+        std=std,
+        hidden=[(layer.kernel.numpy(), layer.bias.numpy()) for layer in hidden_layers],
+        heads={
+            name: (model.get_layer(name).kernel.numpy(), model.get_layer(name).bias.numpy())
+            for name in heads
+        },
+        columns=columns,
+    )
     return HeavyRankerReport(heads, losses, round(time.perf_counter() - started, 1))
 
 

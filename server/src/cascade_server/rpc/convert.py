@@ -179,14 +179,15 @@ def hits_from_proto(hits: Iterable[candidate_pb2.SourceHit]) -> tuple[SourceHit,
 
 
 def scored_to_proto(candidate: ScoredCandidate) -> candidate_pb2.ScoredCandidate:
-    """A scored candidate on the wire."""
-    return candidate_pb2.ScoredCandidate(
-        item_id=candidate.item_id,
-        score=candidate.score,
-        stage_scores=candidate.stage_scores,
-        head_scores=candidate.head_scores,
-        sources=hits_to_proto(candidate.sources),
-    )
+    """A scored candidate on the wire (empty fields left unset: it is cheaper)."""
+    message = candidate_pb2.ScoredCandidate(item_id=candidate.item_id, score=candidate.score)
+    if candidate.stage_scores:
+        message.stage_scores.update(candidate.stage_scores)
+    if candidate.head_scores:
+        message.head_scores.update(candidate.head_scores)
+    if candidate.sources:
+        message.sources.extend(hits_to_proto(candidate.sources))
+    return message
 
 
 def scored_from_proto(message: candidate_pb2.ScoredCandidate) -> ScoredCandidate:

@@ -35,7 +35,8 @@ from cascade_server.rpc.convert import (
 )
 from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY
 
-_MIN_TIMEOUT_S = 0.001
+_MIN_TIMEOUT_S = 0.000_01
+"""The shortest timeout a hop is given (a budget already spent still makes one try)."""
 
 
 class GrpcRetrievalBackend:
