@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from pipeline import (
     drop_database,
     free_port,
     fresh_database,
+    machine,
     serving_env,
     step,
     wait_serving,
@@ -409,6 +409,7 @@ def scenario_index(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     )
     report: dict[str, Any] = json.loads(built.stdout.strip().splitlines()[-1])
     report["index_mib"] = path.stat().st_size / 2**20
+    report["items"] = args.index_items
     vectors = np.load(path.with_suffix(".npy"))
     rng = np.random.default_rng(1)
     noise = rng.normal(size=(100, 64)).astype(np.float32)
@@ -483,17 +484,16 @@ def main() -> int:
             drop_database(database)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
+        "machine": machine(),
         "catalog": {"users": args.users, "items": args.items, "events": args.events},
         "duration_s": args.duration,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "results": results,
     }
     stamp = f"{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    _plots(results, args.out, f"load-{stamp}")
+    plots = _plots(results, args.out, f"load-{stamp}")
     _strip_samples(results)
-    write_report(args.out, "load", report, _markdown(report, f"load-{stamp}"), stamp)
+    write_report(args.out, "load", report, _markdown(report, plots), stamp)
     return 0
 
 
@@ -560,13 +560,15 @@ def _strip_samples(results: dict[str, Any]) -> None:
     strip(results)
 
 
-def _plots(results: dict[str, Any], out: Path, stem: str) -> None:
+def _plots(results: dict[str, Any], out: Path, stem: str) -> list[str]:
+    """Write the PNG plots the results allow; their file names."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
     series: dict[str, list[dict[str, Any]]] = dict(results.get("stages", {}))
     if "recommend" in results:
         series["Recommend"] = results["recommend"]
@@ -592,6 +594,7 @@ def _plots(results: dict[str, Any], out: Path, stem: str) -> None:
         axis.legend(fontsize=7)
         figure.tight_layout()
         figure.savefig(out / f"{stem}-latency-vs-rate.png", dpi=120)
+        written.append(f"{stem}-latency-vs-rate.png")
         plt.close(figure)
         figure, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.5), squeeze=False)
         for axis, (name, points) in zip(axes[0], series.items(), strict=True):
@@ -603,6 +606,7 @@ def _plots(results: dict[str, Any], out: Path, stem: str) -> None:
             axis.legend(fontsize=7)
         figure.tight_layout()
         figure.savefig(out / f"{stem}-histograms.png", dpi=120)
+        written.append(f"{stem}-histograms.png")
         plt.close(figure)
     if "swap" in results:
         swap = results["swap"]
@@ -619,10 +623,12 @@ def _plots(results: dict[str, Any], out: Path, stem: str) -> None:
         axis.legend(fontsize=7)
         figure.tight_layout()
         figure.savefig(out / f"{stem}-swap.png", dpi=120)
+        written.append(f"{stem}-swap.png")
         plt.close(figure)
+    return written
 
 
-def _markdown(report: dict[str, Any], stem: str) -> list[str]:
+def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
     results = report["results"]
     catalog = report["catalog"]
     lines = [
@@ -686,8 +692,8 @@ def _markdown(report: dict[str, Any], stem: str) -> list[str]:
     if "index" in results:
         i = results["index"]
         lines += [
-            f"Annoy index, {report['results']['index'].get('items', '')}"
-            f"synthetic 64-d vectors, 50 trees: build {i['build_s']:.1f} s, peak RSS "
+            f"Annoy index, {i['items']:,} synthetic 64-d vectors, 50 trees: build "
+            f"{i['build_s']:.1f} s, peak RSS "
             f"{i['peak_rss_mib']:.0f} MiB, file {i['index_mib']:.0f} MiB. Exact numpy top-500: "
             f"p50 {i['exact_numpy']['p50_ms']:.2f} ms, p99 {i['exact_numpy']['p99_ms']:.2f} ms.",
             "",
@@ -700,7 +706,8 @@ def _markdown(report: dict[str, Any], stem: str) -> list[str]:
                 f"{point['p99_ms']:.2f} | {point['p50_ms'] / i['exact_numpy']['p50_ms']:.2f} |"
             )
         lines.append("")
-    lines += [f"Plots: `{stem}-latency-vs-rate.png`, `{stem}-histograms.png`, `{stem}-swap.png`."]
+    if plots:
+        lines.append("Plots: " + ", ".join(f"`{name}`" for name in plots) + ".")
     return lines
 
 

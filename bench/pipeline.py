@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 import socket
 import subprocess
 import sys
@@ -13,11 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 CASCADE = [sys.executable, "-m", "cascade_server"]
 PORT_NAMES = ("BLENDING", "RETRIEVAL", "RANKING", "CATALOG")
+
+
+def machine() -> str:
+    """The machine a benchmark ran on, for its report."""
+    memory = psutil.virtual_memory().total / 2**30
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def step(timings: dict[str, float], name: str, env: dict[str, str], *args: str) -> None:

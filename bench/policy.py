@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pipeline import (
     CASCADE,
     drop_database,
     fresh_database,
+    machine,
     serving_env,
     step,
     wait_serving,
@@ -114,8 +114,7 @@ def main() -> int:
             drop_database(database)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        "machine": machine(),
         "data": args.data,
         "users": len(held_out),
         "fresh_items": args.fresh_items,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pipeline import (
     CASCADE,
     drop_database,
     fresh_database,
+    machine,
     serving_env,
     step,
     wait_serving,
@@ -81,9 +81,7 @@ def main() -> int:
             drop_database(database)
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        ),
+        "machine": machine(),
         "train": str(args.train),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "results": results,
