@@ -62,6 +62,23 @@ class RankingStage:
         self._baseline = baseline
         self._models = models
 
+    def warm(self) -> None:
+        """Fill the ranker's per-snapshot caches (index maps) with one request for a user
+        with history over popular items."""
+        snapshot = self._holder.current()
+        user_id = next(
+            (u for u, row in snapshot.user_index.items() if len(snapshot.history.row(row)[0])),
+            "",
+        )
+        items = [snapshot.item_ids[i] for i in snapshot.popular_items[:100].tolist()]
+        if items:
+            self.rank(RankRequest(RequestContext(user_id=user_id), items), Deadline.after(5.0))
+
+    def cache_key(self) -> tuple[str, str | None]:
+        """What the caches depend on: the snapshot and the release served."""
+        loaded = self._models.current() if self._models else None
+        return self._holder.current().snapshot_id, loaded.release_id if loaded else None
+
     def rank(self, request: RankRequest, deadline: Deadline) -> RankResult:
         """The scored candidates for ``request``."""
         snapshot = self._holder.current()

@@ -182,6 +182,21 @@ class RetrievalStage:
             components=reports,
         )
 
+    def warm(self) -> None:
+        """Fill the caches built once per snapshot and release (index maps, the walk graph,
+        fresh items) with one request for a user with history."""
+        snapshot = self._holder.current()
+        user_id = next(
+            (u for u, row in snapshot.user_index.items() if len(snapshot.history.row(row)[0])),
+            "",
+        )
+        self.retrieve(RetrievalRequest(RequestContext(user_id=user_id)), Deadline.after(5.0))
+
+    def cache_key(self) -> tuple[str, str | None]:
+        """What the caches depend on: the snapshot and the release served."""
+        loaded = self._models.current() if self._models else None
+        return self._holder.current().snapshot_id, loaded.release_id if loaded else None
+
     @staticmethod
     def _exclusions(
         snapshot: EngagementSnapshot, query: RetrievalQuery, exclude_item_ids: Sequence[str]

@@ -52,6 +52,9 @@ class Binding:
     register: Callable[[aio.Server], None]
     background: list[Background] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    warm: Callable[[], None] | None = None
+    """Fills the stage's per-snapshot and per-release caches (blocking); run before the
+    server reports SERVING, so the first request does not pay for them."""
 
 
 class CascadeServer:
@@ -114,6 +117,11 @@ class CascadeServer:
         return self.port
 
     async def _mark_ready(self) -> None:
+        if self.binding.warm is not None:
+            try:
+                await asyncio.to_thread(self.binding.warm)
+            except Exception:
+                _log.exception("warm-up failed; serving cold", service=self.binding.service_name)
         heap.settle()
         for name in ("", self.binding.service_name):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

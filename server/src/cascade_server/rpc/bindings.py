@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,8 +24,10 @@ from cascade_server.blending.release import BlendingRelease, load_blending_relea
 from cascade_server.blending.stage import BlendingStage
 from cascade_server.catalog.repository import CatalogRepository
 from cascade_server.catalog.service import CatalogService
+from cascade_server.errors import NotReadyError
 from cascade_server.features.engagement import SignalConfig
 from cascade_server.features.refresh import SnapshotHolder
+from cascade_server.logs import get_logger
 from cascade_server.pipeline.types import SourceKind
 from cascade_server.ranking.models import LearnedRanker
 from cascade_server.ranking.scorers import BaselineScorer
@@ -56,6 +60,7 @@ from cascade_server.storage.engagement_reader import (
 )
 
 T = TypeVar("T")
+_log = get_logger(__name__)
 
 
 def signal_config(settings: Settings) -> SignalConfig:
@@ -91,6 +96,32 @@ def keep_snapshot(settings: Settings, holder: SnapshotHolder) -> Background:
 def keep_release(settings: Settings, watcher: ReleaseWatcher[Any]) -> Background:
     """The background task that follows the active release."""
     return lambda stop, ready: watcher.keep_fresh(settings.release_poll_seconds, stop, ready)
+
+
+def keep_warm(
+    key: Callable[[], object], warm: Callable[[], None], interval_s: float = 0.5
+) -> Background:
+    """Re-warm a stage's caches soon after its snapshot or release changes (``key``), so
+    no request pays for rebuilding them. Never holds up SERVING (the server warms up
+    once itself before that)."""
+
+    async def run(stop: asyncio.Event, ready: Callable[[], None]) -> None:
+        ready()
+        last: object = None
+        while not stop.is_set():
+            try:
+                current = key()
+                if current != last:
+                    await asyncio.to_thread(warm)
+                    last = current
+            except NotReadyError:
+                pass  # no snapshot yet
+            except Exception:
+                _log.exception("warm-up failed; requests will fill the caches")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
+    return run
 
 
 def release_watcher(
@@ -140,8 +171,13 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
         lambda server: retrieval_service_pb2_grpc.add_RetrievalServiceServicer_to_server(
             servicer, server
         ),
-        [keep_snapshot(settings, holder), keep_release(settings, models)],
+        [
+            keep_snapshot(settings, holder),
+            keep_release(settings, models),
+            keep_warm(stage.cache_key, stage.warm),
+        ],
         [stage.close],
+        warm=stage.warm,
     )
 
 
@@ -163,7 +199,12 @@ def ranking(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Bi
         lambda server: ranking_service_pb2_grpc.add_RankingServiceServicer_to_server(
             servicer, server
         ),
-        [keep_snapshot(settings, holder), keep_release(settings, models)],
+        [
+            keep_snapshot(settings, holder),
+            keep_release(settings, models),
+            keep_warm(stage.cache_key, stage.warm),
+        ],
+        warm=stage.warm,
     )
 
 

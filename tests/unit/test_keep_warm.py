@@ -1,0 +1,58 @@
+"""Stages warm their caches before serving and again when their data or release changes."""
+
+import asyncio
+
+from support.engagement import FixedHolder, small_snapshot
+
+from cascade_server.errors import NotReadyError
+from cascade_server.pipeline.types import SourceKind
+from cascade_server.ranking.scorers import BaselineScorer
+from cascade_server.ranking.stage import RankingStage
+from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
+from cascade_server.retrieval.stage import RetrievalStage
+from cascade_server.rpc.bindings import keep_warm
+
+
+def test_keep_warm_warms_once_per_change_and_waits_for_data():
+    keys: list[str | Exception] = [NotReadyError("loading"), "a", "a", "b", "b", "b"]
+    pending = iter(keys)
+    warmed: list[str] = []
+    current: list[str] = []
+
+    def key():
+        value = next(pending, "b")
+        if isinstance(value, Exception):
+            raise value
+        current.append(value)
+        return value
+
+    async def scenario():
+        stop = asyncio.Event()
+        ready: list[bool] = []
+        task = asyncio.create_task(
+            keep_warm(key, lambda: warmed.append(current[-1]), 0.01)(
+                stop, lambda: ready.append(True)
+            )
+        )
+        await asyncio.sleep(0.15)
+        stop.set()
+        await task
+        return ready
+
+    assert asyncio.run(scenario()) == [True]
+    assert warmed == ["a", "b"]
+
+
+def test_stages_warm_without_error_and_name_what_their_caches_depend_on():
+    snapshot = small_snapshot()
+    retrieval = RetrievalStage(
+        FixedHolder(snapshot),
+        [CoEngagementCandidateSource(), PopularCandidateSource()],
+        {SourceKind.CO_ENGAGEMENT: 10, SourceKind.POPULAR: 10},
+    )
+    retrieval.warm()
+    assert retrieval.cache_key() == (snapshot.snapshot_id, None)
+    retrieval.close()
+    ranking = RankingStage(FixedHolder(snapshot), BaselineScorer())
+    ranking.warm()
+    assert ranking.cache_key() == (snapshot.snapshot_id, None)
