@@ -17,9 +17,9 @@ from cascade_server.blending.paging import item_key
 from cascade_server.blending.policy import SurfacePolicy
 from cascade_server.blending.recommend import (
     Recommender,
+    RecommendLimits,
     RecommendQuery,
     RecommendResult,
-    RecommendTimeouts,
 )
 from cascade_server.blending.release import ItemVectors
 from cascade_server.blending.stage import BlendingStage, BlendRequest
@@ -279,7 +279,7 @@ def test_paging_through_recommend_never_repeats_an_item(data):
         FailingStage() if retrieval_down else InProcessRetrieval(snapshot),
         FailingStage() if ranking_down else InProcessRanking(snapshot),
         BlendingStage(),
-        RecommendTimeouts(retrieval_timeout_s=1.0, ranking_timeout_s=1.0, page_token_ttl_s=3600.0),
+        RecommendLimits(retrieval_timeout_s=1.0, ranking_timeout_s=1.0, page_token_ttl_s=3600.0),
         lambda: release,
     )
 

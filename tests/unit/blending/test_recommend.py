@@ -11,9 +11,9 @@ from cascade_server.blending.paging import encode_token, request_fingerprint
 from cascade_server.blending.policy import BlendingPolicies
 from cascade_server.blending.recommend import (
     Recommender,
+    RecommendLimits,
     RecommendQuery,
     RecommendResult,
-    RecommendTimeouts,
 )
 from cascade_server.blending.release import BlendingRelease
 from cascade_server.blending.stage import BlendingStage
@@ -81,9 +81,7 @@ def make_recommender(
 ):
     retrieval = retrieval or InProcessRetrieval(stage_snapshot or RETRIEVAL)
     ranking = ranking or InProcessRanking(stage_snapshot or RANKING)
-    timeouts = RecommendTimeouts(
-        retrieval_timeout_s=1.0, ranking_timeout_s=1.0, page_token_ttl_s=ttl
-    )
+    timeouts = RecommendLimits(retrieval_timeout_s=1.0, ranking_timeout_s=1.0, page_token_ttl_s=ttl)
     release = policy_release(max_items_per_creator=cap)
     return Recommender(
         FixedHolder(front), retrieval, ranking, BlendingStage(), timeouts, lambda: release
@@ -444,7 +442,7 @@ experiments:
         retrieval,
         ranking,
         BlendingStage(),
-        RecommendTimeouts(1.0, 1.0, 3600.0),
+        RecommendLimits(1.0, 1.0, 3600.0),
         lambda: release,
     )
     forced = recommend(recommender, "u1", experiment_ids=("quotas/no_popular",))

@@ -52,8 +52,8 @@ class CategoryFilter:
 
     def __init__(self, snapshot: EngagementSnapshot, excluded: Collection[str]) -> None:
         self._snapshot = snapshot
-        categories = snapshot.categories
-        self._excluded = {categories.index(c): c for c in excluded if c in categories}
+        index = snapshot.category_index
+        self._excluded = {index[c]: c for c in excluded if c in index}
 
     def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
         """Split by category membership."""

@@ -147,8 +147,8 @@ class RecommendResult:
 
 
 @dataclass(frozen=True)
-class RecommendTimeouts:
-    """Per-hop time budgets and the page-token lifetime."""
+class RecommendLimits:
+    """Per-hop time budgets, the page-token lifetime and the funnel's size."""
 
     retrieval_timeout_s: float
     ranking_timeout_s: float
@@ -166,14 +166,14 @@ class Recommender:
         retrieval: RetrievalBackend,
         ranking: RankingBackend,
         blending: BlendingStage,
-        timeouts: RecommendTimeouts,
+        limits: RecommendLimits,
         release: Callable[[], BlendingRelease],
     ) -> None:
         self._holder = holder
         self._retrieval = retrieval
         self._ranking = ranking
         self._blending = blending
-        self._timeouts = timeouts
+        self._limits = limits
         self._release = release
 
     async def recommend(self, query: RecommendQuery, deadline: Deadline) -> RecommendResult:
@@ -193,7 +193,7 @@ class Recommender:
             seed = snapshot.item_index.get(query.seed_item_id, -1)
             if seed < 0 or not snapshot.item_active[seed]:
                 raise NotFoundError("item", query.seed_item_id)
-        if query.category_id and query.category_id not in snapshot.categories:
+        if query.category_id and snapshot.category_of(query.category_id) < 0:
             raise NotFoundError("category", query.category_id)
         treatment = release.policies.treatment(context.user_id, context.experiment_ids)
         policy = treatment.policy(release.policies, surface)
@@ -211,7 +211,7 @@ class Recommender:
             surface.value,
             *([query.category_id] if query.category_id else []),
         )
-        served = decode_token(query.page_token, fingerprint, self._timeouts.page_token_ttl_s).served
+        served = decode_token(query.page_token, fingerprint, self._limits.page_token_ttl_s).served
 
         degraded: list[Degradation] = []
         stages: list[StageReport] = []
@@ -300,12 +300,12 @@ class Recommender:
         stages: list[StageReport],
     ) -> tuple[list[Candidate], ReleaseInfo | None]:
         started = time.perf_counter()
-        budget = deadline.budget(self._timeouts.retrieval_timeout_s, reserve_s=_BLEND_RESERVE_S)
+        budget = deadline.budget(self._limits.retrieval_timeout_s, reserve_s=_BLEND_RESERVE_S)
         try:
             result = await self._retrieval.retrieve(
                 context,
                 seeds,
-                min(2000, self._timeouts.candidates + served_count),
+                min(2000, self._limits.candidates + served_count),
                 budget,
                 category_id=category_id,
                 source_limits=treatment.source_limits,
@@ -319,12 +319,12 @@ class Recommender:
             )
             # Like retrieval, never propose the seeds themselves.
             popular = (
-                snapshot.category_items.row(snapshot.categories.index(category_id))[0]
+                snapshot.category_items.row(snapshot.category_of(category_id))[0]
                 if category_id
                 else snapshot.popular_items
             )
             popular = popular[~np.isin(popular, snapshot.lookup_items(seeds))]
-            popular = popular[: self._timeouts.candidates]
+            popular = popular[: self._limits.candidates]
             fallback = [
                 Candidate(snapshot.item_ids[item], [SourceHit(SourceKind.POPULAR, rank, score)])
                 for rank, (item, score) in enumerate(
@@ -364,7 +364,7 @@ class Recommender:
         if not candidates:
             return [], None
         started = time.perf_counter()
-        budget = deadline.budget(self._timeouts.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
+        budget = deadline.budget(self._limits.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
         sources = {c.item_id: tuple(c.sources) for c in candidates}
         try:
             result = await self._ranking.rank(

@@ -355,11 +355,8 @@ def _boosts(snapshot: EngagementSnapshot, rows: IntArray, policy: SurfacePolicy)
     boosts = np.zeros(len(rows))
     if not policy.category_boosts:
         return boosts
-    by_id = {
-        snapshot.categories.index(name): boost
-        for name, boost in policy.category_boosts.items()
-        if name in snapshot.categories
-    }
+    index = snapshot.category_index
+    by_id = {index[name]: boost for name, boost in policy.category_boosts.items() if name in index}
     for i, row in enumerate(rows.tolist()):
         found = [by_id[c] for c in snapshot.item_categories.row(row)[0].tolist() if c in by_id]
         if found:

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Final
 
 import numpy as np
@@ -183,9 +184,20 @@ class EngagementSnapshot:
         index = self.item_index
         return np.fromiter((index.get(i, -1) for i in item_ids), np.int64, len(item_ids))
 
+    @cached_property
+    def category_index(self) -> dict[str, int]:
+        """Category name → id (built once per snapshot)."""
+        return {name: i for i, name in enumerate(self.categories)}
+
     def category_of(self, name: str) -> int:
         """A category's id, or -1 when no item has it."""
-        return self.categories.index(name) if name in self.categories else -1
+        return self.category_index.get(name, -1)
+
+    def user_with_history(self) -> str:
+        """Some user with engagement history ("" when there is none), for warm-ups."""
+        return next(
+            (user for user, row in self.user_index.items() if len(self.history.row(row)[0])), ""
+        )
 
     def category_members(self, category: int) -> npt.NDArray[np.bool_]:
         """[items]: whether each item (of any status) is in ``category``."""

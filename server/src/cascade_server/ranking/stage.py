@@ -66,10 +66,7 @@ class RankingStage:
         """Fill the ranker's per-snapshot caches (index maps) with one request for a user
         with history over popular items."""
         snapshot = self._holder.current()
-        user_id = next(
-            (u for u, row in snapshot.user_index.items() if len(snapshot.history.row(row)[0])),
-            "",
-        )
+        user_id = snapshot.user_with_history()
         items = [snapshot.item_ids[i] for i in snapshot.popular_items[:100].tolist()]
         if items:
             self.rank(RankRequest(RequestContext(user_id=user_id), items), Deadline.after(5.0))

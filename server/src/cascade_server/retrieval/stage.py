@@ -186,10 +186,7 @@ class RetrievalStage:
         """Fill the caches built once per snapshot and release (index maps, the walk graph,
         fresh items) with one request for a user with history."""
         snapshot = self._holder.current()
-        user_id = next(
-            (u for u, row in snapshot.user_index.items() if len(snapshot.history.row(row)[0])),
-            "",
-        )
+        user_id = snapshot.user_with_history()
         self.retrieve(RetrievalRequest(RequestContext(user_id=user_id)), Deadline.after(5.0))
 
     def cache_key(self) -> tuple[str, str | None]:

@@ -19,7 +19,7 @@ from cascade_server.artifacts.manifest import Manifest, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.blending.policy import BlendingPolicies
-from cascade_server.blending.recommend import Recommender, RecommendTimeouts
+from cascade_server.blending.recommend import Recommender, RecommendLimits
 from cascade_server.blending.release import BlendingRelease, load_blending_release
 from cascade_server.blending.stage import BlendingStage
 from cascade_server.catalog.repository import CatalogRepository
@@ -226,7 +226,7 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
         GrpcRetrievalBackend(retrieval_client),
         GrpcRankingBackend(ranking_client),
         blending_stage,
-        RecommendTimeouts(
+        RecommendLimits(
             retrieval_timeout_s=settings.retrieval_timeout_ms / 1000,
             ranking_timeout_s=settings.ranking_timeout_ms / 1000,
             page_token_ttl_s=settings.page_token_ttl_seconds,

@@ -190,15 +190,20 @@ def scored_to_proto(candidate: ScoredCandidate) -> candidate_pb2.ScoredCandidate
     return message
 
 
-def scored_from_proto(message: candidate_pb2.ScoredCandidate) -> ScoredCandidate:
-    """A scored candidate from the wire. The score maps are the message's own (read-only
-    by convention, not copied: a request holds hundreds of them)."""
+def scored_from_proto(
+    message: candidate_pb2.ScoredCandidate, sources: tuple[SourceHit, ...] | None = None
+) -> ScoredCandidate:
+    """A scored candidate from the wire, with ``sources`` instead of the message's own when
+    given. The score maps are the message's own (read-only by convention, not copied: a
+    request holds hundreds of them)."""
+    if sources is None:
+        sources = hits_from_proto(message.sources) if message.sources else ()
     return ScoredCandidate(
         item_id=message.item_id,
         score=message.score,
         stage_scores=message.stage_scores,
         head_scores=message.head_scores,
-        sources=hits_from_proto(message.sources) if message.sources else (),
+        sources=sources,
     )
 
 

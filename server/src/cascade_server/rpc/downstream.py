@@ -21,7 +21,6 @@ from cascade_server.pipeline.types import (
     DegradationKind,
     ReleaseInfo,
     RequestContext,
-    ScoredCandidate,
     SourceHit,
     SourceKind,
 )
@@ -32,6 +31,7 @@ from cascade_server.rpc.convert import (
     context_to_proto,
     degradations_from_proto,
     hits_from_proto,
+    scored_from_proto,
 )
 from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY
 
@@ -116,14 +116,7 @@ class GrpcRankingBackend:
         provenance = sources or {}
         return RankResult(
             candidates=[
-                ScoredCandidate(
-                    c.item_id,
-                    c.score,
-                    c.stage_scores,
-                    c.head_scores,
-                    provenance.get(c.item_id, ()),
-                )
-                for c in response.candidates
+                scored_from_proto(c, provenance.get(c.item_id, ())) for c in response.candidates
             ],
             unknown_item_ids=list(response.unknown_item_ids),
             release=ReleaseInfo(response.release_id, response.scorer),
