@@ -20,6 +20,9 @@ request's due time. Scenarios:
   SERVING, the first request's latency, then warm p99 of the same request;
 * swap: Recommend at 100/s while `cascade policy publish` makes a new release that
   every server loads and swaps in; errors and p99 during the swap against before;
+* processes: Recommend at each --rates value with one process per stage, then with
+  two per stage sharing each port (CASCADE_<STAGE>_PROCESSES=2, SO_REUSEPORT), the
+  generator spreading its calls over several connections;
 * index: Annoy over --index-items x 64 synthetic clustered vectors (50 trees, two
   build threads): build
   time and peak memory (in a child process), recall@500 and query latency at several
@@ -51,6 +54,7 @@ import sqlalchemy as sa
 from openloop import UsageMeter, open_loop, server_processes
 from pipeline import (
     CASCADE,
+    PORT_NAMES,
     drop_database,
     free_port,
     fresh_database,
@@ -78,7 +82,7 @@ from cascade_server.storage.database import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("retrieval", "ranking", "blending")
-SCENARIOS = ("stages", "recommend", "max-rate", "cold-start", "swap", "index")
+SCENARIOS = ("stages", "recommend", "max-rate", "cold-start", "swap", "processes", "index")
 TIMEOUT_S = 2.0
 MAX_RATE_P99_MS = 50.0
 
@@ -88,13 +92,19 @@ Call = Callable[[int], Awaitable[Any]]
 class Workload:
     """Requests for the scenarios: a sample of users, their candidates and rankings."""
 
-    def __init__(self, ports: dict[str, int], users: list[str]) -> None:
-        self.channels = {
-            name: grpc.aio.insecure_channel(f"127.0.0.1:{ports[name.upper()]}") for name in STAGES
-        }
-        self.retrieval = retrieval_grpc.RetrievalServiceStub(self.channels["retrieval"])
-        self.ranking = ranking_grpc.RankingServiceStub(self.channels["ranking"])
-        self.blending = blending_grpc.BlendingServiceStub(self.channels["blending"])
+    def __init__(self, ports: dict[str, int], users: list[str], connections: int = 1) -> None:
+        # Several connections to the front door (each a channel with its own subchannel
+        # pool) when several processes share its port: the kernel gives each connection
+        # to one process, so calls are spread by taking the connections in turn.
+        options = [("grpc.use_local_subchannel_pool", 1)] if connections > 1 else []
+        self.channels = [
+            grpc.aio.insecure_channel(f"127.0.0.1:{ports[name.upper()]}", options=options)
+            for name in STAGES
+            for _ in range(connections if name == "blending" else 1)
+        ]
+        self.retrieval = retrieval_grpc.RetrievalServiceStub(self.channels[0])
+        self.ranking = ranking_grpc.RankingServiceStub(self.channels[1])
+        self.blending = [blending_grpc.BlendingServiceStub(c) for c in self.channels[2:]]
         self.users = users
         self.candidates: list[list[str]] = []
         self.ranked: list[Any] = []
@@ -134,11 +144,13 @@ class Workload:
             request = blending_pb.BlendCandidatesRequest(
                 context=_context(self.users[i % n]), candidates=self.ranked[i % n], page_size=20
             )
-            return await self.blending.BlendCandidates(request, timeout=TIMEOUT_S)
+            stub = self.blending[i % len(self.blending)]
+            return await stub.BlendCandidates(request, timeout=TIMEOUT_S)
 
         async def recommend(i: int) -> Any:
             request = blending_pb.RecommendRequest(user_id=self.users[i % n], page_size=20)
-            return await self.blending.Recommend(request, timeout=TIMEOUT_S)
+            stub = self.blending[i % len(self.blending)]
+            return await stub.Recommend(request, timeout=TIMEOUT_S)
 
         return {
             "RetrieveCandidates": retrieve,
@@ -149,7 +161,7 @@ class Workload:
 
     async def close(self) -> None:
         """Close the channels."""
-        for channel in self.channels.values():
+        for channel in self.channels:
             await channel.close()
 
 
@@ -311,6 +323,47 @@ async def _timed(call: Call, i: int) -> float:
     return time.perf_counter() - started
 
 
+PROCESS_COUNTS = (1, 2)
+
+
+async def scenario_processes(
+    env: dict[str, str], workload: Workload, meter: UsageMeter, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Recommend at each --rates value with one process per stage (the running servers),
+    then with two per stage sharing each port (SO_REUSEPORT; a second `cascade serve all`
+    on new ports)."""
+    call = workload.calls()["Recommend"]
+    out: dict[str, Any] = {
+        "1": [await measure(call, rate, args.duration, meter) for rate in args.rates]
+    }
+    _print_points("Recommend, 1 process per stage", out["1"])
+    for count in PROCESS_COUNTS[1:]:
+        ports = {name: free_port() for name in PORT_NAMES}
+        shared = {
+            **env,
+            **{f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()},
+            **{f"CASCADE_{stage.upper()}_PROCESSES": str(count) for stage in STAGES},
+        }
+        server = subprocess.Popen([*CASCADE, "serve", "all"], env=shared, stderr=subprocess.DEVNULL)
+        several = Workload(ports, workload.users, connections=4 * count)
+        try:
+            for port in ports.values():
+                wait_serving(f"127.0.0.1:{port}")
+            await asyncio.sleep(2.0)  # every process of a stage ready, not just the first
+            several_meter = UsageMeter(server_processes(server.pid, STAGES))
+            recommend = several.calls()["Recommend"]
+            await open_loop(recommend, args.rates[0], args.warmup)
+            out[str(count)] = [
+                await measure(recommend, rate, args.duration, several_meter) for rate in args.rates
+            ]
+            _print_points(f"Recommend, {count} processes per stage", out[str(count)])
+        finally:
+            await several.close()
+            server.terminate()
+            server.wait(60)
+    return out
+
+
 async def scenario_swap(
     env: dict[str, str], workload: Workload, meter: UsageMeter, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -322,7 +375,7 @@ async def scenario_swap(
 
     async def recommend(i: int) -> Any:
         due = loop.time() - began
-        response = await workload.blending.Recommend(
+        response = await workload.blending[0].Recommend(
             blending_pb.RecommendRequest(user_id=workload.users[i % n], page_size=20),
             timeout=TIMEOUT_S,
         )
@@ -519,6 +572,8 @@ async def _serve_and_load(
             out["cold_start"] = await scenario_cold_start(env, workload, args)
         if "swap" in args.scenarios:
             out["swap"] = await scenario_swap(env, workload, meter, args)
+        if "processes" in args.scenarios:
+            out["processes"] = await scenario_processes(env, workload, meter, args)
         return out
     finally:
         if workload is not None:
@@ -649,6 +704,10 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
         rows += [(method, p) for p in points]
     rows += [("Recommend", p) for p in results.get("recommend", [])]
     rows += [("Recommend (max-rate)", p) for p in results.get("max_rate", {}).get("points", [])]
+    for count, points in results.get("processes", {}).items():
+        rows += [
+            (f"Recommend ({count} process{'es' if count != '1' else ''}/stage)", p) for p in points
+        ]
     if rows:
         lines += [table, rule]
         for method, p in rows:

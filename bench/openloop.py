@@ -110,9 +110,10 @@ class ProcessUsage:
 
 
 class UsageMeter:
-    """Measures the CPU time and RSS of named processes over an interval."""
+    """Measures the CPU time and RSS of named groups of processes over an interval (a
+    stage served by several processes: their sum)."""
 
-    def __init__(self, processes: dict[str, psutil.Process]) -> None:
+    def __init__(self, processes: dict[str, list[psutil.Process]]) -> None:
         self._processes = processes
         self._start: dict[str, float] = {}
         self._started = 0.0
@@ -120,7 +121,7 @@ class UsageMeter:
     def start(self) -> None:
         """Begin an interval."""
         self._started = time.perf_counter()
-        self._start = {name: _cpu(p) for name, p in self._processes.items()}
+        self._start = {name: _cpu(group) for name, group in self._processes.items()}
 
     def stop(self) -> list[ProcessUsage]:
         """Each process's mean CPU use and current RSS over the interval."""
@@ -128,24 +129,23 @@ class UsageMeter:
         return [
             ProcessUsage(
                 name,
-                (_cpu(process) - self._start[name]) / wall if wall else 0.0,
-                process.memory_info().rss / 2**20,
+                (_cpu(group) - self._start[name]) / wall if wall else 0.0,
+                sum(p.memory_info().rss for p in group) / 2**20,
             )
-            for name, process in self._processes.items()
+            for name, group in self._processes.items()
         ]
 
 
-def server_processes(supervisor_pid: int, names: Sequence[str]) -> dict[str, psutil.Process]:
+def server_processes(supervisor_pid: int, names: Sequence[str]) -> dict[str, list[psutil.Process]]:
     """The `cascade serve all` children by stage name (from their command lines)."""
-    found: dict[str, psutil.Process] = {}
+    found: dict[str, list[psutil.Process]] = {}
     for child in psutil.Process(supervisor_pid).children(recursive=True):
         command = " ".join(child.cmdline())
         for name in names:
             if f"serve {name}" in command:
-                found[name] = child
+                found.setdefault(name, []).append(child)
     return found
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+def _cpu(group: list[psutil.Process]) -> float:
+    return float(sum(t.user + t.system for t in (p.cpu_times() for p in group)))

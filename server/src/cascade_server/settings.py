@@ -71,6 +71,20 @@ class Settings(BaseSettings):
         default=None,
         description="Where blending reaches ranking (host:port). Unset: HOST:RANKING_PORT.",
     )
+    blending_processes: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description=(
+            "Processes `cascade serve all` runs for blending, sharing its port (SO_REUSEPORT)."
+        ),
+    )
+    retrieval_processes: int = Field(
+        default=1, ge=1, le=16, description="Processes for retrieval, sharing its port."
+    )
+    ranking_processes: int = Field(
+        default=1, ge=1, le=16, description="Processes for ranking, sharing its port."
+    )
     reflection: bool = Field(default=True, description="Serve gRPC server reflection.")
     grace_seconds: PositiveFloat = Field(
         default=5.0, description="How long in-flight calls may run on shutdown."
@@ -227,6 +241,14 @@ class Settings(BaseSettings):
             ServiceName.RANKING: self.ranking_port,
             ServiceName.CATALOG: self.catalog_port,
         }[service]
+
+    def processes(self, service: ServiceName) -> int:
+        """How many processes serve ``service`` on its port (the catalog always has one)."""
+        return {
+            ServiceName.BLENDING: self.blending_processes,
+            ServiceName.RETRIEVAL: self.retrieval_processes,
+            ServiceName.RANKING: self.ranking_processes,
+        }.get(service, 1)
 
     def target(self, service: ServiceName) -> str:
         """Where another server reaches ``service``."""

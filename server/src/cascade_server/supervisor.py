@@ -1,7 +1,8 @@
 """``cascade serve all``: run each stage as its own process and stop them all together.
 
-The supervisor starts the four servers (``python -m cascade_server serve <stage>``)
-with the same settings and one database URL, forwards SIGINT/SIGTERM to them, and
+The supervisor starts the four servers (``python -m cascade_server serve <stage>``;
+as many processes of a stage as its ``CASCADE_<STAGE>_PROCESSES`` says, sharing its
+port) with the same settings and one database URL, forwards SIGINT/SIGTERM to them, and
 exits when they have all stopped. When any server exits on its own, the others are
 stopped too and the supervisor exits with an error: a partial deployment is never
 left running. One-off jobs (``cascade demo`` trains the first release this way) run
@@ -46,11 +47,13 @@ class Supervisor:
         self,
         services: Sequence[ServiceName] = START_ORDER,
         *,
+        processes: Mapping[ServiceName, int] | None = None,
         env: Mapping[str, str] | None = None,
         grace_s: float = 5.0,
         jobs: Sequence[Sequence[str]] = (),
     ) -> None:
         self._services = tuple(services)
+        self._processes = dict(processes or {})
         self._jobs = [list(job) for job in jobs]
         self._running_jobs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self._env = dict(os.environ if env is None else env)
@@ -66,8 +69,9 @@ class Supervisor:
         }
         try:
             for service in self._services:
-                self._children.append(Child(service, self._spawn(service)))
-            _log.info("started", services=[c.service.value for c in self._children])
+                for _ in range(self._processes.get(service, 1)):
+                    self._children.append(Child(service, self._spawn(service)))
+            _log.info("started", servers=[c.service.value for c in self._children])
             for job in self._jobs:
                 command = [sys.executable, "-m", "cascade_server", *job]
                 self._running_jobs.append((" ".join(job), subprocess.Popen(command, env=self._env)))

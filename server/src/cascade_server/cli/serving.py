@@ -116,7 +116,8 @@ def serve_all(
         f"retrieval :{settings.retrieval_port}, ranking :{settings.ranking_port}, "
         f"catalog :{settings.catalog_port} — Ctrl-C stops"
     )
-    return Supervisor(env=env, grace_s=settings.grace_seconds, jobs=jobs).run()
+    processes = {service: settings.processes(service) for service in ServiceName}
+    return Supervisor(env=env, grace_s=settings.grace_seconds, jobs=jobs, processes=processes).run()
 
 
 def load_demo_data(engine: sa.Engine, config: DemoDataConfig, *, if_empty: bool) -> None:

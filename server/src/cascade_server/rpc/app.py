@@ -35,7 +35,6 @@ _SERVER_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -60,9 +59,14 @@ class Binding:
 class CascadeServer:
     """One stage's server. ``start`` binds the port; ``stop`` drains calls and cleans up."""
 
-    def __init__(self, settings: Settings, binding: Binding, port: int) -> None:
+    def __init__(
+        self, settings: Settings, binding: Binding, port: int, *, share_port: bool = False
+    ) -> None:
         self.settings = settings
         self.binding = binding
+        # SO_REUSEPORT: several processes of one stage serve one port, and the kernel
+        # spreads their callers' connections over them.
+        self._share_port = share_port
         self.health = health.aio.HealthServicer()
         self._requested_port = port
         self._server: aio.Server | None = None
@@ -81,12 +85,15 @@ class CascadeServer:
         address = f"{self.settings.host}:{self._requested_port}"
         try:
             # Probe first, so a taken port fails before any gRPC server exists: an
-            # unstarted gRPC server left for the garbage collector is best avoided.
-            _ensure_free(self.settings.host, self._requested_port)
+            # unstarted gRPC server left for the garbage collector is best avoided. (A
+            # shared port is taken by design: its siblings bound it first.)
+            if not self._share_port:
+                _ensure_free(self.settings.host, self._requested_port)
         except OSError as error:
             await self._release()
             raise _cannot_listen(address, error.strerror or str(error)) from error
-        server = aio.server(interceptors=[ErrorInterceptor()], options=_SERVER_OPTIONS)
+        options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", int(self._share_port))]
+        server = aio.server(interceptors=[ErrorInterceptor()], options=options)
         self._server = server
         self.binding.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -198,4 +205,9 @@ def build_server(
     }[service]
     binding = factory(settings, engine, runner)
     binding.closers.append(runner.close)
-    return CascadeServer(settings, binding, settings.port(service) if port is None else port)
+    return CascadeServer(
+        settings,
+        binding,
+        settings.port(service) if port is None else port,
+        share_port=settings.processes(service) > 1,
+    )

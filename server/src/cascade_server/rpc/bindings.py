@@ -14,7 +14,7 @@ from cascade.blending.v1 import blending_service_pb2_grpc
 from cascade.catalog.v1 import catalog_service_pb2_grpc
 from cascade.ranking.v1 import ranking_service_pb2_grpc
 from cascade.retrieval.v1 import retrieval_service_pb2_grpc
-from cascade_client import AsyncRankingClient, AsyncRetrievalClient
+from cascade_client import AsyncRankingClient, AsyncRetrievalClient, ChannelOption
 from cascade_server.artifacts.manifest import Manifest, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.artifacts.watcher import ReleaseWatcher
@@ -218,13 +218,19 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
     def release() -> BlendingRelease:
         return releases.current().value or default
 
-    retrieval_client = AsyncRetrievalClient(settings.target(ServiceName.RETRIEVAL))
-    ranking_client = AsyncRankingClient(settings.target(ServiceName.RANKING))
+    retrieval_clients = [
+        AsyncRetrievalClient(settings.target(ServiceName.RETRIEVAL), options=options)
+        for options in _connections(settings, ServiceName.RETRIEVAL)
+    ]
+    ranking_clients = [
+        AsyncRankingClient(settings.target(ServiceName.RANKING), options=options)
+        for options in _connections(settings, ServiceName.RANKING)
+    ]
     blending_stage = BlendingStage()
     recommender = Recommender(
         holder,
-        GrpcRetrievalBackend(retrieval_client),
-        GrpcRankingBackend(ranking_client),
+        GrpcRetrievalBackend(retrieval_clients),
+        GrpcRankingBackend(ranking_clients),
         blending_stage,
         RecommendLimits(
             retrieval_timeout_s=settings.retrieval_timeout_ms / 1000,
@@ -243,8 +249,19 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
             servicer, server
         ),
         [keep_snapshot(settings, holder), keep_release(settings, releases)],
-        [retrieval_client.close, ranking_client.close],
+        [client.close for client in [*retrieval_clients, *ranking_clients]],
     )
+
+
+def _connections(settings: Settings, service: ServiceName) -> list[list[ChannelOption]]:
+    """Channel options for each connection to ``service``: one, or four per process when
+    several processes share its port (the kernel assigns each connection to a process
+    at random, so a few per process spread the calls evenly enough)."""
+    processes = settings.processes(service)
+    if processes == 1:
+        return [[]]
+    # A channel of its own subchannel pool opens a connection of its own.
+    return [[("grpc.use_local_subchannel_pool", 1)] for _ in range(4 * processes)]
 
 
 def catalog(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:

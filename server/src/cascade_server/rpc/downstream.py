@@ -3,11 +3,13 @@
 Each call gets an explicit timeout (the hop's budget, already cut to the caller's
 remaining time) and carries the request id and the experiment variants in metadata.
 Any failure becomes a ``StageCallError`` that says how the stage failed, so the front
-door can fall back.
+door can fall back. A backend given several clients (one connection each) takes them in
+turn: a stage served by several processes on one port gets its calls spread over them.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import grpc
@@ -42,8 +44,8 @@ _MIN_TIMEOUT_S = 0.000_01
 class GrpcRetrievalBackend:
     """Calls RetrievalService."""
 
-    def __init__(self, client: AsyncRetrievalClient) -> None:
-        self._client = client
+    def __init__(self, clients: Sequence[AsyncRetrievalClient]) -> None:
+        self._clients = itertools.cycle(clients)
 
     async def retrieve(
         self,
@@ -67,7 +69,7 @@ class GrpcRetrievalBackend:
             ],
         )
         try:
-            response = await self._client.retrieve_candidates(
+            response = await next(self._clients).retrieve_candidates(
                 request, timeout=_timeout(timeout_s), metadata=_metadata(context)
             )
         except CascadeError as error:
@@ -85,8 +87,8 @@ class GrpcRetrievalBackend:
 class GrpcRankingBackend:
     """Calls RankingService."""
 
-    def __init__(self, client: AsyncRankingClient) -> None:
-        self._client = client
+    def __init__(self, clients: Sequence[AsyncRankingClient]) -> None:
+        self._clients = itertools.cycle(clients)
 
     async def rank(
         self,
@@ -108,7 +110,7 @@ class GrpcRankingBackend:
             omit_score_details=not details,
         )
         try:
-            response = await self._client.rank_candidates(
+            response = await next(self._clients).rank_candidates(
                 request, timeout=_timeout(timeout_s), metadata=_metadata(context)
             )
         except CascadeError as error:
