@@ -1,5 +1,7 @@
 """Health, reflection, readiness and start-up errors of the real servers."""
 
+import socket
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -107,4 +109,43 @@ def test_a_taken_port_is_a_clear_configuration_error(stack, demo_database_url):
         with pytest.raises(ConfigurationError, match="CASCADE_"):
             run_on_server_loop(start_on_taken_port())
     finally:
+        engine.dispose()
+
+
+def test_processes_of_one_stage_share_its_port_and_outlive_each_other(demo_database_url):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    engine = make_engine(demo_database_url, pool_size=2)
+    shared = stack_settings(demo_database_url, ranking_processes=2)
+    request = ranking_pb.RankCandidatesRequest(item_ids=["i0001", "i0002"])
+
+    async def start_two():
+        servers = [build_server(shared, ServiceName.RANKING, engine, port=port) for _ in range(2)]
+        for server in servers:
+            await server.start()
+        for server in servers:
+            await server.wait_ready(60)
+        return servers
+
+    servers = run_on_server_loop(start_two(), timeout_s=90)
+    try:
+        with RankingClient(f"127.0.0.1:{port}") as client:
+            assert len(client.rank_candidates(request).candidates) == 2
+        run_on_server_loop(servers.pop(0).stop(0.5))
+        # The port still serves, from the other process's socket.
+        with RankingClient(f"127.0.0.1:{port}") as client:
+            assert len(client.rank_candidates(request).candidates) == 2
+
+        async def start_alone():
+            await build_server(
+                stack_settings(demo_database_url), ServiceName.RANKING, engine, port=port
+            ).start()
+
+        # A server that does not share its port cannot take one that is shared.
+        with pytest.raises(ConfigurationError, match="CASCADE_"):
+            run_on_server_loop(start_alone())
+    finally:
+        for server in servers:
+            run_on_server_loop(server.stop(0.5))
         engine.dispose()

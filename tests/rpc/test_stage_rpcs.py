@@ -33,6 +33,22 @@ def test_retrieve_candidates_merges_sources_with_provenance(retrieval):
     }
 
 
+def test_retrieve_candidates_in_columns_are_the_same_candidates(retrieval):
+    request = retrieval_pb.RetrieveCandidatesRequest(
+        context=context(user_id="u042"), max_candidates=300
+    )
+    rows = retrieval.retrieve_candidates(request)
+    request.columnar = True
+    columns = retrieval.retrieve_candidates(request)
+    assert not columns.candidates
+    assert list(columns.columns.item_ids) == [c.item_id for c in rows.candidates]
+    assert list(columns.columns.hit_counts) == [len(c.sources) for c in rows.candidates]
+    hits = [h for c in rows.candidates for h in c.sources]
+    assert list(columns.columns.hit_sources) == [h.source for h in hits]
+    assert list(columns.columns.hit_ranks) == [h.rank for h in hits]
+    assert list(columns.columns.hit_scores) == pytest.approx([h.score for h in hits])
+
+
 def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
     popular_only = retrieval_pb.RetrieveCandidatesRequest(
         context=context(),
@@ -106,6 +122,23 @@ def test_rank_candidates_sorts_and_reports_unknown_ids(ranking):
     keys = [(-c.score, c.item_id) for c in response.candidates]
     assert keys == sorted(keys)
     assert set(response.candidates[0].head_scores) == {"co_engagement", "popularity"}
+
+
+def test_rank_candidates_in_columns_carry_the_final_scores_in_order(ranking):
+    ids = [f"i{n:04d}" for n in range(1, 301)] + ["nope"]
+    request = ranking_pb.RankCandidatesRequest(context=context(user_id="u042"), item_ids=ids)
+    rows = ranking.rank_candidates(request)
+    request.columnar = True
+    columns = ranking.rank_candidates(request)
+    assert not columns.candidates
+    assert list(columns.columns.item_ids) == [c.item_id for c in rows.candidates]
+    assert list(columns.columns.scores) == pytest.approx([c.score for c in rows.candidates])
+    assert list(columns.unknown_item_ids) == ["nope"]
+    # A debug request gets its score details: rows, whatever it asked.
+    request.context.debug = True
+    debug = ranking.rank_candidates(request)
+    assert len(debug.candidates) == 300
+    assert debug.candidates[0].head_scores
 
 
 @pytest.mark.parametrize(

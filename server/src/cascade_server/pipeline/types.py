@@ -6,7 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import NamedTuple
+
+_NO_SCORES: Mapping[str, float] = MappingProxyType({})
+
+
+def _no_scores() -> Mapping[str, float]:
+    """The default score map: one shared read-only map, not a new dict per candidate
+    (requests build hundreds of candidates)."""
+    return _NO_SCORES
 
 
 class Surface(StrEnum):
@@ -96,8 +105,8 @@ class ScoredCandidate:
 
     item_id: str
     score: float
-    stage_scores: Mapping[str, float] = field(default_factory=dict)
-    head_scores: Mapping[str, float] = field(default_factory=dict)
+    stage_scores: Mapping[str, float] = field(default_factory=_no_scores)
+    head_scores: Mapping[str, float] = field(default_factory=_no_scores)
     sources: tuple[SourceHit, ...] = ()
 
 

@@ -16,6 +16,7 @@ from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
 from cascade_server.errors import FieldViolation, InvalidArgumentError
 from cascade_server.pipeline.types import (
     BlendAction,
+    Candidate,
     ComponentReport,
     Degradation,
     DegradationKind,
@@ -176,6 +177,67 @@ def hits_from_proto(hits: Iterable[candidate_pb2.SourceHit]) -> tuple[SourceHit,
         if kind is not None:
             converted.append(SourceHit(kind, hit.rank, hit.score))
     return tuple(converted)
+
+
+def candidates_to_columns(candidates: Sequence[Candidate]) -> candidate_pb2.CandidateColumns:
+    """Candidates in the compact column form."""
+    hits = [hit for c in candidates for hit in c.sources]
+    return candidate_pb2.CandidateColumns(
+        item_ids=[c.item_id for c in candidates],
+        hit_counts=[len(c.sources) for c in candidates],
+        hit_sources=[SOURCE_TO_PROTO[h.source] for h in hits],
+        hit_ranks=[h.rank for h in hits],
+        hit_scores=[h.score for h in hits],
+    )
+
+
+def candidates_from_columns(columns: candidate_pb2.CandidateColumns) -> list[Candidate]:
+    """Candidates from the column form; unknown sources are dropped. Raises ValueError
+    when the columns do not line up."""
+    counts = list(columns.hit_counts)
+    total = sum(counts)
+    if len(counts) != len(columns.item_ids) or not (
+        total == len(columns.hit_sources) == len(columns.hit_ranks) == len(columns.hit_scores)
+    ):
+        raise ValueError("candidate columns of different lengths")
+    hits = [
+        SourceHit(kind, rank, score) if kind is not None else None
+        for kind, rank, score in zip(
+            [
+                _SOURCE_BY_NUMBER[n] if n < len(_SOURCE_BY_NUMBER) else None
+                for n in columns.hit_sources
+            ],
+            columns.hit_ranks,
+            columns.hit_scores,
+            strict=True,
+        )
+    ]
+    candidates = []
+    end = 0
+    for item_id, count in zip(columns.item_ids, counts, strict=True):
+        start, end = end, end + count
+        candidates.append(Candidate(item_id, [h for h in hits[start:end] if h is not None]))
+    return candidates
+
+
+def scored_to_columns(candidates: Sequence[ScoredCandidate]) -> candidate_pb2.ScoredColumns:
+    """Scored candidates in the compact column form (final scores only)."""
+    return candidate_pb2.ScoredColumns(
+        item_ids=[c.item_id for c in candidates], scores=[c.score for c in candidates]
+    )
+
+
+def scored_from_columns(
+    columns: candidate_pb2.ScoredColumns, sources: Mapping[str, tuple[SourceHit, ...]]
+) -> list[ScoredCandidate]:
+    """Scored candidates from the column form, with their ``sources`` attached. Raises
+    ValueError when the columns do not line up."""
+    if len(columns.item_ids) != len(columns.scores):
+        raise ValueError("scored columns of different lengths")
+    return [
+        ScoredCandidate(item_id, score, sources=sources.get(item_id, ()))
+        for item_id, score in zip(columns.item_ids, columns.scores, strict=True)
+    ]
 
 
 def scored_to_proto(candidate: ScoredCandidate) -> candidate_pb2.ScoredCandidate:

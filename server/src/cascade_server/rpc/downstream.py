@@ -30,9 +30,11 @@ from cascade_server.ranking.stage import RankResult
 from cascade_server.retrieval.stage import RetrievalResult
 from cascade_server.rpc.convert import (
     SOURCE_TO_PROTO,
+    candidates_from_columns,
     context_to_proto,
     degradations_from_proto,
     hits_from_proto,
+    scored_from_columns,
     scored_from_proto,
 )
 from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY
@@ -63,6 +65,7 @@ class GrpcRetrievalBackend:
             seed_item_ids=seed_item_ids,
             max_candidates=max_candidates,
             category_id=category_id,
+            columnar=True,
             source_limits=[
                 retrieval_service_pb2.SourceLimit(source=SOURCE_TO_PROTO[kind], limit=limit)
                 for kind, limit in (source_limits or {}).items()
@@ -72,12 +75,21 @@ class GrpcRetrievalBackend:
             response = await next(self._clients).retrieve_candidates(
                 request, timeout=_timeout(timeout_s), metadata=_metadata(context)
             )
+            # A server that predates the column form answers in rows.
+            candidates = (
+                [
+                    Candidate(c.item_id, list(hits_from_proto(c.sources)))
+                    for c in response.candidates
+                ]
+                if response.candidates
+                else candidates_from_columns(response.columns)
+            )
         except CascadeError as error:
             raise _stage_error("retrieval", error) from error
+        except ValueError as error:
+            raise _malformed("retrieval", error) from error
         return RetrievalResult(
-            candidates=[
-                Candidate(c.item_id, list(hits_from_proto(c.sources))) for c in response.candidates
-            ],
+            candidates=candidates,
             release=ReleaseInfo(response.release_id),
             degraded=degradations_from_proto(response.degraded),
             unknown_seed_item_ids=list(response.unknown_seed_item_ids),
@@ -108,18 +120,24 @@ class GrpcRankingBackend:
             seed_item_ids=seed_item_ids,
             heavy_top_n=heavy_top_n,
             omit_score_details=not details,
+            columnar=not details,
         )
         try:
             response = await next(self._clients).rank_candidates(
                 request, timeout=_timeout(timeout_s), metadata=_metadata(context)
             )
+            provenance = sources or {}
+            candidates = (
+                [scored_from_proto(c, provenance.get(c.item_id, ())) for c in response.candidates]
+                if response.candidates
+                else scored_from_columns(response.columns, provenance)
+            )
         except CascadeError as error:
             raise _stage_error("ranking", error) from error
-        provenance = sources or {}
+        except ValueError as error:
+            raise _malformed("ranking", error) from error
         return RankResult(
-            candidates=[
-                scored_from_proto(c, provenance.get(c.item_id, ())) for c in response.candidates
-            ],
+            candidates=candidates,
             unknown_item_ids=list(response.unknown_item_ids),
             release=ReleaseInfo(response.release_id, response.scorer),
             degraded=degradations_from_proto(response.degraded),
@@ -135,6 +153,10 @@ def _metadata(context: RequestContext) -> tuple[tuple[str, str], ...]:
     if context.experiments:
         metadata.append((EXPERIMENTS_KEY, ",".join(context.experiments)))
     return tuple(metadata)
+
+
+def _malformed(stage: str, error: ValueError) -> StageCallError:
+    return StageCallError(DegradationKind.ERROR, f"{stage} answered malformed columns: {error}")
 
 
 def _stage_error(stage: str, error: CascadeError) -> StageCallError:

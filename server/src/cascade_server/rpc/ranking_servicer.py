@@ -16,6 +16,7 @@ from cascade_server.rpc.convert import (
     Violations,
     context_from_proto,
     degradations_to_proto,
+    scored_to_columns,
     scored_to_proto,
     stage_trace,
 )
@@ -41,7 +42,11 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         started = time.perf_counter()
         result = await self._runner.run(lambda: self._stage.rank(query, deadline))
         return response_to_proto(
-            result, len(query.item_ids), query.context.debug, time.perf_counter() - started
+            result,
+            len(query.item_ids),
+            query.context.debug,
+            time.perf_counter() - started,
+            columnar=request.columnar and not query.context.debug,
         )
 
 
@@ -60,21 +65,25 @@ def request_from_proto(request: pb.RankCandidatesRequest) -> RankRequest:
         request.max_results,
         list(request.seed_item_ids),
         request.heavy_top_n,
-        details=not request.omit_score_details,
+        details=not (request.omit_score_details or request.columnar),
     )
 
 
 def response_to_proto(
-    result: RankResult, input_count: int, debug: bool, duration_s: float
+    result: RankResult, input_count: int, debug: bool, duration_s: float, *, columnar: bool = False
 ) -> pb.RankCandidatesResponse:
-    """The wire response; the trace only when asked for."""
+    """The wire response (scores in columns when ``columnar``); the trace only when asked
+    for."""
     response = pb.RankCandidatesResponse(
-        candidates=[scored_to_proto(c) for c in result.candidates],
         unknown_item_ids=result.unknown_item_ids,
         release_id=result.release.release_id,
         scorer=result.release.scorer,
         degraded=degradations_to_proto(result.degraded),
     )
+    if columnar:
+        response.columns.CopyFrom(scored_to_columns(result.candidates))
+    else:
+        response.candidates.extend(scored_to_proto(c) for c in result.candidates)
     if debug:
         response.trace.CopyFrom(
             stage_trace(

@@ -17,6 +17,7 @@ from cascade_server.rpc.convert import (
     MAX_IDS,
     SOURCES,
     Violations,
+    candidates_to_columns,
     context_from_proto,
     degradations_to_proto,
     hits_to_proto,
@@ -43,7 +44,9 @@ class RetrievalServicer(pb_grpc.RetrievalServiceServicer):
         deadline = Deadline.from_remaining(context.time_remaining(), _DEFAULT_DEADLINE_S)
         started = time.perf_counter()
         result = await self._runner.run(lambda: self._stage.retrieve(query, deadline))
-        return response_to_proto(result, query.context.debug, time.perf_counter() - started)
+        return response_to_proto(
+            result, query.context.debug, time.perf_counter() - started, columnar=request.columnar
+        )
 
 
 def request_from_proto(request: pb.RetrieveCandidatesRequest) -> RetrievalRequest:
@@ -76,18 +79,22 @@ def request_from_proto(request: pb.RetrieveCandidatesRequest) -> RetrievalReques
 
 
 def response_to_proto(
-    result: RetrievalResult, debug: bool, duration_s: float
+    result: RetrievalResult, debug: bool, duration_s: float, *, columnar: bool = False
 ) -> pb.RetrieveCandidatesResponse:
-    """The wire response; the trace only when asked for."""
+    """The wire response (candidates in columns when ``columnar``); the trace only when
+    asked for."""
     response = pb.RetrieveCandidatesResponse(
-        candidates=[
-            candidate_pb2.Candidate(item_id=c.item_id, sources=hits_to_proto(c.sources))
-            for c in result.candidates
-        ],
         release_id=result.release.release_id,
         degraded=degradations_to_proto(result.degraded),
         unknown_seed_item_ids=result.unknown_seed_item_ids,
     )
+    if columnar:
+        response.columns.CopyFrom(candidates_to_columns(result.candidates))
+    else:
+        response.candidates.extend(
+            candidate_pb2.Candidate(item_id=c.item_id, sources=hits_to_proto(c.sources))
+            for c in result.candidates
+        )
     if debug:
         response.trace.CopyFrom(
             stage_trace(

@@ -242,3 +242,88 @@ class ScoredCandidate(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoredCandidate: _TypeAlias = ScoredCandidate  # noqa: Y015
+
+@_typing.final
+class CandidateColumns(_message.Message):
+    """CandidateColumns holds a list of candidates column by column: the compact form the
+    stages exchange among themselves (building and reading one Candidate message per
+    item costs several times more). Candidate i is item_ids[i]; it has hit_counts[i]
+    source hits, stored in hit_sources, hit_ranks and hit_scores right after the hits
+    of the candidates before it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_IDS_FIELD_NUMBER: _builtins.int
+    HIT_COUNTS_FIELD_NUMBER: _builtins.int
+    HIT_SOURCES_FIELD_NUMBER: _builtins.int
+    HIT_RANKS_FIELD_NUMBER: _builtins.int
+    HIT_SCORES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The external ids of the items, in order."""
+
+    @_builtins.property
+    def hit_counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """How many source hits each candidate has (at least one in a response)."""
+
+    @_builtins.property
+    def hit_sources(self) -> _containers.RepeatedScalarFieldContainer[Global___CandidateSource.ValueType]:
+        """Each hit's source (see SourceHit.source)."""
+
+    @_builtins.property
+    def hit_ranks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Each hit's rank within its source (see SourceHit.rank)."""
+
+    @_builtins.property
+    def hit_scores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Each hit's score from its source (see SourceHit.score)."""
+
+    def __init__(
+        self,
+        *,
+        item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        hit_counts: _abc.Iterable[_builtins.int] | None = ...,
+        hit_sources: _abc.Iterable[Global___CandidateSource.ValueType] | None = ...,
+        hit_ranks: _abc.Iterable[_builtins.int] | None = ...,
+        hit_scores: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit_counts", b"hit_counts", "hit_ranks", b"hit_ranks", "hit_scores", b"hit_scores", "hit_sources", b"hit_sources", "item_ids", b"item_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CandidateColumns: _TypeAlias = CandidateColumns  # noqa: Y015
+
+@_typing.final
+class ScoredColumns(_message.Message):
+    """ScoredColumns holds scored candidates column by column, with their final scores
+    only: the compact form of a list of ScoredCandidate.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_IDS_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The external ids of the items, in order."""
+
+    @_builtins.property
+    def scores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Each item's final score (see ScoredCandidate.score)."""
+
+    def __init__(
+        self,
+        *,
+        item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        scores: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_ids", b"item_ids", "scores", b"scores"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoredColumns: _TypeAlias = ScoredColumns  # noqa: Y015

@@ -33,6 +33,7 @@ class RankCandidatesRequest(_message.Message):
     SEED_ITEM_IDS_FIELD_NUMBER: _builtins.int
     HEAVY_TOP_N_FIELD_NUMBER: _builtins.int
     OMIT_SCORE_DETAILS_FIELD_NUMBER: _builtins.int
+    COLUMNAR_FIELD_NUMBER: _builtins.int
     max_results: _builtins.int
     """The most scored candidates to return, 0 to 2,000. Zero returns every known
     item.
@@ -46,6 +47,12 @@ class RankCandidatesRequest(_message.Message):
     """When true, candidates carry only `item_id` and `score`, without
     `stage_scores` and `head_scores`: a smaller, faster response for callers
     that order by the score alone. Ignored when `context.debug` is set.
+    """
+    columnar: _builtins.bool
+    """When true, the scored items come in `columns` (item ids and final scores)
+    instead of `candidates`, without stage and head scores: the compact form the
+    front door asks for when it orders by the score alone. Ignored when
+    `context.debug` is set.
     """
     @_builtins.property
     def context(self) -> _context_pb2.RequestContext:
@@ -76,10 +83,11 @@ class RankCandidatesRequest(_message.Message):
         seed_item_ids: _abc.Iterable[_builtins.str] | None = ...,
         heavy_top_n: _builtins.int = ...,
         omit_score_details: _builtins.bool = ...,
+        columnar: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "heavy_top_n", b"heavy_top_n", "item_ids", b"item_ids", "max_results", b"max_results", "omit_score_details", b"omit_score_details", "seed_item_ids", b"seed_item_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columnar", b"columnar", "context", b"context", "heavy_top_n", b"heavy_top_n", "item_ids", b"item_ids", "max_results", b"max_results", "omit_score_details", b"omit_score_details", "seed_item_ids", b"seed_item_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -97,6 +105,7 @@ class RankCandidatesResponse(_message.Message):
     SCORER_FIELD_NUMBER: _builtins.int
     DEGRADED_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     release_id: _builtins.str
     """The release that served the request."""
     scorer: _builtins.str
@@ -121,6 +130,12 @@ class RankCandidatesResponse(_message.Message):
     def trace(self) -> _trace_pb2.StageTrace:
         """What the stage did. Set only when `context.debug` is true."""
 
+    @_builtins.property
+    def columns(self) -> _candidate_pb2.ScoredColumns:
+        """The scored items column by column, in the same order, instead of
+        `candidates`, when the request set `columnar`.
+        """
+
     def __init__(
         self,
         *,
@@ -130,10 +145,11 @@ class RankCandidatesResponse(_message.Message):
         scorer: _builtins.str = ...,
         degraded: _abc.Iterable[_trace_pb2.Degradation] | None = ...,
         trace: _trace_pb2.StageTrace | None = ...,
+        columns: _candidate_pb2.ScoredColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["trace", b"trace"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "degraded", b"degraded", "release_id", b"release_id", "scorer", b"scorer", "trace", b"trace", "unknown_item_ids", b"unknown_item_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "columns", b"columns", "degraded", b"degraded", "release_id", b"release_id", "scorer", b"scorer", "trace", b"trace", "unknown_item_ids", b"unknown_item_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,7 @@ from cascade.common.v1 import context_pb2 as cascade_dot_common_dot_v1_dot_conte
 from cascade.common.v1 import trace_pb2 as cascade_dot_common_dot_v1_dot_trace__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,cascade/retrieval/v1/retrieval_service.proto\x12\x14\x63\x61scade.retrieval.v1\x1a!cascade/common/v1/candidate.proto\x1a\x1f\x63\x61scade/common/v1/context.proto\x1a\x1d\x63\x61scade/common/v1/trace.proto\"P\n\x0bSourceLimit\x12\x32\n\x06source\x18\x01 \x01(\x0e\x32\".cascade.common.v1.CandidateSource\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xe7\x01\n\x19RetrieveCandidatesRequest\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.cascade.common.v1.RequestContext\x12\x15\n\rseed_item_ids\x18\x02 \x03(\t\x12\x38\n\rsource_limits\x18\x03 \x03(\x0b\x32!.cascade.retrieval.v1.SourceLimit\x12\x16\n\x0emax_candidates\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\x06 \x01(\t\"\xe1\x01\n\x1aRetrieveCandidatesResponse\x12\x30\n\ncandidates\x18\x01 \x03(\x0b\x32\x1c.cascade.common.v1.Candidate\x12\x12\n\nrelease_id\x18\x02 \x01(\t\x12\x30\n\x08\x64\x65graded\x18\x03 \x03(\x0b\x32\x1e.cascade.common.v1.Degradation\x12\x1d\n\x15unknown_seed_item_ids\x18\x04 \x03(\t\x12,\n\x05trace\x18\x05 \x01(\x0b\x32\x1d.cascade.common.v1.StageTrace2\x8b\x01\n\x10RetrievalService\x12w\n\x12RetrieveCandidates\x12/.cascade.retrieval.v1.RetrieveCandidatesRequest\x1a\x30.cascade.retrieval.v1.RetrieveCandidatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,cascade/retrieval/v1/retrieval_service.proto\x12\x14\x63\x61scade.retrieval.v1\x1a!cascade/common/v1/candidate.proto\x1a\x1f\x63\x61scade/common/v1/context.proto\x1a\x1d\x63\x61scade/common/v1/trace.proto\"P\n\x0bSourceLimit\x12\x32\n\x06source\x18\x01 \x01(\x0e\x32\".cascade.common.v1.CandidateSource\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xf9\x01\n\x19RetrieveCandidatesRequest\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.cascade.common.v1.RequestContext\x12\x15\n\rseed_item_ids\x18\x02 \x03(\t\x12\x38\n\rsource_limits\x18\x03 \x03(\x0b\x32!.cascade.retrieval.v1.SourceLimit\x12\x16\n\x0emax_candidates\x18\x04 \x01(\x05\x12\x18\n\x10\x65xclude_item_ids\x18\x05 \x03(\t\x12\x13\n\x0b\x63\x61tegory_id\x18\x06 \x01(\t\x12\x10\n\x08\x63olumnar\x18\x07 \x01(\x08\"\x97\x02\n\x1aRetrieveCandidatesResponse\x12\x30\n\ncandidates\x18\x01 \x03(\x0b\x32\x1c.cascade.common.v1.Candidate\x12\x12\n\nrelease_id\x18\x02 \x01(\t\x12\x30\n\x08\x64\x65graded\x18\x03 \x03(\x0b\x32\x1e.cascade.common.v1.Degradation\x12\x1d\n\x15unknown_seed_item_ids\x18\x04 \x03(\t\x12,\n\x05trace\x18\x05 \x01(\x0b\x32\x1d.cascade.common.v1.StageTrace\x12\x34\n\x07\x63olumns\x18\x06 \x01(\x0b\x32#.cascade.common.v1.CandidateColumns2\x8b\x01\n\x10RetrievalService\x12w\n\x12RetrieveCandidates\x12/.cascade.retrieval.v1.RetrieveCandidatesRequest\x1a\x30.cascade.retrieval.v1.RetrieveCandidatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SOURCELIMIT']._serialized_start=169
   _globals['_SOURCELIMIT']._serialized_end=249
   _globals['_RETRIEVECANDIDATESREQUEST']._serialized_start=252
-  _globals['_RETRIEVECANDIDATESREQUEST']._serialized_end=483
-  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_start=486
-  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_end=711
-  _globals['_RETRIEVALSERVICE']._serialized_start=714
-  _globals['_RETRIEVALSERVICE']._serialized_end=853
+  _globals['_RETRIEVECANDIDATESREQUEST']._serialized_end=501
+  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_start=504
+  _globals['_RETRIEVECANDIDATESRESPONSE']._serialized_end=783
+  _globals['_RETRIEVALSERVICE']._serialized_start=786
+  _globals['_RETRIEVALSERVICE']._serialized_end=925
 # @@protoc_insertion_point(module_scope)

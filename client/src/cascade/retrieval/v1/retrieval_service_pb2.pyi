@@ -61,6 +61,7 @@ class RetrieveCandidatesRequest(_message.Message):
     MAX_CANDIDATES_FIELD_NUMBER: _builtins.int
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
     CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    COLUMNAR_FIELD_NUMBER: _builtins.int
     max_candidates: _builtins.int
     """The most candidates to return, 1 to 2,000. Zero means the service default
     (500).
@@ -70,6 +71,10 @@ class RetrieveCandidatesRequest(_message.Message):
     Popular, trending and fresh items come from the category's own lists; the
     personalised sources keep their members of the category. An unknown category
     is NOT_FOUND.
+    """
+    columnar: _builtins.bool
+    """When true, the candidates come in `columns` instead of `candidates`: the
+    compact form, cheaper to build and read (the front door asks for it).
     """
     @_builtins.property
     def context(self) -> _context_pb2.RequestContext:
@@ -105,10 +110,11 @@ class RetrieveCandidatesRequest(_message.Message):
         max_candidates: _builtins.int = ...,
         exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
         category_id: _builtins.str = ...,
+        columnar: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_id", b"category_id", "context", b"context", "exclude_item_ids", b"exclude_item_ids", "max_candidates", b"max_candidates", "seed_item_ids", b"seed_item_ids", "source_limits", b"source_limits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_id", b"category_id", "columnar", b"columnar", "context", b"context", "exclude_item_ids", b"exclude_item_ids", "max_candidates", b"max_candidates", "seed_item_ids", b"seed_item_ids", "source_limits", b"source_limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -125,6 +131,7 @@ class RetrieveCandidatesResponse(_message.Message):
     DEGRADED_FIELD_NUMBER: _builtins.int
     UNKNOWN_SEED_ITEM_IDS_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     release_id: _builtins.str
     """The release that served the request."""
     @_builtins.property
@@ -146,6 +153,12 @@ class RetrieveCandidatesResponse(_message.Message):
     def trace(self) -> _trace_pb2.StageTrace:
         """What the stage did, per source. Set only when `context.debug` is true."""
 
+    @_builtins.property
+    def columns(self) -> _candidate_pb2.CandidateColumns:
+        """The same candidates column by column, instead of `candidates`, when the
+        request set `columnar`.
+        """
+
     def __init__(
         self,
         *,
@@ -154,10 +167,11 @@ class RetrieveCandidatesResponse(_message.Message):
         degraded: _abc.Iterable[_trace_pb2.Degradation] | None = ...,
         unknown_seed_item_ids: _abc.Iterable[_builtins.str] | None = ...,
         trace: _trace_pb2.StageTrace | None = ...,
+        columns: _candidate_pb2.CandidateColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["trace", b"trace"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "degraded", b"degraded", "release_id", b"release_id", "trace", b"trace", "unknown_seed_item_ids", b"unknown_seed_item_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "columns", b"columns", "degraded", b"degraded", "release_id", b"release_id", "trace", b"trace", "unknown_seed_item_ids", b"unknown_seed_item_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

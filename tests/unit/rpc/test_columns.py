@@ -1,0 +1,80 @@
+"""The column form of candidate lists: what goes in comes out, and bad columns are refused."""
+
+import pytest
+
+from cascade.common.v1 import candidate_pb2
+from cascade_server.pipeline.types import Candidate, ScoredCandidate, SourceHit, SourceKind
+from cascade_server.rpc.convert import (
+    candidates_from_columns,
+    candidates_to_columns,
+    scored_from_columns,
+    scored_to_columns,
+)
+
+
+def test_candidates_survive_the_column_form():
+    candidates = [
+        Candidate("a", [SourceHit(SourceKind.ANN, 0, 0.9), SourceHit(SourceKind.POPULAR, 3, 12.0)]),
+        Candidate("b", [SourceHit(SourceKind.RANDOM_WALK, 1, 0.25)]),
+        Candidate("c", [SourceHit(SourceKind.FRESH, 0, 1.0)]),
+    ]
+    wire = candidate_pb2.CandidateColumns.FromString(
+        candidates_to_columns(candidates).SerializeToString()
+    )
+    assert list(wire.hit_counts) == [2, 1, 1]
+    assert candidates_from_columns(wire) == candidates
+
+
+def test_hits_from_unknown_sources_are_dropped_not_shifted():
+    wire = candidate_pb2.CandidateColumns(
+        item_ids=["a", "b"],
+        hit_counts=[2, 1],
+        hit_sources=[
+            candidate_pb2.CandidateSource.ValueType(99),  # from a newer server
+            candidate_pb2.CANDIDATE_SOURCE_ANN,
+            candidate_pb2.CANDIDATE_SOURCE_POPULAR,
+        ],
+        hit_ranks=[0, 1, 2],
+        hit_scores=[0.5, 0.6, 0.7],
+    )
+    assert candidates_from_columns(wire) == [
+        Candidate("a", [SourceHit(SourceKind.ANN, 1, 0.6)]),
+        Candidate("b", [SourceHit(SourceKind.POPULAR, 2, 0.7)]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"item_ids": ["a", "b"], "hit_counts": [1]},
+        {
+            "item_ids": ["a"],
+            "hit_counts": [2],
+            "hit_sources": [4],
+            "hit_ranks": [0],
+            "hit_scores": [0.1],
+        },
+        {
+            "item_ids": ["a"],
+            "hit_counts": [1],
+            "hit_sources": [4],
+            "hit_ranks": [0, 1],
+            "hit_scores": [0.1],
+        },
+    ],
+)
+def test_columns_that_do_not_line_up_are_refused(fields):
+    with pytest.raises(ValueError, match="different lengths"):
+        candidates_from_columns(candidate_pb2.CandidateColumns(**fields))
+
+
+def test_scored_columns_keep_order_and_attach_the_callers_sources():
+    hits = (SourceHit(SourceKind.ANN, 0, 0.9),)
+    scored = [ScoredCandidate("b", 2.5), ScoredCandidate("a", 1.0)]
+    wire = scored_to_columns(scored)
+    assert scored_from_columns(wire, {"a": hits}) == [
+        ScoredCandidate("b", 2.5),
+        ScoredCandidate("a", 1.0, sources=hits),
+    ]
+    with pytest.raises(ValueError, match="different lengths"):
+        scored_from_columns(candidate_pb2.ScoredColumns(item_ids=["a"], scores=[]), {})
