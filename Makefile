@@ -24,7 +24,7 @@ serve: install ## start embedded Postgres, load demo data if empty, run the four
 # Each group runs in its own pytest process: tests/db trains TensorFlow models and
 # tests/rpc runs gRPC servers in-process, and a rare interpreter crash (SIGSEGV while
 # garbage-collecting) was only ever seen in processes that had run both.
-TEST_GROUPS ?= tests/unit tests/properties tests/db tests/rpc tests/e2e
+TEST_GROUPS ?= tests/unit tests/properties tests/db tests/rpc tests/faults tests/e2e
 
 # PYTEST_DEBUG_TEMPROOT: this run's temporary directories (and embedded Postgres) live
 # apart from any other run's, which pytest would otherwise prune while in use.

@@ -23,6 +23,9 @@ request's due time. Scenarios:
 * processes: Recommend at each --rates value with one process per stage, then with
   two per stage sharing each port (CASCADE_<STAGE>_PROCESSES=2, SO_REUSEPORT), the
   generator spreading its calls over several connections;
+* naive: RankCandidates' work in-process for the sampled users' 500 candidates, three
+  ways (bench/naive.py): optimised (snapshot in memory, one batched model call), with
+  per-request Postgres reads, and naive (those reads and one model call per candidate);
 * index: Annoy over --index-items x 64 synthetic clustered vectors (50 trees, two
   build threads): build
   time and peak memory (in a child process), recall@500 and query latency at several
@@ -48,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import naive
 import numpy as np
 import psutil
 import sqlalchemy as sa
@@ -82,7 +86,16 @@ from cascade_server.storage.database import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("retrieval", "ranking", "blending")
-SCENARIOS = ("stages", "recommend", "max-rate", "cold-start", "swap", "processes", "index")
+SCENARIOS = (
+    "stages",
+    "recommend",
+    "max-rate",
+    "cold-start",
+    "swap",
+    "processes",
+    "naive",
+    "index",
+)
 TIMEOUT_S = 2.0
 MAX_RATE_P99_MS = 50.0
 
@@ -241,6 +254,17 @@ async def scenario_max_rate(
             break
         best = rate
     return {"highest_rate_with_p99_under_50ms": best, "points": points}
+
+
+def _print_naive(result: dict[str, Any]) -> None:
+    for name, p in result["paths"].items():
+        print(
+            f"{'RankCandidates work, ' + name:>40}  p50 {p['p50_ms']:8.2f}  "
+            f"p99 {p['p99_ms']:8.2f} ms  ({p['requests']} requests, "
+            f"p50 {p['p50_over_optimised']:.1f}x optimised)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _print_points(name: str, points: list[dict[str, Any]]) -> None:
@@ -574,6 +598,13 @@ async def _serve_and_load(
             out["swap"] = await scenario_swap(env, workload, meter, args)
         if "processes" in args.scenarios:
             out["processes"] = await scenario_processes(env, workload, meter, args)
+        if "naive" in args.scenarios:
+            out["naive"] = naive.compare(
+                env["CASCADE_DATABASE_URL"],
+                Path(env["CASCADE_HOME"]),
+                list(zip(workload.users, workload.candidates, strict=True)),
+            )
+            _print_naive(out["naive"])
         return out
     finally:
         if workload is not None:
@@ -748,6 +779,20 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             f"release served from {s['new_release_first_served_s']} s).",
             "",
         ]
+    if "naive" in results:
+        lines += [
+            f"RankCandidates' work in-process, {results['naive']['candidates']} candidates "
+            "(bench/naive.py):",
+            "",
+            "| path | requests | p50 ms | p99 ms | p50 / optimised p50 |",
+            "|---|---|---|---|---|",
+        ]
+        for name, p in results["naive"]["paths"].items():
+            lines.append(
+                f"| {name} | {p['requests']} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | "
+                f"{p['p50_over_optimised']:.1f} |"
+            )
+        lines.append("")
     if "index" in results:
         i = results["index"]
         lines += [

@@ -78,6 +78,21 @@ class StorageUnavailableError(CascadeError):
     reason = "STORAGE_UNAVAILABLE"
 
 
+class OverloadedError(CascadeError):
+    """The server is at its limit of calls in flight and refused this one at once (load
+    shedding); retry after a short backoff, or lower the call rate."""
+
+    status = "RESOURCE_EXHAUSTED"
+    reason = "OVERLOADED"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the server is at its limit of {limit} calls in flight and refused this one; "
+            "retry after a short backoff (CASCADE_MAX_CONCURRENT_CALLS sets the limit)",
+            metadata={"limit": str(limit)},
+        )
+
+
 class DeadlineError(CascadeError):
     """The request's deadline passed before the work could finish."""
 

@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     ranking_processes: int = Field(
         default=1, ge=1, le=16, description="Processes for ranking, sharing its port."
     )
+    max_concurrent_calls: int = Field(
+        default=32,
+        ge=0,
+        description=(
+            "Calls a server works on at once; past it, new calls are refused at once with "
+            "RESOURCE_EXHAUSTED (reason OVERLOADED) instead of queueing. 0: no limit. Health "
+            "checks and reflection are never refused."
+        ),
+    )
     reflection: bool = Field(default=True, description="Serve gRPC server reflection.")
     grace_seconds: PositiveFloat = Field(
         default=5.0, description="How long in-flight calls may run on shutdown."

@@ -93,7 +93,9 @@ class CascadeServer:
             await self._release()
             raise _cannot_listen(address, error.strerror or str(error)) from error
         options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", int(self._share_port))]
-        server = aio.server(interceptors=[ErrorInterceptor()], options=options)
+        server = aio.server(
+            interceptors=[ErrorInterceptor(self.settings.max_concurrent_calls)], options=options
+        )
         self._server = server
         self.binding.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

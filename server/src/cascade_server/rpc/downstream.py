@@ -163,5 +163,7 @@ def _stage_error(stage: str, error: CascadeError) -> StageCallError:
     kind = {
         grpc.StatusCode.DEADLINE_EXCEEDED: DegradationKind.DEADLINE_EXCEEDED,
         grpc.StatusCode.UNAVAILABLE: DegradationKind.UNAVAILABLE,
+        # An overloaded stage shed the call: unavailable for now.
+        grpc.StatusCode.RESOURCE_EXHAUSTED: DegradationKind.UNAVAILABLE,
     }.get(error.code, DegradationKind.ERROR)
     return StageCallError(kind, f"{stage} failed: {error.code.name}: {error.message}")

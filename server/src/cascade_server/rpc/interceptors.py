@@ -1,4 +1,10 @@
-"""The one server interceptor: request ids, access logs, and error → status mapping.
+"""The one server interceptor: load shedding, request ids, access logs, and error →
+status mapping.
+
+Past ``max_concurrent_calls`` calls in flight, a server refuses new calls at once with
+RESOURCE_EXHAUSTED (reason ``OVERLOADED``) instead of queueing them until their
+deadlines pass: overload costs the callers a fast error (the front door falls back)
+rather than everyone's latency. Health checks and reflection are never refused.
 
 Every log line of a call carries its request id and, when the front door sent them,
 its experiment variants (``x-cascade-experiments``).
@@ -19,7 +25,7 @@ from typing import Any, TypeAlias, cast
 import grpc
 from grpc import aio
 
-from cascade_server.errors import CascadeError
+from cascade_server.errors import CascadeError, OverloadedError
 from cascade_server.logs import bind_request, get_logger
 from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY, to_grpc_status
 
@@ -33,6 +39,9 @@ MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 class ErrorInterceptor(aio.ServerInterceptor):
     """Wraps every unary-unary handler; streaming handlers (health, reflection) pass through."""
 
+    def __init__(self, max_concurrent_calls: int = 0) -> None:
+        self._gate = _Gate(max_concurrent_calls)
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
@@ -45,8 +54,9 @@ class ErrorInterceptor(aio.ServerInterceptor):
         method = handler_call_details.method
         metadata = dict(handler_call_details.invocation_metadata or ())
         behaviour = cast(Handler, handler.unary_unary)
+        gate = None if method.startswith(_NEVER_SHED) else self._gate
         wrapped = _wrap(
-            behaviour, method, metadata.get(REQUEST_ID_KEY), metadata.get(EXPERIMENTS_KEY)
+            behaviour, method, metadata.get(REQUEST_ID_KEY), metadata.get(EXPERIMENTS_KEY), gate
         )
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
@@ -55,8 +65,35 @@ class ErrorInterceptor(aio.ServerInterceptor):
         )
 
 
+_NEVER_SHED = ("/grpc.health.", "/grpc.reflection.")
+
+
+class _Gate:
+    """Counts the calls in flight (on the server's one event loop) against a limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.refused = 0
+
+    def enter(self) -> None:
+        """Admit a call, or raise OverloadedError at the limit (0: no limit)."""
+        if self.limit and self.in_flight >= self.limit:
+            self.refused += 1
+            raise OverloadedError(self.limit)
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        """A call admitted by ``enter`` has finished."""
+        self.in_flight -= 1
+
+
 def _wrap(
-    behaviour: Handler, method: str, given_request_id: object, experiments: object
+    behaviour: Handler,
+    method: str,
+    given_request_id: object,
+    experiments: object,
+    gate: _Gate | None,
 ) -> Handler:
     async def handle(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         request_id = (
@@ -69,10 +106,16 @@ def _wrap(
         if isinstance(experiments, str) and experiments:
             bind_request(experiments=experiments[:1024])
         started = time.perf_counter()
+        admitted = False
         try:
+            if gate is not None:
+                gate.enter()
+                admitted = True
             response = await behaviour(request, context)
         except CascadeError as error:
-            _log.warning(
+            # Refusals come in floods when they come: not a warning line each.
+            log = _log.debug if isinstance(error, OverloadedError) else _log.warning
+            log(
                 "request failed",
                 code=error.status,
                 reason=error.reason,
@@ -90,6 +133,9 @@ def _wrap(
                 grpc.StatusCode.INTERNAL,
                 f"internal error (request id {request_id}); the server logs have the details",
             )
+        finally:
+            if admitted and gate is not None:
+                gate.leave()
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         _log.debug("request served", code="OK", duration_ms=_ms(started))
         return response
