@@ -120,7 +120,9 @@ def train_all_command(
             train_retrieval(engine, path, TwoTowerConfig(epochs=epochs), progress)
             index = build_item_index(engine, path, IndexConfig())
             ranker = train_ranker(engine, path, RankerConfig(negatives=negatives), progress)
-        console.print(f"index: {index.items:,} items, {index.recall_at_k}")
+        console.print(
+            f"index: {index.items:,} items, search_k {index.search_k:,}, {index.recall_at_k}"
+        )
         _print_ranker_report(ranker)
         if publish_release:
             manifest = publish(path, _registry(settings, engine), policies)
@@ -130,8 +132,16 @@ def train_all_command(
 def build_index_command(
     trees: Annotated[int, typer.Option(min=1, help="Annoy trees (more: better recall).")] = 50,
     search_k: Annotated[
-        int, typer.Option(min=0, help="Nodes searched per query; 0: Annoy's default.")
+        int,
+        typer.Option(
+            min=0,
+            help="Nodes searched per query; 0: the smallest of trees x 500 x (1, 2, 4, 8, 16) "
+            "whose recall@500 against exact search reaches --target-recall.",
+        ),
     ] = 0,
+    target_recall: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="The recall@500 a tuned search_k must reach.")
+    ] = 0.95,
     jobs: Annotated[
         int,
         typer.Option(
@@ -147,11 +157,12 @@ def build_index_command(
         report = build_item_index(
             engine,
             _build_dir(settings, build_dir),
-            IndexConfig(n_trees=trees, search_k=search_k, jobs=jobs),
+            IndexConfig(n_trees=trees, search_k=search_k, target_recall=target_recall, jobs=jobs),
         )
     table = Table("index", "value")
     table.add_row("items", f"{report.items:,}")
     table.add_row("trees", str(report.n_trees))
+    table.add_row("search_k", f"{report.search_k:,}")
     for name, value in report.recall_at_k.items():
         table.add_row(name, f"{value:.4f}")
     table.add_row("seconds", f"{report.build_seconds:.1f}")

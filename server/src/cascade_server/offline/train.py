@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -128,7 +129,8 @@ def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) ->
         config,
         queries=queries,
     )
-    build.record("index", config, report)
+    # The search_k the servers use is the one tuned (or given).
+    build.record("index", dataclasses.replace(config, search_k=report.search_k), report)
     return report
 
 

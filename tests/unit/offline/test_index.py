@@ -1,0 +1,57 @@
+"""The Annoy index build: exact top-k, and a search_k tuned to reach the recall asked for."""
+
+import numpy as np
+import pytest
+
+from cascade_server.offline.index import (
+    SEARCH_K_FACTORS,
+    TUNING_K,
+    IndexConfig,
+    build_index,
+    exact_top,
+)
+
+
+def _vectors(n: int, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(20, 16))
+    vectors = centres[rng.integers(0, 20, n)] + 0.3 * rng.normal(size=(n, 16))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_exact_top_is_the_full_sort_cut_at_k():
+    candidates, queries = _vectors(3000), _vectors(70, seed=8)
+    expected = np.argsort(-(queries @ candidates.T), axis=1, kind="stable")[:, :50]
+    assert (exact_top(candidates, queries, 50) == expected).all()
+
+
+@pytest.mark.parametrize("target", [0.5, 0.999])
+def test_search_k_is_the_smallest_tried_that_reaches_the_target(tmp_path, target):
+    vectors, queries = _vectors(4000), _vectors(40, seed=9)
+    config = IndexConfig(n_trees=4, target_recall=target)
+    report = build_index(vectors, np.ones(4000, bool), tmp_path / "i.ann", config, queries=queries)
+    tried = [config.n_trees * TUNING_K * f for f in SEARCH_K_FACTORS]
+    assert report.search_k in tried
+    if report.search_k != tried[-1]:
+        assert report.recall_at_k[f"recall@{TUNING_K}"] >= target
+    if report.search_k != tried[0]:
+        # One step less would not have done.
+        smaller = build_index(
+            vectors,
+            np.ones(4000, bool),
+            tmp_path / "j.ann",
+            IndexConfig(n_trees=4, search_k=tried[tried.index(report.search_k) - 1]),
+            queries=queries,
+        )
+        assert smaller.recall_at_k[f"recall@{TUNING_K}"] < target
+    # A loose target is met by Annoy's default; a strict one needs more.
+    assert (report.search_k == tried[0]) == (target == 0.5)
+
+
+def test_a_given_search_k_is_kept(tmp_path):
+    vectors = _vectors(1000)
+    config = IndexConfig(n_trees=2, search_k=1234)
+    report = build_index(
+        vectors, np.ones(1000, bool), tmp_path / "i.ann", config, queries=vectors[:5]
+    )
+    assert report.search_k == 1234
