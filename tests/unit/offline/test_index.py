@@ -1,6 +1,7 @@
 """The Annoy index build: exact top-k, and a search_k tuned to reach the recall asked for."""
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from cascade_server.offline.index import (
@@ -12,11 +13,14 @@ from cascade_server.offline.index import (
 )
 
 
-def _vectors(n: int, seed: int = 7) -> np.ndarray:
+def _vectors(n: int, seed: int = 7) -> npt.NDArray[np.float32]:
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(20, 16))
     vectors = centres[rng.integers(0, 20, n)] + 0.3 * rng.normal(size=(n, 16))
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    normalised: npt.NDArray[np.float32] = (
+        vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    ).astype(np.float32)
+    return normalised
 
 
 def test_exact_top_is_the_full_sort_cut_at_k():
