@@ -481,3 +481,10 @@ def test_a_category_feed_pages_through_the_category_only():
     assert fallback.degraded
     assert page(fallback)
     assert all(int(i[2:]) % 2 == 1 for i in page(fallback)), "the fallback keeps to the category"
+
+
+def test_the_front_door_warms_blending_without_calling_the_stages():
+    retrieval, ranking = DownRetrieval(), SlowRanking()
+    recommender = make_recommender(retrieval=retrieval, ranking=ranking)
+    recommender.warm()
+    assert retrieval.calls == ranking.calls == 0

@@ -176,6 +176,25 @@ class Recommender:
         self._limits = limits
         self._release = release
 
+    def warm(self) -> None:
+        """Fill what blending builds once per snapshot and release (the release's
+        item-embedding map, the snapshot's creator, category and title arrays) with one
+        home-feed page over the popular items, so no request pays for them. Blocking."""
+        snapshot = self._holder.current()
+        release = self._release()
+        popular = snapshot.popular_items[: self._limits.candidates].tolist()
+        ranked = [
+            ScoredCandidate(snapshot.item_ids[item], float(len(popular) - rank))
+            for rank, item in enumerate(popular)
+        ]
+        request = BlendRequest(
+            release.policies.for_surface(Surface.HOME_FEED),
+            20,
+            user_id=snapshot.user_with_history(),
+            explain=False,
+        )
+        self._blending.blend(snapshot, ranked, request, release.vectors)
+
     async def recommend(self, query: RecommendQuery, deadline: Deadline) -> RecommendResult:
         """One page for ``query``; raises only for bad input or a server that is not ready."""
         snapshot = self._holder.current()

@@ -111,7 +111,9 @@ def keep_warm(
         while not stop.is_set():
             try:
                 current = key()
-                if current != last:
+                if last is None:
+                    last = current  # the server's own warm-up covers the first state
+                elif current != last:
                     await asyncio.to_thread(warm)
                     last = current
             except NotReadyError:
@@ -248,8 +250,16 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
         lambda server: blending_service_pb2_grpc.add_BlendingServiceServicer_to_server(
             servicer, server
         ),
-        [keep_snapshot(settings, holder), keep_release(settings, releases)],
+        [
+            keep_snapshot(settings, holder),
+            keep_release(settings, releases),
+            keep_warm(
+                lambda: (holder.current().snapshot_id, releases.current().release_id),
+                recommender.warm,
+            ),
+        ],
         [client.close for client in [*retrieval_clients, *ranking_clients]],
+        warm=recommender.warm,
     )
 
 
