@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,33 @@ _FINGERPRINT = sa.text(
     " (SELECT count(*) FROM items), (SELECT coalesce(max(updated_at)::text, '') FROM items),"
     " (SELECT count(*) FROM users)"
 )
+
+
+_ITEM_COLUMNS = sa.text(
+    "SELECT array_agg(id ORDER BY id), array_agg(external_id ORDER BY id),"
+    " array_agg(creator_id ORDER BY id), array_agg(status ORDER BY id),"
+    " array_agg(cardinality(categories) ORDER BY id),"
+    " array_agg(extract(epoch FROM created_at)::float8 ORDER BY id),"
+    " array_agg(title ORDER BY id) FROM items"
+)
+"""The catalog as one row of columns (arrays): three times faster to read and convert
+than a million rows. Categories come apart: their counts here, the names flat below."""
+_ITEM_CATEGORIES = sa.text(
+    "SELECT array_agg(c ORDER BY i.id, n)"
+    " FROM items i, unnest(i.categories) WITH ORDINALITY AS u(c, n)"
+)
+
+
+def _read_items(connection: sa.Connection) -> dict[str, list[Any]]:
+    """The catalog by column, in id order."""
+    names = ("id", "external_id", "creator_id", "status", "category_counts", "created", "title")
+    row = connection.execute(_ITEM_COLUMNS).one()
+    columns = {name: list(values or ()) for name, values in zip(names, row, strict=True)}
+    flat = iter(connection.execute(_ITEM_CATEGORIES).scalar_one() or ())
+    columns["categories"] = [
+        tuple(itertools.islice(flat, count)) for count in columns.pop("category_counts")
+    ]
+    return columns
 
 
 def read_fingerprint(engine: sa.Engine) -> str:
@@ -127,12 +155,7 @@ def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> Engage
             summary = connection.execute(_FINGERPRINT).one()
             fingerprint = "/".join(str(value) for value in summary)
             extra_user = ", attributes" if with_metadata else ""
-            items = connection.execute(
-                sa.text(
-                    "SELECT id, external_id, creator_id, status, categories,"
-                    " extract(epoch FROM created_at)::float8, title FROM items ORDER BY id"
-                )
-            ).all()
+            items = _read_items(connection)
             users = connection.execute(
                 sa.text(f"SELECT id, external_id{extra_user} FROM users ORDER BY id")
             ).all()
@@ -144,7 +167,8 @@ def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> Engage
                 for after in range(0, last_id, _CHUNK_IDS)
             ]
             chunks = [chunk for chunk in chunks if chunk[0] is not None]
-    item_db_ids = np.fromiter((row[0] for row in items), np.int64, len(items))
+    n_items = len(items["id"])
+    item_db_ids = np.array(items["id"], dtype=np.int64)
     user_db_ids = np.fromiter((row[0] for row in users), np.int64, len(users))
     status_code = {status: code for code, status in enumerate(ITEM_STATUSES)}
 
@@ -153,20 +177,20 @@ def read_engagement(engine: sa.Engine, *, with_metadata: bool = False) -> Engage
         return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
     return EngagementData(
-        item_ids=[row[1] for row in items],
-        item_creators=[row[2] for row in items],
-        item_status=np.fromiter((status_code[row[3]] for row in items), np.int8, len(items)),
+        item_ids=items["external_id"],
+        item_creators=items["creator_id"],
+        item_status=np.fromiter((status_code[s] for s in items["status"]), np.int8, n_items),
         user_ids=[row[1] for row in users],
         event_users=np.searchsorted(user_db_ids, column(0, ">i8")).astype(np.int64),
         event_items=np.searchsorted(item_db_ids, column(1, ">i8")).astype(np.int64),
         kinds=column(2, ">i2").astype(np.int8),
         timestamps=column(3, ">i8") / 1e6 + _POSTGRES_EPOCH,
         fingerprint=fingerprint,
-        item_categories=[tuple(row[4]) for row in items],
+        item_categories=items["categories"],
         items_updated_at=str(summary[2]),
         last_event_id=int(summary[0]),
-        item_titles=[row[6] for row in items],
-        item_created=np.fromiter((row[5] for row in items), np.float64, len(items)),
+        item_titles=items["title"],
+        item_created=np.array(items["created"], dtype=np.float64),
         metadata=CatalogMetadata(
             user_attributes=[dict(row[2]) for row in users],
         )
