@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 from support.engagement import T0, make_data, small_snapshot
@@ -178,3 +180,21 @@ def test_csr_entry_rows_where_and_transpose():
     assert columns.indptr.tolist() == [0, 1, 3, 3]
     assert columns.indices.tolist() == [0, 0, 2]
     assert columns.data.tolist() == [6.0, 5.0, 7.0]
+
+
+def test_item_categories_keep_each_items_order_once_and_categories_list_popular_items():
+    data = dataclasses.replace(
+        make_data(
+            [("i1", "c", "active"), ("i2", "c", "active"), ("i3", "c", "active")],
+            ["u1", "u2"],
+            [("u1", "i1", "click", 0), ("u2", "i1", "click", 0), ("u1", "i3", "click", 0)],
+        ),
+        item_categories=[("b", "a", "b"), (), ("z", "b")],
+    )
+    snapshot = build_snapshot(data, SignalConfig())
+    assert snapshot.categories == ["a", "b", "z"]
+    rows = [snapshot.item_categories.row(i)[0].tolist() for i in range(3)]
+    assert rows == [[1, 0], [], [2, 1]]
+    assert snapshot.item_primary_category.tolist() == [1, -1, 2]
+    by_category = [ids(snapshot, snapshot.category_items.row(c)[0]) for c in range(3)]
+    assert by_category == [["i1"], ["i1", "i3"], ["i3"]]  # most popular first

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -421,15 +422,20 @@ def _history(
 
 
 def _categories(item_categories: Sequence[Sequence[str]], n_items: int) -> tuple[list[str], Csr]:
-    """Category names (sorted) and each item's category ids."""
-    names = sorted({c for cats in item_categories for c in cats})
+    """Category names (sorted) and each item's category ids, each once, in the item's order."""
+    counts = np.fromiter(map(len, item_categories), np.int64, len(item_categories))
+    flat = list(itertools.chain.from_iterable(item_categories))
+    names = sorted(set(flat))
     index = {name: i for i, name in enumerate(names)}
-    rows = [[index[c] for c in dict.fromkeys(cats)] for cats in item_categories]
-    rows += [[] for _ in range(n_items - len(rows))]
+    codes = np.fromiter(map(index.__getitem__, flat), np.int64, len(flat))
+    rows = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    # An item lists a category once, at its first place.
+    _, first = np.unique(rows * max(len(names), 1) + codes, return_index=True)
+    keep = np.sort(first)
+    rows, codes = rows[keep], codes[keep]
     indptr = np.zeros(n_items + 1, dtype=np.int64)
-    np.cumsum([len(r) for r in rows], out=indptr[1:])
-    indices = np.fromiter((c for r in rows for c in r), np.int64, int(indptr[-1]))
-    return names, Csr(indptr, indices, np.ones(len(indices)))
+    np.cumsum(np.bincount(rows, minlength=n_items), out=indptr[1:])
+    return names, Csr(indptr, codes, np.ones(len(codes)))
 
 
 def _creator_codes(creators: Sequence[str]) -> IntArray:
@@ -450,7 +456,10 @@ def _category_items(
     """Per category, its popular items (``popular_items`` order: active, most popular first)."""
     counts = np.diff(item_categories.indptr)[popular_items]
     items = np.repeat(popular_items, counts)
-    cats = np.concatenate([item_categories.row(i)[0] for i in popular_items] or [_EMPTY_INT])
+    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    cats = item_categories.indices[
+        np.repeat(item_categories.indptr[popular_items], counts) + within
+    ]
     order = np.argsort(cats, kind="stable")  # keeps the popularity order within a category
     return _rows(cats[order], items[order], popularity[items[order]], n_categories)
 
