@@ -290,7 +290,11 @@ async def scenario_cold_start(
     out: dict[str, Any] = {}
     for stage in STAGES:
         port = free_port()
-        stage_env = {**env, f"CASCADE_{stage.upper()}_PORT": str(port)}
+        stage_env = {
+            **env,
+            f"CASCADE_{stage.upper()}_PORT": str(port),
+            f"CASCADE_{stage.upper()}_METRICS_PORT": str(free_port()),
+        }
         started = time.perf_counter()
         process = subprocess.Popen(
             [*CASCADE, "serve", stage], env=stage_env, stderr=subprocess.DEVNULL
@@ -366,6 +370,7 @@ async def scenario_processes(
         shared = {
             **env,
             **{f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()},
+            **{f"CASCADE_{name}_METRICS_PORT": str(free_port()) for name in PORT_NAMES},
             **{f"CASCADE_{stage.upper()}_PROCESSES": str(count) for stage in STAGES},
         }
         server = subprocess.Popen([*CASCADE, "serve", "all"], env=shared, stderr=subprocess.DEVNULL)

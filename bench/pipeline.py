@@ -99,7 +99,11 @@ def serving_env(
 ) -> tuple[dict[str, str], dict[str, int]]:
     """``env`` for `cascade serve all` on free ports, sharing the CLI's database."""
     ports = {name: free_port() for name in PORT_NAMES}
-    server_env = {**env, **{f"CASCADE_{name}_PORT": str(p) for name, p in ports.items()}}
+    server_env = {
+        **env,
+        **{f"CASCADE_{name}_PORT": str(p) for name, p in ports.items()},
+        **{f"CASCADE_{name}_METRICS_PORT": str(free_port()) for name in PORT_NAMES},
+    }
     if not database:
         # The servers must share the embedded database the CLI created.
         server_env["CASCADE_DATABASE_URL"] = embedded_url(home)

@@ -13,6 +13,7 @@ from functools import partial
 
 import pytest
 import sqlalchemy as sa
+from support.metrics import scrape, total
 from support.processes import CASCADE, cascade, cascade_env, is_serving, wait_for
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
@@ -189,6 +190,14 @@ def test_a_release_is_served_swapped_under_traffic_rolled_back_and_protected(
             engine.dispose()
             time.sleep(3)
             assert release_served() == third
+            # The refusal shows in the metrics too; the active release is still the third.
+            metrics = scrape(int(env["CASCADE_RANKING_METRICS_PORT"]))
+            rejected = total(
+                metrics, "cascade_release_loads_total", component="ranking", result="rejected"
+            )
+            assert rejected >= 1
+            assert total(metrics, "cascade_active_release", component="ranking") == 1
+            assert total(metrics, "cascade_active_release", release_id=third) == 1
             assert (
                 ranking.rank_candidates(
                     ranking_pb.RankCandidatesRequest(item_ids=["i001"])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support.metrics import scrape, total
 from support.processes import CASCADE, cascade, cascade_env, is_serving, wait_for
 
 from cascade.blending.v1 import blending_service_pb2 as blending_pb
@@ -119,6 +120,22 @@ def test_serve_all_answers_through_the_client_and_grpcurl(served):
             )
         )
     assert stored.stored_count == 1
+
+
+def test_every_server_serves_prometheus_metrics(served, prepared):
+    _, ports = served
+    env, _ = prepared
+    with BlendingClient(f"127.0.0.1:{ports['BLENDING']}") as client:
+        client.recommend(blending_pb.RecommendRequest(user_id="u042", page_size=5))
+    front = scrape(int(env["CASCADE_BLENDING_METRICS_PORT"]))
+    method = "/cascade.blending.v1.BlendingService/Recommend"
+    assert total(front, "cascade_rpc_calls_total", method=method, code="OK") == 1
+    assert total(front, "cascade_stage_duration_seconds_count", stage="ranking") == 1
+    for name in ("RETRIEVAL", "RANKING"):
+        stage = scrape(int(env[f"CASCADE_{name}_METRICS_PORT"]))
+        assert total(stage, "cascade_rpc_calls_total", code="OK") >= 1
+        assert total(stage, "cascade_snapshot_builds_total", result="built") >= 1
+    assert scrape(int(env["CASCADE_CATALOG_METRICS_PORT"]))
 
 
 def test_sigterm_stops_every_server_cleanly(served):

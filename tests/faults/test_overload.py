@@ -14,6 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from support.metrics import scrape, total
 from support.stack import ServerStack, running_stack
 
 from cascade.ranking.v1 import (
@@ -23,6 +24,7 @@ from cascade.ranking.v1 import (
 from cascade_server.settings import ServiceName
 
 BURST = 40
+SHED = "RESOURCE_EXHAUSTED"
 
 
 @pytest.fixture
@@ -43,6 +45,10 @@ def _reason(error: grpc.Call) -> str:
 
 def test_a_burst_past_the_limit_is_refused_at_once_and_the_server_recovers(narrow_stack):
     request = ranking_pb.RankCandidatesRequest(item_ids=[f"i{n:04d}" for n in range(1, 2001)])
+    metrics = narrow_stack.servers[ServiceName.RANKING].metrics
+    assert metrics is not None
+    method = "/cascade.ranking.v1.RankingService/RankCandidates"
+    before = total(scrape(metrics.port), "cascade_rpc_calls_total", method=method, code=SHED)
     with grpc.insecure_channel(narrow_stack.target(ServiceName.RANKING)) as channel:
         stub = ranking_grpc.RankingServiceStub(channel)
         calls = [stub.RankCandidates.future(request, timeout=30) for _ in range(BURST)]
@@ -58,6 +64,8 @@ def test_a_burst_past_the_limit_is_refused_at_once_and_the_server_recovers(narro
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
             assert _reason(error) == "OVERLOADED"
             assert "limit of 2 calls" in (error.details() or "")
+        after = total(scrape(metrics.port), "cascade_rpc_calls_total", method=method, code=SHED)
+        assert after - before == len(refused)
         # Load gone: every call is served again.
         for _ in range(5):
             assert stub.RankCandidates(request, timeout=30).candidates

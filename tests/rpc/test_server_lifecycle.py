@@ -8,10 +8,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from support.metrics import scrape, total
 from support.stack import ServerStack, run_on_server_loop, stack_settings
 
+from cascade.blending.v1 import blending_service_pb2 as blending_pb
 from cascade.ranking.v1 import ranking_service_pb2 as ranking_pb
-from cascade_client import RankingClient, UnavailableError
+from cascade_client import BlendingClient, RankingClient, UnavailableError
 from cascade_server.errors import ConfigurationError
 from cascade_server.rpc.app import build_server
 from cascade_server.settings import ServiceName
@@ -149,3 +151,25 @@ def test_processes_of_one_stage_share_its_port_and_outlive_each_other(demo_datab
         for server in servers:
             run_on_server_loop(server.stop(0.5))
         engine.dispose()
+
+
+def test_metrics_count_calls_stage_timings_and_snapshots(stack):
+    front = stack.servers[ServiceName.BLENDING]
+    assert front.metrics is not None
+    method = "/cascade.blending.v1.BlendingService/Recommend"
+    before = scrape(front.metrics.port)
+    with BlendingClient(stack.target(ServiceName.BLENDING)) as client:
+        for _ in range(3):
+            client.recommend(blending_pb.RecommendRequest(user_id="u042", page_size=10))
+    after = scrape(front.metrics.port)
+
+    def grew(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert grew("cascade_rpc_calls_total", method=method, code="OK") == 3
+    assert grew("cascade_rpc_duration_seconds_count", method=method) == 3
+    for stage in ("retrieval", "ranking", "blending"):
+        assert grew("cascade_stage_duration_seconds_count", stage=stage) == 3
+    assert grew("cascade_stage_candidates_sum", stage="blending") == 30
+    assert total(after, "cascade_snapshot_builds_total", result="built") >= 1
+    assert total(after, "cascade_rpc_calls_in_flight") == 0

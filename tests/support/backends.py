@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from cascade_server.blending.circuit import StageCallError
 from cascade_server.blending.policy import BlendingPolicies, PolicyFile, SurfacePolicy
-from cascade_server.blending.recommend import StageCallError
 from cascade_server.blending.release import BlendingRelease, ItemVectors
 from cascade_server.errors import CascadeError, NotFoundError
 from cascade_server.features.engagement import EngagementSnapshot

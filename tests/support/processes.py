@@ -34,8 +34,11 @@ def free_ports(count: int) -> list[int]:
 def cascade_env(
     database_url: str, home: Path, **settings: str
 ) -> tuple[dict[str, str], dict[str, int]]:
-    """Environment for `cascade` commands on ``database_url``, every server on a free port."""
-    ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+    """Environment for `cascade` commands on ``database_url``, every server (and its metrics
+    endpoint) on a free port."""
+    free = free_ports(2 * len(PORT_NAMES))
+    ports = dict(zip(PORT_NAMES, free, strict=False))
+    metrics_ports = dict(zip(PORT_NAMES, free[len(PORT_NAMES) :], strict=True))
     env = {
         **os.environ,
         "CASCADE_DATABASE_URL": database_url,
@@ -45,6 +48,7 @@ def cascade_env(
         "CASCADE_LOG_FORMAT": "json",
         "COLUMNS": "200",
         **{f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()},
+        **{f"CASCADE_{name}_METRICS_PORT": str(port) for name, port in metrics_ports.items()},
         **{f"CASCADE_{key.upper()}": value for key, value in settings.items()},
     }
     return env, ports

@@ -117,6 +117,11 @@ def stack_settings(database_url: str, **overrides: Any) -> Settings:
         "retrieval_timeout_ms": 1000,
         "source_budget_ms": 800,
         "ranking_timeout_ms": 1000,
+        # Every in-process server serves metrics on a free port.
+        "blending_metrics_port": 0,
+        "retrieval_metrics_port": 0,
+        "ranking_metrics_port": 0,
+        "catalog_metrics_port": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

@@ -71,6 +71,24 @@ class Settings(BaseSettings):
         default=None,
         description="Where blending reaches ranking (host:port). Unset: HOST:RANKING_PORT.",
     )
+    metrics: bool = Field(
+        default=True, description="Serve Prometheus metrics over HTTP (/metrics) from every server."
+    )
+    blending_metrics_port: int = Field(
+        default=9151, ge=0, le=65535, description="Blending's metrics port (0: any free port)."
+    )
+    retrieval_metrics_port: int = Field(default=9152, ge=0, le=65535, description="Retrieval's.")
+    ranking_metrics_port: int = Field(default=9153, ge=0, le=65535, description="Ranking's.")
+    catalog_metrics_port: int = Field(default=9154, ge=0, le=65535, description="Catalog's.")
+    process_index: int = Field(
+        default=0,
+        ge=0,
+        le=15,
+        description=(
+            "Set by `cascade serve all` for the later processes of a stage that runs several: "
+            "process i serves metrics on the stage's metrics port + 10 * i."
+        ),
+    )
     blending_processes: int = Field(
         default=1,
         ge=1,
@@ -84,6 +102,17 @@ class Settings(BaseSettings):
     )
     ranking_processes: int = Field(
         default=1, ge=1, le=16, description="Processes for ranking, sharing its port."
+    )
+    circuit_failures: int = Field(
+        default=5,
+        ge=0,
+        description=(
+            "Failed calls in a row after which the front door stops calling a stage for the "
+            "cool-down and serves its fallback at once (0: never)."
+        ),
+    )
+    circuit_cool_down_seconds: PositiveFloat = Field(
+        default=5.0, description="How long an open circuit skips a stage before one probe call."
     )
     max_concurrent_calls: int = Field(
         default=32,
@@ -250,6 +279,16 @@ class Settings(BaseSettings):
             ServiceName.RANKING: self.ranking_port,
             ServiceName.CATALOG: self.catalog_port,
         }[service]
+
+    def metrics_port(self, service: ServiceName) -> int:
+        """The port of this process's metrics endpoint (0: any free port)."""
+        base = {
+            ServiceName.BLENDING: self.blending_metrics_port,
+            ServiceName.RETRIEVAL: self.retrieval_metrics_port,
+            ServiceName.RANKING: self.ranking_metrics_port,
+            ServiceName.CATALOG: self.catalog_metrics_port,
+        }[service]
+        return base + 10 * self.process_index if base else 0
 
     def processes(self, service: ServiceName) -> int:
         """How many processes serve ``service`` on its port (the catalog always has one)."""

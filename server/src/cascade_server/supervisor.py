@@ -69,8 +69,8 @@ class Supervisor:
         }
         try:
             for service in self._services:
-                for _ in range(self._processes.get(service, 1)):
-                    self._children.append(Child(service, self._spawn(service)))
+                for index in range(self._processes.get(service, 1)):
+                    self._children.append(Child(service, self._spawn(service, index)))
             _log.info("started", servers=[c.service.value for c in self._children])
             for job in self._jobs:
                 command = [sys.executable, "-m", "cascade_server", *job]
@@ -105,10 +105,10 @@ class Supervisor:
             else:
                 _log.error("job failed; the servers keep running", job=name, exit_code=code)
 
-    def _spawn(self, service: ServiceName) -> subprocess.Popen[bytes]:
+    def _spawn(self, service: ServiceName, index: int) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "cascade_server", "serve", service.value],
-            env=self._env,
+            env={**self._env, "CASCADE_PROCESS_INDEX": str(index)},
             # Own process group: a terminal's Ctrl-C reaches the supervisor only, and the
             # supervisor decides the shutdown order.
             start_new_session=True,

@@ -17,6 +17,7 @@ from typing import Generic, TypeVar
 
 from cascade_server import heap
 from cascade_server.logs import get_logger
+from cascade_server.metrics import RELEASE_LOADS, set_active_release
 
 T = TypeVar("T")
 _log = get_logger(__name__)
@@ -71,6 +72,7 @@ class ReleaseWatcher(Generic[T]):
             value = self._load(active)
         except Exception as error:
             self._rejected[active] = f"{type(error).__name__}: {error}"
+            RELEASE_LOADS.labels(self._name, "rejected").inc()
             _log.exception(
                 "release rejected; the current one keeps serving",
                 release_id=active,
@@ -79,6 +81,8 @@ class ReleaseWatcher(Generic[T]):
             )
             return False
         self._current = Loaded(active, value)
+        RELEASE_LOADS.labels(self._name, "loaded").inc()
+        set_active_release(self._name, active)
         heap.settle()  # the replaced release's models may hold reference cycles
         _log.info(
             "release loaded",

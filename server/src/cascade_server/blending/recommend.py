@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cascade_server.blending.circuit import BreakerConfig, CircuitBreaker, StageCallError
 from cascade_server.blending.paging import (
     MAX_SERVED,
     decode_token,
@@ -42,7 +43,6 @@ from cascade_server.pipeline.types import (
     Candidate,
     ComponentReport,
     Degradation,
-    DegradationKind,
     ReleaseInfo,
     RequestContext,
     ScoredCandidate,
@@ -58,15 +58,6 @@ _log = get_logger(__name__)
 
 _BLEND_RESERVE_S = 0.010
 """Time kept back from the downstream calls for blending and the response."""
-
-
-class StageCallError(Exception):
-    """A downstream stage did not answer; ``kind`` says how it failed."""
-
-    def __init__(self, kind: DegradationKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
 
 
 class RetrievalBackend(Protocol):
@@ -168,6 +159,7 @@ class Recommender:
         blending: BlendingStage,
         limits: RecommendLimits,
         release: Callable[[], BlendingRelease],
+        breakers: BreakerConfig | None = None,
     ) -> None:
         self._holder = holder
         self._retrieval = retrieval
@@ -175,6 +167,9 @@ class Recommender:
         self._blending = blending
         self._limits = limits
         self._release = release
+        config = breakers or BreakerConfig()
+        self._retrieval_circuit = CircuitBreaker("retrieval", config)
+        self._ranking_circuit = CircuitBreaker("ranking", config)
 
     def warm(self) -> None:
         """Fill what blending builds once per snapshot and release (the release's
@@ -321,13 +316,15 @@ class Recommender:
         started = time.perf_counter()
         budget = deadline.budget(self._limits.retrieval_timeout_s, reserve_s=_BLEND_RESERVE_S)
         try:
-            result = await self._retrieval.retrieve(
-                context,
-                seeds,
-                min(2000, self._limits.candidates + served_count),
-                budget,
-                category_id=category_id,
-                source_limits=treatment.source_limits,
+            result = await self._retrieval_circuit.call(
+                lambda: self._retrieval.retrieve(
+                    context,
+                    seeds,
+                    min(2000, self._limits.candidates + served_count),
+                    budget,
+                    category_id=category_id,
+                    source_limits=treatment.source_limits,
+                )
             )
         except StageCallError as error:
             _log.warning("retrieval failed; serving popular items", reason=error.kind.value)
@@ -386,14 +383,16 @@ class Recommender:
         budget = deadline.budget(self._limits.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
         sources = {c.item_id: tuple(c.sources) for c in candidates}
         try:
-            result = await self._ranking.rank(
-                context,
-                list(sources),
-                seeds,
-                budget,
-                heavy_top_n=treatment.heavy_top_n,
-                details=context.debug or needs_heads,
-                sources=sources,
+            result = await self._ranking_circuit.call(
+                lambda: self._ranking.rank(
+                    context,
+                    list(sources),
+                    seeds,
+                    budget,
+                    heavy_top_n=treatment.heavy_top_n,
+                    details=context.debug or needs_heads,
+                    sources=sources,
+                )
             )
         except StageCallError as error:
             _log.warning("ranking failed; serving retrieval order", reason=error.kind.value)

@@ -18,6 +18,7 @@ from cascade_server.features.engagement import (
     with_seen_events,
 )
 from cascade_server.logs import get_logger
+from cascade_server.metrics import SNAPSHOT_BUILDS, SNAPSHOT_SECONDS
 from cascade_server.storage.engagement_reader import EngagementData
 
 _log = get_logger(__name__)
@@ -76,9 +77,15 @@ class SnapshotHolder:
         if fingerprint == self._fingerprint:
             return False
         started = time.perf_counter()
-        data = self._read_data()
-        read_s = time.perf_counter() - started
-        snapshot = build_snapshot(data, self._config)
+        try:
+            data = self._read_data()
+            read_s = time.perf_counter() - started
+            snapshot = build_snapshot(data, self._config)
+        except Exception:
+            SNAPSHOT_BUILDS.labels("failed").inc()
+            raise
+        SNAPSHOT_BUILDS.labels("built").inc()
+        SNAPSHOT_SECONDS.set(time.perf_counter() - started)
         self._snapshot, self._fingerprint = snapshot, data.fingerprint
         heap.freeze()  # snapshots hold no reference cycles: refcounts free the old one
         self._items_since = data.items_updated_at

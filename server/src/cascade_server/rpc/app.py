@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from cascade_server import heap
 from cascade_server.errors import ConfigurationError
 from cascade_server.logs import get_logger
+from cascade_server.metrics import MetricsEndpoint
 from cascade_server.rpc.executor import BlockingRunner
 from cascade_server.rpc.interceptors import ErrorInterceptor
 from cascade_server.rpc.reflection import enable_reflection
@@ -60,7 +61,13 @@ class CascadeServer:
     """One stage's server. ``start`` binds the port; ``stop`` drains calls and cleans up."""
 
     def __init__(
-        self, settings: Settings, binding: Binding, port: int, *, share_port: bool = False
+        self,
+        settings: Settings,
+        binding: Binding,
+        port: int,
+        *,
+        share_port: bool = False,
+        metrics_port: int | None = None,
     ) -> None:
         self.settings = settings
         self.binding = binding
@@ -69,6 +76,8 @@ class CascadeServer:
         self._share_port = share_port
         self.health = health.aio.HealthServicer()
         self._requested_port = port
+        self._metrics_port = metrics_port
+        self.metrics: MetricsEndpoint | None = None
         self._server: aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()
@@ -110,6 +119,17 @@ class CascadeServer:
             await self._release()
             raise _cannot_listen(address, str(error)) from error
         await server.start()
+        if self._metrics_port is not None:
+            try:
+                self.metrics = MetricsEndpoint(self.settings.host, self._metrics_port)
+            except OSError as error:
+                await server.stop(None)
+                await self._release()
+                raise ConfigurationError(
+                    f"cannot serve metrics on {self.settings.host}:{self._metrics_port} "
+                    f"({error.strerror or error}); set a different CASCADE_*_METRICS_PORT, "
+                    "or CASCADE_METRICS=false"
+                ) from error
         waiting = len(self.binding.background)
 
         def loaded() -> None:
@@ -122,7 +142,12 @@ class CascadeServer:
             await self._mark_ready()
         for task in self.binding.background:
             self._tasks.append(asyncio.create_task(task(self._stopping, loaded)))
-        _log.info("listening", address=self.address, service=self.binding.service_name)
+        _log.info(
+            "listening",
+            address=self.address,
+            service=self.binding.service_name,
+            metrics_port=self.metrics.port if self.metrics else None,
+        )
         return self.port
 
     async def _mark_ready(self) -> None:
@@ -148,6 +173,8 @@ class CascadeServer:
             await self._server.stop(self.settings.grace_seconds if grace_s is None else grace_s)
         self._stopping.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.metrics is not None:
+            self.metrics.close()
         await self._release()
         _log.info("stopped", service=self.binding.service_name)
 
@@ -212,4 +239,5 @@ def build_server(
         binding,
         settings.port(service) if port is None else port,
         share_port=settings.processes(service) > 1,
+        metrics_port=settings.metrics_port(service) if settings.metrics else None,
     )

@@ -18,6 +18,7 @@ from cascade_client import AsyncRankingClient, AsyncRetrievalClient, ChannelOpti
 from cascade_server.artifacts.manifest import Manifest, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.artifacts.watcher import ReleaseWatcher
+from cascade_server.blending.circuit import BreakerConfig
 from cascade_server.blending.policy import BlendingPolicies
 from cascade_server.blending.recommend import Recommender, RecommendLimits
 from cascade_server.blending.release import BlendingRelease, load_blending_release
@@ -241,6 +242,7 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
             candidates=settings.recommend_candidates,
         ),
         release,
+        BreakerConfig(settings.circuit_failures, settings.circuit_cool_down_seconds),
     )
     servicer = blending_servicer.BlendingServicer(
         recommender, blending_stage, holder, release, runner, settings

@@ -20,6 +20,7 @@ from cascade_server.blending.stage import (
     CandidateOutcome,
 )
 from cascade_server.features.refresh import SnapshotSource
+from cascade_server.metrics import DEGRADED, STAGE_CANDIDATES, STAGE_SECONDS
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import RequestContext, StageName, Surface
 from cascade_server.rpc.convert import (
@@ -73,6 +74,13 @@ class BlendingServicer(pb_grpc.BlendingServiceServicer):
             context.time_remaining(), self._settings.recommend_deadline_ms / 1000
         )
         result = await self._recommender.recommend(query, deadline)
+        for stage in result.stages:
+            STAGE_SECONDS.labels(stage.stage.value).observe(stage.duration_s)
+            STAGE_CANDIDATES.labels(stage.stage.value).observe(stage.output_count)
+        for degradation in result.degraded:
+            DEGRADED.labels(
+                degradation.stage.value, degradation.reason.value, degradation.fallback
+            ).inc()
         return recommend_to_proto(result, debug=request.debug)
 
     async def BlendCandidates(

@@ -17,7 +17,7 @@ import grpc
 from cascade.ranking.v1 import ranking_service_pb2
 from cascade.retrieval.v1 import retrieval_service_pb2
 from cascade_client import AsyncRankingClient, AsyncRetrievalClient, CascadeError
-from cascade_server.blending.recommend import StageCallError
+from cascade_server.blending.circuit import StageCallError
 from cascade_server.pipeline.types import (
     Candidate,
     DegradationKind,

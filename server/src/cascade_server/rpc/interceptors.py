@@ -16,6 +16,7 @@ and the client gets INTERNAL with the request id and no internals.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from grpc import aio
 
 from cascade_server.errors import CascadeError, OverloadedError
 from cascade_server.logs import bind_request, get_logger
+from cascade_server.metrics import CALLS_IN_FLIGHT, RPC_CALLS, RPC_SECONDS
 from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY, to_grpc_status
 
 _request_id: ContextVar[str] = ContextVar("request_id", default="")
@@ -82,10 +84,12 @@ class _Gate:
             self.refused += 1
             raise OverloadedError(self.limit)
         self.in_flight += 1
+        CALLS_IN_FLIGHT.inc()
 
     def leave(self) -> None:
         """A call admitted by ``enter`` has finished."""
         self.in_flight -= 1
+        CALLS_IN_FLIGHT.dec()
 
 
 def _wrap(
@@ -107,12 +111,14 @@ def _wrap(
             bind_request(experiments=experiments[:1024])
         started = time.perf_counter()
         admitted = False
+        code = "OK"
         try:
             if gate is not None:
                 gate.enter()
                 admitted = True
             response = await behaviour(request, context)
         except CascadeError as error:
+            code = error.status
             # Refusals come in floods when they come: not a warning line each.
             log = _log.debug if isinstance(error, OverloadedError) else _log.warning
             log(
@@ -125,8 +131,13 @@ def _wrap(
             status = to_grpc_status(error, request_id=request_id)
             await context.abort_with_status(status)
         except aio.AbortError:
+            code = _code_name(context.code())
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # the caller gave up or its deadline passed
             raise
         except Exception:
+            code = "INTERNAL"
             _log.exception("unexpected error", duration_ms=_ms(started))
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
             await context.abort(
@@ -136,11 +147,17 @@ def _wrap(
         finally:
             if admitted and gate is not None:
                 gate.leave()
+            RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+            RPC_CALLS.labels(method, code).inc()
         context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
         _log.debug("request served", code="OK", duration_ms=_ms(started))
         return response
 
     return handle
+
+
+def _code_name(code: object) -> str:
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
 def current_request_id() -> str:
