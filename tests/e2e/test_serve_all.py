@@ -8,15 +8,21 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from functools import partial
 from pathlib import Path
 
+import grpc
 import psutil
 import pytest
 from support.metrics import scrape, total
 from support.processes import CASCADE, cascade, cascade_env, is_serving, wait_for
 
-from cascade.blending.v1 import blending_service_pb2 as blending_pb
+from cascade.blending.v1 import (
+    blending_service_pb2 as blending_pb,
+    blending_service_pb2_grpc as blending_grpc,
+)
 from cascade.catalog.v1 import catalog_service_pb2 as catalog_pb
 from cascade_client import BlendingClient, CatalogClient
 
@@ -146,6 +152,64 @@ def test_sigterm_stops_every_server_cleanly(served):
     assert process.wait(30) == 0
     for child in children:
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_sigterm_under_load_finishes_calls_and_a_restart_serves_the_same_release(
+    served, prepared, tmp_path
+):
+    process, ports = served
+    env, _ = prepared
+    front = f"127.0.0.1:{ports['BLENDING']}"
+    codes: list[grpc.StatusCode] = []
+    releases: set[str] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        with grpc.insecure_channel(front) as channel:
+            stub = blending_grpc.BlendingServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    response = stub.Recommend(
+                        blending_pb.RecommendRequest(user_id="u042", page_size=10), timeout=2
+                    )
+                    codes.append(grpc.StatusCode.OK)
+                    releases.add(response.release_id)
+                except grpc.RpcError as error:
+                    codes.append(error.code())
+                    time.sleep(0.01)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        wait_for(lambda: len(codes) >= 20, 30, "20 answers under load")
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert process.wait(30) == 0
+        stopped_in = time.monotonic() - started
+    finally:
+        stop.set()
+        worker.join(10)
+    # Grace is 2 s here: every server is gone well within grace plus start-up slack.
+    assert stopped_in < 10
+    # Calls in flight finished; later ones were refused as unavailable, never broken.
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, set(codes)
+    assert codes.count(grpc.StatusCode.OK) >= 20
+    assert len(releases) == 1
+
+    log = (tmp_path / "restart.log").open("w")
+    restarted = subprocess.Popen(
+        [*CASCADE, "serve", "all"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        for port in ports.values():
+            wait_for(partial(is_serving, f"127.0.0.1:{port}"), 90, f"port {port}")
+        with BlendingClient(front) as client:
+            again = client.recommend(blending_pb.RecommendRequest(user_id="u042", page_size=10))
+        assert {again.release_id} == releases
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.wait(30)
+        log.close()
 
 
 def test_a_dying_server_takes_the_others_down(served):

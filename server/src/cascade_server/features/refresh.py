@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import sqlalchemy as sa
+
 from cascade_server import heap
 from cascade_server.errors import NotReadyError
 from cascade_server.features.engagement import (
@@ -146,6 +148,13 @@ class SnapshotHolder:
                     next_full = now + interval_s
                 else:
                     await asyncio.to_thread(self.apply_changes)
+            except sa.exc.OperationalError as error:
+                # The database is away (restarting, unreachable): expected, no stack trace.
+                _log.warning(
+                    "database unreachable; keeping the current snapshot and retrying",
+                    error=str(error.orig or error).splitlines()[0],
+                    retry_s=tick_s,
+                )
             except Exception:
                 _log.exception("snapshot refresh failed; keeping the current snapshot")
             if self.ready and not announced:
