@@ -15,19 +15,23 @@ _NEED_ONE = "pass either a target or a channel"
 
 
 def _check_borrowed(
-    target: str | None, secure: grpc.ChannelCredentials | None, options: Sequence[ChannelOption]
+    target: str | None,
+    secure: grpc.ChannelCredentials | None,
+    options: Sequence[ChannelOption],
+    token: str | None,
 ) -> None:
     if target is not None:
         raise ValueError(f"{_NEED_ONE}, not both")
-    if secure is not None or options:
-        raise ValueError("secure and options apply only when the client creates its channel")
+    if secure is not None or options or token is not None:
+        raise ValueError("secure, options and token apply only when the client creates its channel")
 
 
 class SyncClient:
     """Base of the blocking clients: holds a ``grpc.Channel`` and closes it if it made it.
 
     Pass ``target`` (``"host:port"``) to have the client create a channel with
-    :func:`~cascade_client.create_channel` (``secure`` and ``options`` are passed on);
+    :func:`~cascade_client.create_channel` (``secure``, ``options`` and ``token``, a
+    bearer token sent with every call, are passed on);
     the client then owns the channel and :meth:`close` closes it. Pass ``channel``
     to share an existing channel; :meth:`close` then leaves it open.
     """
@@ -39,14 +43,15 @@ class SyncClient:
         channel: grpc.Channel | None = None,
         secure: grpc.ChannelCredentials | None = None,
         options: Sequence[ChannelOption] = (),
+        token: str | None = None,
     ) -> None:
         self._owns_channel = channel is None
         if channel is None:
             if target is None:
                 raise ValueError(_NEED_ONE)
-            channel = create_channel(target, secure=secure, options=options)
+            channel = create_channel(target, secure=secure, options=options, token=token)
         else:
-            _check_borrowed(target, secure, options)
+            _check_borrowed(target, secure, options, token)
         self._channel = channel
         self._bind(channel)
 
@@ -92,14 +97,15 @@ class AsyncClient:
         channel: grpc.aio.Channel | None = None,
         secure: grpc.ChannelCredentials | None = None,
         options: Sequence[ChannelOption] = (),
+        token: str | None = None,
     ) -> None:
         self._owns_channel = channel is None
         if channel is None:
             if target is None:
                 raise ValueError(_NEED_ONE)
-            channel = create_aio_channel(target, secure=secure, options=options)
+            channel = create_aio_channel(target, secure=secure, options=options, token=token)
         else:
-            _check_borrowed(target, secure, options)
+            _check_borrowed(target, secure, options, token)
         self._channel = channel
         self._bind(channel)
 

@@ -134,17 +134,24 @@ def create_channel(
     *,
     secure: grpc.ChannelCredentials | None = None,
     options: Sequence[ChannelOption] = (),
+    token: str | None = None,
 ) -> grpc.Channel:
     """Create a blocking channel to ``target`` with Cascade's channel options.
 
     The channel is a TLS channel when ``secure`` credentials are given and a
     plaintext one otherwise. ``options`` are extra channel arguments; they replace
-    the defaults of the same name (see :func:`channel_options`).
+    the defaults of the same name (see :func:`channel_options`). With ``token``,
+    every call carries ``authorization: Bearer <token>`` (servers that check tokens
+    need it).
     """
     merged = channel_options(options)
     if secure is None:
-        return grpc.insecure_channel(target, options=merged)
-    return grpc.secure_channel(target, secure, options=merged)
+        channel = grpc.insecure_channel(target, options=merged)
+    else:
+        channel = grpc.secure_channel(target, secure, options=merged)
+    if token is None:
+        return channel
+    return grpc.intercept_channel(channel, _BearerToken(token))
 
 
 def create_aio_channel(
@@ -152,13 +159,43 @@ def create_aio_channel(
     *,
     secure: grpc.ChannelCredentials | None = None,
     options: Sequence[ChannelOption] = (),
+    token: str | None = None,
 ) -> grpc.aio.Channel:
     """Create an asyncio channel to ``target`` with Cascade's channel options.
 
-    Call it from inside the event loop that will use the channel. ``secure`` and
-    ``options`` work as in :func:`create_channel`.
+    Call it from inside the event loop that will use the channel. ``secure``,
+    ``options`` and ``token`` work as in :func:`create_channel`.
     """
     merged = channel_options(options)
+    interceptors = [_AsyncBearerToken(token)] if token is not None else None
     if secure is None:
-        return grpc.aio.insecure_channel(target, options=merged)
-    return grpc.aio.secure_channel(target, secure, options=merged)
+        return grpc.aio.insecure_channel(target, options=merged, interceptors=interceptors)
+    return grpc.aio.secure_channel(target, secure, options=merged, interceptors=interceptors)
+
+
+def _with_token(metadata: Sequence[tuple[str, str | bytes]] | None, token: str) -> list[Any]:
+    return [*(metadata or ()), ("authorization", f"Bearer {token}")]
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds the bearer token to every blocking call."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(
+            details._replace(metadata=_with_token(details.metadata, self._token)), request
+        )
+
+
+class _AsyncBearerToken(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the bearer token to every asyncio call."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(
+            details._replace(metadata=_with_token(details.metadata, self._token)), request
+        )

@@ -93,6 +93,27 @@ class OverloadedError(CascadeError):
         )
 
 
+class UnauthenticatedError(CascadeError):
+    """The call carried no bearer token, or one the server does not accept."""
+
+    status = "UNAUTHENTICATED"
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(CascadeError):
+    """The caller's token lacks the scope the method needs."""
+
+    status = "PERMISSION_DENIED"
+    reason = "MISSING_SCOPE"
+
+    def __init__(self, client: str, scope: str, method: str) -> None:
+        super().__init__(
+            f"token {client!r} lacks the {scope!r} scope that {method} needs; "
+            "ask for a token with it (cascade auth add-token --scopes ...)",
+            metadata={"scope": scope, "client": client},
+        )
+
+
 class DeadlineError(CascadeError):
     """The request's deadline passed before the work could finish."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -124,6 +124,39 @@ class Settings(BaseSettings):
         ),
     )
     reflection: bool = Field(default=True, description="Serve gRPC server reflection.")
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description=(
+            "PEM certificate chain the servers present; with TLS_KEY_FILE every server "
+            "listens with TLS only (unset: plaintext)."
+        ),
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of TLS_CERT_FILE.")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "PEM CA bundle: servers then require client certificates it signed (mutual TLS); "
+            "the front door presents TLS_CERT_FILE to retrieval and ranking."
+        ),
+    )
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description=(
+            "PEM CA bundle the front door trusts for retrieval and ranking (unset: the system's)."
+        ),
+    )
+    auth_tokens_file: Path | None = Field(
+        default=None,
+        description=(
+            "JSON file of accepted bearer tokens (by SHA-256) and their scopes; set, every call "
+            "but health checks and reflection needs 'authorization: Bearer <token>' "
+            "(`cascade auth add-token` writes it)."
+        ),
+    )
+    stage_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token (read scope) the front door sends to retrieval and ranking.",
+    )
     grace_seconds: PositiveFloat = Field(
         default=5.0, description="How long in-flight calls may run on shutdown."
     )

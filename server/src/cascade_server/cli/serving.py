@@ -89,9 +89,10 @@ def show_settings() -> None:
     settings = Settings()
     table = Table("variable", "value", "meaning")
     for name, field in Settings.model_fields.items():
-        table.add_row(
-            f"CASCADE_{name.upper()}", str(getattr(settings, name)), field.description or ""
-        )
+        value = getattr(settings, name)
+        if name == "database_url" and value:
+            value = sa.engine.make_url(value).render_as_string(hide_password=True)
+        table.add_row(f"CASCADE_{name.upper()}", str(value), field.description or "")
     Console().print(table)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import sqlalchemy as sa
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -26,6 +27,7 @@ from cascade_server.metrics import MetricsEndpoint
 from cascade_server.rpc.executor import BlockingRunner
 from cascade_server.rpc.interceptors import ErrorInterceptor
 from cascade_server.rpc.reflection import enable_reflection
+from cascade_server.security import TlsFiles, TokenStore, read_tls
 from cascade_server.settings import ServiceName, Settings
 
 _log = get_logger(__name__)
@@ -74,6 +76,12 @@ class CascadeServer:
         # SO_REUSEPORT: several processes of one stage serve one port, and the kernel
         # spreads their callers' connections over them.
         self._share_port = share_port
+        self._tls = read_tls(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            settings.tls_client_ca_file,
+            settings.tls_ca_file,
+        )
         self.health = health.aio.HealthServicer()
         self._requested_port = port
         self._metrics_port = metrics_port
@@ -102,8 +110,14 @@ class CascadeServer:
             await self._release()
             raise _cannot_listen(address, error.strerror or str(error)) from error
         options = [*_SERVER_OPTIONS, ("grpc.so_reuseport", int(self._share_port))]
+        tokens = (
+            TokenStore.load(self.settings.auth_tokens_file)
+            if self.settings.auth_tokens_file
+            else None
+        )
         server = aio.server(
-            interceptors=[ErrorInterceptor(self.settings.max_concurrent_calls)], options=options
+            interceptors=[ErrorInterceptor(self.settings.max_concurrent_calls, tokens)],
+            options=options,
         )
         self._server = server
         self.binding.register(server)
@@ -114,7 +128,10 @@ class CascadeServer:
         for name in ("", self.binding.service_name):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
-            self.port = server.add_insecure_port(address)
+            if self._tls is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, _server_credentials(self._tls))
         except RuntimeError as error:  # taken between the probe and the bind
             await self._release()
             raise _cannot_listen(address, str(error)) from error
@@ -195,6 +212,14 @@ class CascadeServer:
         await stop.wait()
         _log.info("shutting down", grace_s=self.settings.grace_seconds)
         await self.stop()
+
+
+def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(tls.key, tls.certificate)],
+        root_certificates=tls.client_ca,
+        require_client_auth=tls.client_ca is not None,
+    )
 
 
 def _cannot_listen(address: str, why: str) -> ConfigurationError:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import sqlalchemy as sa
 
 from cascade.blending.v1 import blending_service_pb2_grpc
@@ -52,6 +53,7 @@ from cascade_server.rpc import (
 from cascade_server.rpc.app import Background, Binding
 from cascade_server.rpc.downstream import GrpcRankingBackend, GrpcRetrievalBackend
 from cascade_server.rpc.executor import BlockingRunner
+from cascade_server.security import read_tls
 from cascade_server.settings import ServiceName, Settings
 from cascade_server.storage.engagement_reader import (
     read_engagement,
@@ -221,12 +223,18 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
     def release() -> BlendingRelease:
         return releases.current().value or default
 
+    secure = _stage_credentials(settings)
+    token = settings.stage_token.get_secret_value() if settings.stage_token else None
     retrieval_clients = [
-        AsyncRetrievalClient(settings.target(ServiceName.RETRIEVAL), options=options)
+        AsyncRetrievalClient(
+            settings.target(ServiceName.RETRIEVAL), secure=secure, options=options, token=token
+        )
         for options in _connections(settings, ServiceName.RETRIEVAL)
     ]
     ranking_clients = [
-        AsyncRankingClient(settings.target(ServiceName.RANKING), options=options)
+        AsyncRankingClient(
+            settings.target(ServiceName.RANKING), secure=secure, options=options, token=token
+        )
         for options in _connections(settings, ServiceName.RANKING)
     ]
     blending_stage = BlendingStage()
@@ -262,6 +270,25 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
         ],
         [client.close for client in [*retrieval_clients, *ranking_clients]],
         warm=recommender.warm,
+    )
+
+
+def _stage_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """TLS for the front door's calls when the servers use TLS: trusting the configured CA,
+    and presenting the servers' own certificate when they require client certificates."""
+    tls = read_tls(
+        settings.tls_cert_file,
+        settings.tls_key_file,
+        settings.tls_client_ca_file,
+        settings.tls_ca_file,
+    )
+    if tls is None:
+        return None
+    mutual = tls.client_ca is not None
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls.ca,
+        private_key=tls.key if mutual else None,
+        certificate_chain=tls.certificate if mutual else None,
     )
 
 

@@ -1,10 +1,15 @@
-"""The one server interceptor: load shedding, request ids, access logs, and error →
-status mapping.
+"""The one server interceptor: bearer tokens, load shedding, request ids, access logs,
+and error → status mapping.
+
+With a tokens file, a call without a known bearer token is UNAUTHENTICATED and one whose
+token lacks the method's scope PERMISSION_DENIED, before any work; log lines name the
+token (never its value).
 
 Past ``max_concurrent_calls`` calls in flight, a server refuses new calls at once with
 RESOURCE_EXHAUSTED (reason ``OVERLOADED``) instead of queueing them until their
 deadlines pass: overload costs the callers a fast error (the front door falls back)
-rather than everyone's latency. Health checks and reflection are never refused.
+rather than everyone's latency. Health checks and reflection are never refused nor
+asked for a token.
 
 Every log line of a call carries its request id and, when the front door sent them,
 its experiment variants (``x-cascade-experiments``).
@@ -30,6 +35,7 @@ from cascade_server.errors import CascadeError, OverloadedError
 from cascade_server.logs import bind_request, get_logger
 from cascade_server.metrics import CALLS_IN_FLIGHT, RPC_CALLS, RPC_SECONDS
 from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY, to_grpc_status
+from cascade_server.security import TokenStore
 
 _request_id: ContextVar[str] = ContextVar("request_id", default="")
 _log = get_logger("cascade.access")
@@ -41,8 +47,9 @@ MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 class ErrorInterceptor(aio.ServerInterceptor):
     """Wraps every unary-unary handler; streaming handlers (health, reflection) pass through."""
 
-    def __init__(self, max_concurrent_calls: int = 0) -> None:
+    def __init__(self, max_concurrent_calls: int = 0, tokens: TokenStore | None = None) -> None:
         self._gate = _Gate(max_concurrent_calls)
+        self._tokens = tokens
 
     async def intercept_service(
         self,
@@ -56,9 +63,14 @@ class ErrorInterceptor(aio.ServerInterceptor):
         method = handler_call_details.method
         metadata = dict(handler_call_details.invocation_metadata or ())
         behaviour = cast(Handler, handler.unary_unary)
-        gate = None if method.startswith(_NEVER_SHED) else self._gate
+        exempt = method.startswith(_EXEMPT)
         wrapped = _wrap(
-            behaviour, method, metadata.get(REQUEST_ID_KEY), metadata.get(EXPERIMENTS_KEY), gate
+            behaviour,
+            method,
+            metadata.get(REQUEST_ID_KEY),
+            metadata.get(EXPERIMENTS_KEY),
+            None if exempt else self._gate,
+            None if exempt or self._tokens is None else (self._tokens, metadata.get(_AUTH_KEY)),
         )
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
@@ -67,7 +79,9 @@ class ErrorInterceptor(aio.ServerInterceptor):
         )
 
 
-_NEVER_SHED = ("/grpc.health.", "/grpc.reflection.")
+_EXEMPT = ("/grpc.health.", "/grpc.reflection.")
+"""Never refused and never asked for a token: probes and debugging tools must work."""
+_AUTH_KEY = "authorization"
 
 
 class _Gate:
@@ -98,6 +112,7 @@ def _wrap(
     given_request_id: object,
     experiments: object,
     gate: _Gate | None,
+    auth: tuple[TokenStore, object] | None,
 ) -> Handler:
     async def handle(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         request_id = (
@@ -113,6 +128,12 @@ def _wrap(
         admitted = False
         code = "OK"
         try:
+            if auth is not None:
+                tokens, authorization = auth
+                client = tokens.authorize(
+                    method, authorization if isinstance(authorization, str) else None
+                )
+                bind_request(client=client)
             if gate is not None:
                 gate.enter()
                 admitted = True
