@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from grpc import aio
 
 from cascade.catalog.v1 import catalog_service_pb2 as pb, catalog_service_pb2_grpc as pb_grpc
@@ -139,7 +139,7 @@ def _item_from_proto(item: pb.Item, field: str, violations: Violations) -> ItemR
         title=item.title,
         status=_STATUSES.get(item.status) or ItemStatus.ACTIVE,
         attributes=_struct_to_dict(item.attributes),
-        created_at=item.create_time.ToDatetime(tzinfo=UTC)
+        created_at=_time(item.create_time, f"{field}.create_time", violations)
         if item.HasField("create_time")
         else None,
     )
@@ -155,7 +155,7 @@ def _event_from_proto(event: pb.Event, field: str, violations: Violations) -> Ev
         user_id=event.user_id,
         item_id=event.item_id,
         kind=_KINDS.get(event.kind),
-        occurred_at=event.event_time.ToDatetime(tzinfo=UTC)
+        occurred_at=_time(event.event_time, f"{field}.event_time", violations)
         if event.HasField("event_time")
         else None,
         surface=surface.value if surface else "",
@@ -163,6 +163,16 @@ def _event_from_proto(event: pb.Event, field: str, violations: Violations) -> Ev
         value=event.value,
         experiments=tuple(event.experiments),
     )
+
+
+def _time(value: timestamp_pb2.Timestamp, field: str, violations: Violations) -> datetime | None:
+    """The timestamp as a datetime, or a violation when it is none (nanos out of range,
+    or seconds beyond the years 1 to 9999)."""
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError) as error:
+        violations.add(field, f"not a valid timestamp ({error})")
+        return None
 
 
 def _item_to_proto(item: ItemRecord) -> pb.Item:

@@ -26,12 +26,18 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import grpc
 from grpc import aio
 
-from cascade_server.errors import CascadeError, OverloadedError
+from cascade_server.errors import (
+    CascadeError,
+    FieldViolation,
+    InvalidArgumentError,
+    OverloadedError,
+)
 from cascade_server.logs import bind_request, get_logger
 from cascade_server.metrics import CALLS_IN_FLIGHT, RPC_CALLS, RPC_SECONDS
 from cascade_server.rpc.status import EXPERIMENTS_KEY, REQUEST_ID_KEY, to_grpc_status
@@ -74,9 +80,30 @@ class ErrorInterceptor(aio.ServerInterceptor):
         )
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """What a request that is not a valid message of its type parses to: the handler
+    answers INVALID_ARGUMENT (gRPC itself would answer UNKNOWN)."""
+
+    reason: str
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:
+            return _Undecodable(str(error))
+
+    return parse
 
 
 _EXEMPT = ("/grpc.health.", "/grpc.reflection.")
@@ -137,6 +164,12 @@ def _wrap(
             if gate is not None:
                 gate.enter()
                 admitted = True
+            if isinstance(request, _Undecodable):
+                raise InvalidArgumentError(
+                    [FieldViolation("request", f"not a valid request message: {request.reason}")],
+                    "the request is not a valid message of the method's request type; "
+                    "send the message the method's .proto names",
+                )
             response = await behaviour(request, context)
         except CascadeError as error:
             code = error.status
