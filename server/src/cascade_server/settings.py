@@ -184,6 +184,13 @@ class Settings(BaseSettings):
     neighbours_per_item: PositiveInt = Field(
         default=50, description="Co-engaged neighbours kept per item."
     )
+    release_check_in_child: bool = Field(
+        default=True,
+        description=(
+            "Load each new release in a child process before the server loads it, so a model "
+            "file that crashes Annoy or LightGBM takes down the child, not the server."
+        ),
+    )
     release_poll_seconds: PositiveFloat = Field(
         default=5.0, description="How often servers check for a newly activated release."
     )

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +31,7 @@ from cascade_server.artifacts.manifest import (
     read_verified,
 )
 from cascade_server.errors import CascadeError, NotFoundError
-from cascade_server.storage.tables import Artifact, Release, ReleaseArtifact
+from cascade_server.storage.tables import Artifact, Release, ReleaseArtifact, ReleaseRejection
 
 ENVIRONMENT = "default"
 _STAGING = ".staging"
@@ -51,6 +54,8 @@ class ReleaseRow:
     activated_at: datetime | None
     metrics: dict[str, Any]
     path: Path
+    rejections: tuple[str, ...] = ()
+    """``component: reason`` for each server component that refused to load it."""
 
 
 class ReleaseRegistry:
@@ -65,6 +70,23 @@ class ReleaseRegistry:
         parent = self.root / _STAGING
         parent.mkdir(parents=True, exist_ok=True)
         return parent / uuid.uuid4().hex
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh staging path to assemble a release in; removed when the block fails, so
+        a failed publish (a full disk, say) leaves nothing behind and changes nothing."""
+        path = self.staging_dir()
+        try:
+            yield path
+        except OSError as error:
+            shutil.rmtree(path, ignore_errors=True)
+            raise ReleaseStateError(
+                f"could not write the release under {self.root} ({error.strerror or error}); "
+                "nothing was published: free space there and publish again"
+            ) from error
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
 
     def path_of(self, release_id: str) -> Path:
         """Where a published release lives."""
@@ -141,9 +163,35 @@ class ReleaseRegistry:
                 )
             ).scalar_one_or_none()
 
+    def record_rejection(self, release_id: str, component: str, reason: str) -> None:
+        """Remember that ``component`` refused to load ``release_id`` (once per reason)."""
+        with self._engine.begin() as connection:
+            seen = connection.execute(
+                sa.select(ReleaseRejection.id).where(
+                    ReleaseRejection.release_id == release_id,
+                    ReleaseRejection.component == component,
+                    ReleaseRejection.reason == reason,
+                )
+            ).first()
+            if seen is None:
+                connection.execute(
+                    insert(ReleaseRejection).values(
+                        release_id=release_id, component=component, reason=reason[:4000]
+                    )
+                )
+
     def list(self) -> list[ReleaseRow]:
-        """Every release, newest first."""
+        """Every release, newest first, with the rejections servers recorded."""
         with self._engine.connect() as connection:
+            rejected: dict[str, list[str]] = {}
+            for rejection in connection.execute(
+                sa.select(
+                    ReleaseRejection.release_id, ReleaseRejection.component, ReleaseRejection.reason
+                ).order_by(ReleaseRejection.id)
+            ):
+                rejected.setdefault(rejection.release_id, []).append(
+                    f"{rejection.component}: {rejection.reason}"
+                )
             rows = connection.execute(
                 sa.select(
                     Release.release_id,
@@ -163,6 +211,7 @@ class ReleaseRegistry:
                 activated_at=row.activated_at,
                 metrics=dict(row.manifest.get("metrics", {})),
                 path=self.path_of(row.release_id),
+                rejections=tuple(rejected.get(row.release_id, ())),
             )
             for row in rows
         ]

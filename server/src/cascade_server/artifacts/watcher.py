@@ -46,9 +46,11 @@ class ReleaseWatcher(Generic[T]):
         load: Callable[[str], T],
         baseline: T,
         name: str,
+        on_reject: Callable[[str, str], None] | None = None,
     ) -> None:
         self._read_active = read_active
         self._load = load
+        self._on_reject = on_reject
         self._current: Loaded[T] = Loaded(None, baseline)
         self._rejected: dict[str, str] = {}
         self._name = name
@@ -79,6 +81,11 @@ class ReleaseWatcher(Generic[T]):
                 serving=self._current.release_id or "baseline",
                 component=self._name,
             )
+            if self._on_reject is not None:
+                try:
+                    self._on_reject(active, self._rejected[active])
+                except Exception:
+                    _log.exception("could not record the rejection", release_id=active)
             return False
         self._current = Loaded(active, value)
         RELEASE_LOADS.labels(self._name, "loaded").inc()

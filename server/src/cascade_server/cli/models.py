@@ -195,11 +195,12 @@ def release_publish(build_dir: BuildDir = None) -> None:
 
 @release_app.command("list")
 def release_list() -> None:
-    """Every release, newest first, with its status and offline metrics."""
+    """Every release, newest first, with its status, offline metrics, and the servers'
+    refusals to load it (a damaged release keeps the previous one serving)."""
     settings = load_settings()
     with migrated_engine(settings) as engine:
         rows = _registry(settings, engine).list()
-    table = Table("release", "status", "created", "activated", "metrics")
+    table = Table("release", "status", "created", "activated", "metrics", "rejected by")
     for row in rows:
         table.add_row(
             row.release_id,
@@ -207,6 +208,7 @@ def release_list() -> None:
             f"{row.created_at:%Y-%m-%d %H:%M:%S}",
             f"{row.activated_at:%Y-%m-%d %H:%M:%S}" if row.activated_at else "",
             ", ".join(f"{k}" for k in row.metrics),
+            "\n".join(row.rejections),
         )
     Console().print(table)
 

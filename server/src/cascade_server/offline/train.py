@@ -139,11 +139,11 @@ def publish(build_dir: Path, registry: ReleaseRegistry, policies: BlendingPolici
     build = Build(build_dir)
     build.info()
     build.require(retrieval_files.INDEX_FILE, step="cascade build-index")
-    staging = registry.staging_dir()
-    shutil.copytree(build.path, staging)
-    (staging / POLICY_FILE).write_text(policies.text)
-    Build(staging).manifest(new_release_id())
-    return registry.publish(staging)
+    with registry.staging() as staging:
+        shutil.copytree(build.path, staging)
+        (staging / POLICY_FILE).write_text(policies.text)
+        Build(staging).manifest(new_release_id())
+        return registry.publish(staging)
 
 
 def publish_policy(registry: ReleaseRegistry, policies: BlendingPolicies) -> Manifest:
@@ -159,13 +159,13 @@ def publish_policy(registry: ReleaseRegistry, policies: BlendingPolicies) -> Man
             "(set CASCADE_POLICY_FILE to train with this policy)"
         )
     read_verified(registry.path_of(active))  # never re-sign damaged model files
-    staging = registry.staging_dir()
-    shutil.copytree(registry.path_of(active), staging, copy_function=os.link)
-    (staging / MANIFEST).unlink()
-    (staging / POLICY_FILE).unlink(missing_ok=True)  # a link: never write through it
-    (staging / POLICY_FILE).write_text(policies.text)
-    Build(staging).manifest(new_release_id())
-    return registry.publish(staging)
+    with registry.staging() as staging:
+        shutil.copytree(registry.path_of(active), staging, copy_function=os.link)
+        (staging / MANIFEST).unlink()
+        (staging / POLICY_FILE).unlink(missing_ok=True)  # a link: never write through it
+        (staging / POLICY_FILE).write_text(policies.text)
+        Build(staging).manifest(new_release_id())
+        return registry.publish(staging)
 
 
 def train_ranker(

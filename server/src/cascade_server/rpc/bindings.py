@@ -34,6 +34,7 @@ from cascade_server.pipeline.types import SourceKind
 from cascade_server.ranking.models import LearnedRanker
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
+from cascade_server.release_probe import PROBED, probe
 from cascade_server.retrieval.fresh import FreshItemIndex
 from cascade_server.retrieval.models import RetrievalModels
 from cascade_server.retrieval.sources import (
@@ -137,9 +138,18 @@ def release_watcher(
 
     def load_release(release_id: str) -> T:
         path = registry.path_of(release_id)
-        return load(path, read_verified(path))
+        manifest = read_verified(path)
+        if settings.release_check_in_child and name in PROBED:
+            probe(path, name)
+        return load(path, manifest)
 
-    return ReleaseWatcher(read_active=registry.active, load=load_release, baseline=None, name=name)
+    return ReleaseWatcher(
+        read_active=registry.active,
+        load=load_release,
+        baseline=None,
+        name=name,
+        on_reject=lambda release_id, reason: registry.record_rejection(release_id, name, reason),
+    )
 
 
 def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:

@@ -156,3 +156,18 @@ class ReleaseArtifact(Base):
     artifact_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("artifacts.id"), primary_key=True
     )
+
+
+class ReleaseRejection(Base):
+    """A server component that refused to load a release, and why."""
+
+    __tablename__ = "release_rejections"
+    __table_args__ = (Index("ix_release_rejections_release_id", "release_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    release_id: Mapped[str] = mapped_column(String(128))
+    component: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    rejected_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

@@ -1,0 +1,71 @@
+"""Load a release's models in a child process before a server loads them itself.
+
+Annoy and LightGBM are native libraries: a damaged file could crash them, and a crash
+in a server takes every request with it. A server therefore first runs::
+
+    python -m cascade_server.release_probe RELEASE_DIR COMPONENT
+
+which loads and validates what ``COMPONENT`` (retrieval or ranking) would load. Exit 0:
+the release loads; exit 1: it does not (the reason is the last line of stderr); killed
+by a signal: it crashed the library. Only exit 0 lets the server load the release.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest, read_verified
+
+PROBED = ("retrieval", "ranking")
+"""The components whose models go through native libraries."""
+
+
+def _loaders() -> dict[str, Callable[[Path, Manifest], object]]:
+    from cascade_server.ranking.models import LearnedRanker
+    from cascade_server.retrieval.models import RetrievalModels
+
+    return {"retrieval": RetrievalModels, "ranking": LearnedRanker}
+
+
+def probe(path: Path, component: str, timeout_s: float = 600.0) -> None:
+    """Load the release at ``path`` as ``component`` would, in a child process; raise
+    CorruptReleaseError saying why when the child fails or crashes."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cascade_server.release_probe", str(path), component],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise CorruptReleaseError(
+            f"loading the release in a child process took over {timeout_s:g} s"
+        ) from error
+    if done.returncode == 0:
+        return
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise CorruptReleaseError(f"loading the release crashed a child process ({name})")
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    raise CorruptReleaseError(
+        f"the release failed its check in a child process: {lines[-1] if lines else 'no reason'}"
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Load the release ``argv[0]`` as component ``argv[1]``; exit 1 with the reason."""
+    path, component = Path(argv[0]), argv[1]
+    try:
+        _loaders()[component](path, read_verified(path))
+    except Exception as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
