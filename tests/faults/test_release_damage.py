@@ -82,11 +82,13 @@ def _served(stack: ServerStack) -> tuple[str, str]:
     return retrieved.release_id, ranked.release_id
 
 
-def _serving(stack: ServerStack, release_id: str) -> None:
-    """Wait until both stages serve ``release_id`` (a swap takes a child check first)."""
+def _serving(stack: ServerStack, retrieval: str, ranking: str | None = None) -> None:
+    """Wait until retrieval serves ``retrieval`` and ranking ``ranking`` (by default the
+    same release); a swap takes a check in a child process first."""
+    wanted = (retrieval, ranking or retrieval)
     deadline = time.monotonic() + 60
-    while _served(stack) != (release_id, release_id):
-        assert time.monotonic() < deadline, f"still serving {_served(stack)}, not {release_id}"
+    while (served := _served(stack)) != wanted:
+        assert time.monotonic() < deadline, f"serving {served}, not {wanted}"
         time.sleep(0.2)
 
 
@@ -136,7 +138,8 @@ def test_a_damaged_release_is_refused_and_the_good_one_keeps_serving(
     bad = _resigned_copy(registry, good, damage)
     reason = _wait_rejected(registry, bad, component)
     assert "child process" in reason
-    assert _served(stack)[["retrieval", "ranking"].index(component)] == good
+    # The damaged stage keeps the good release; the other, whose part is sound, moves on.
+    _serving(stack, *(good if stage == component else bad for stage in ("retrieval", "ranking")))
     after = total(scrape(metrics.port), "cascade_release_loads_total", result="rejected")
     assert after - before >= 1
     registry.activate(good)
@@ -162,7 +165,8 @@ def test_a_release_missing_an_artifact_is_refused(stack, trained, shared_demo_da
     engine.dispose()
     reason = _wait_rejected(registry, broken, "ranking")
     assert LIGHT_RANKER_FILE in reason
-    assert _served(stack)[1] == good
+    assert LIGHT_RANKER_FILE in _wait_rejected(registry, broken, "retrieval")  # checks all files
+    _serving(stack, good)
     registry.activate(good)
 
 

@@ -71,3 +71,38 @@ def test_keep_fresh_reports_its_first_check_and_stops():
     asyncio.run(run())
     assert first == [True]
     assert w.current().release_id == "r1"
+
+
+def test_a_release_replaced_while_it_loaded_is_not_swapped_in():
+    registry = Registry()
+    w = watcher(registry)
+    registry.active = "r1"
+    w.refresh()
+
+    def slow_load(release_id):
+        registry.active = "r3"  # published while r2 was loading
+        return f"models of {release_id}"
+
+    registry.active = "r2"
+    w._load = slow_load
+    assert not w.refresh()
+    assert w.current().release_id == "r1"
+    w._load = registry.load
+    assert w.refresh()
+    assert w.current().release_id == "r3"
+
+
+def test_a_rejection_is_reported_once_with_its_reason():
+    registry = Registry()
+    reported = []
+    w = ReleaseWatcher(
+        read_active=lambda: registry.active,
+        load=registry.load,
+        baseline="baseline",
+        name="t",
+        on_reject=lambda release_id, reason: reported.append((release_id, reason)),
+    )
+    registry.active = "bad-1"
+    assert not w.refresh()
+    assert not w.refresh()
+    assert reported == [("bad-1", "ValueError: the index file is truncated")]

@@ -109,12 +109,18 @@ def describe(root: Path, kind: str, relative: str) -> ArtifactEntry:
     return ArtifactEntry(kind=kind, path=relative, sha256=sha, size_bytes=size)
 
 
-def read_verified(root: Path) -> Manifest:
-    """The manifest of the release at ``root``, after checking every artifact against it."""
+def read_manifest(root: Path) -> Manifest:
+    """The manifest of the release at ``root``, without checking the artifacts (for a
+    caller that verified them already)."""
     try:
-        manifest = Manifest.from_json((root / MANIFEST).read_text())
+        return Manifest.from_json((root / MANIFEST).read_text())
     except OSError as error:
         raise CorruptReleaseError(f"cannot read {root / MANIFEST}: {error}") from error
+
+
+def read_verified(root: Path) -> Manifest:
+    """The manifest of the release at ``root``, after checking every artifact against it."""
+    manifest = read_manifest(root)
     for name, entry in manifest.artifacts.items():
         target = root / entry.path
         if not target.exists():

@@ -87,6 +87,10 @@ class ReleaseWatcher(Generic[T]):
                 except Exception:
                     _log.exception("could not record the rejection", release_id=active)
             return False
+        if self._read_active() != active:
+            # Another release became active while this one loaded: serve that one next.
+            _log.info("release no longer active after loading; not swapped in", release_id=active)
+            return False
         self._current = Loaded(active, value)
         RELEASE_LOADS.labels(self._name, "loaded").inc()
         set_active_release(self._name, active)
