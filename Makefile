@@ -60,6 +60,9 @@ typecheck: install ## mypy --strict on hand-written code
 bench: install ## load and latency: every stage and Recommend under open-loop load, cold start, swap, index (not part of the tests)
 	$(BIN)/python bench/load.py
 
+soak: install ## mixed faults under load for 3 minutes (kills, Postgres restart, release swaps): served, failed, degraded, events acknowledged vs stored
+	$(BIN)/python bench/soak.py
+
 bench-quality: install ## ML-1M quality end to end through the API (needs ../shared/datasets)
 	$(BIN)/python bench/quality.py
 
@@ -75,4 +78,4 @@ check: lint typecheck protos-check test ## everything CI runs
 clean: ## remove the virtualenv (keeps .cascade state)
 	rm -rf $(VENV)
 
-.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench bench-quality bench-sources bench-policy check clean
+.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench bench-quality bench-sources bench-policy soak check clean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -128,6 +129,30 @@ def test_serve_all_answers_through_the_client_and_grpcurl(served):
     assert stored.stored_count == 1
 
 
+def test_logs_are_json_lines_with_request_id_user_hash_and_release(served, tmp_path):
+    _, ports = served
+    with BlendingClient(f"127.0.0.1:{ports['BLENDING']}") as client:
+        response = client.recommend(
+            blending_pb.RecommendRequest(user_id="u042", page_size=5),
+            metadata=[("x-request-id", "trace-me-42")],
+        )
+
+    def page_served() -> dict[str, object] | None:
+        for line in (tmp_path / "serve.log").read_text().splitlines():
+            if "trace-me-42" in line and "page served" in line:
+                return dict(json.loads(line))
+        return None
+
+    wait_for(lambda: page_served() is not None, 10, "the page-served log line")
+    line = page_served()
+    assert line is not None
+    assert line["request_id"] == "trace-me-42"
+    assert line["release_id"] == response.release_id
+    assert line["user"] == hashlib.sha256(b"u042").hexdigest()[:12]
+    assert line["degraded"] == []
+    assert "u042" not in json.dumps(line)
+
+
 def test_every_server_serves_prometheus_metrics(served, prepared):
     _, ports = served
     env, _ = prepared
@@ -219,6 +244,18 @@ def test_a_dying_server_takes_the_others_down(served):
     assert process.wait(30) == 1
     for child in children:
         assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_doctor_checks_a_running_deployment_and_says_what_to_fix(served, prepared, tmp_path):
+    env, _ = prepared
+    healthy = cascade({**env, "COLUMNS": "250"}, "doctor")
+    assert "answers SERVING" in healthy.stdout
+    assert "cascade train all" in healthy.stdout  # no release yet: a warning, not a failure
+    unmigrated = {**env, "CASCADE_HOME": str(tmp_path / "other"), "COLUMNS": "250"}
+    unmigrated.pop("CASCADE_DATABASE_URL")  # a fresh embedded database: not migrated
+    broken = cascade(unmigrated, "doctor", check=False)
+    assert broken.returncode == 1
+    assert "cascade db upgrade" in broken.stdout
 
 
 def test_serving_an_unmigrated_database_says_what_to_do(empty_database_url, tmp_path):

@@ -9,6 +9,7 @@ that call.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from typing import Any
@@ -70,3 +71,9 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
 def bind_request(**fields: Any) -> None:
     """Attach fields (request id, method...) to every line logged in this call's context."""
     structlog.contextvars.bind_contextvars(**fields)
+
+
+def user_hash(user_id: str) -> str:
+    """What logs show of a user id: enough to follow one user's requests, not the id
+    itself (the first 12 hex digits of its SHA-256; empty for anonymous requests)."""
+    return hashlib.sha256(user_id.encode()).hexdigest()[:12] if user_id else ""

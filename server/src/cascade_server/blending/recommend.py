@@ -37,7 +37,7 @@ from cascade_server.blending.stage import BlendingStage, BlendRequest, BlendResu
 from cascade_server.errors import NotFoundError
 from cascade_server.features.engagement import EngagementSnapshot
 from cascade_server.features.refresh import SnapshotSource
-from cascade_server.logs import get_logger
+from cascade_server.logs import get_logger, user_hash
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import (
     Candidate,
@@ -279,9 +279,11 @@ class Recommender:
         next_served = served | {item_key(i.candidate.item_id) for i in blend.items}
         has_next = blend.has_more and len(next_served) + query.page_size <= MAX_SERVED
         served_release = ranking_release or retrieval_release
+        release_id = served_release.release_id if served_release else snapshot.snapshot_id
         _log.info(
             "page served",
-            user_id=context.user_id,
+            user=user_hash(context.user_id),
+            release_id=release_id,
             surface=surface.value,
             items=[i.candidate.item_id for i in blend.items],
             slots=[i.slot.value for i in blend.items],
@@ -292,7 +294,7 @@ class Recommender:
         return RecommendResult(
             blend=blend,
             next_page_token=encode_token(fingerprint, next_served) if has_next else "",
-            release_id=served_release.release_id if served_release else snapshot.snapshot_id,
+            release_id=release_id,
             surface=surface,
             request_id=request_id,
             degraded=degraded,

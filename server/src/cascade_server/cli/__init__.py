@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from cascade_server.cli import auth, data, models, policy, serving
+from cascade_server.cli import auth, data, doctor, models, policy, serving
 from cascade_server.cli.common import console
 from cascade_server.errors import CascadeError
 
@@ -34,6 +34,7 @@ app.add_typer(models.release_app, name="release")
 app.add_typer(policy.policy_app, name="policy")
 app.command("evaluate")(models.evaluate_command)
 app.add_typer(auth.auth_app, name="auth")
+app.command("doctor")(doctor.doctor)
 
 
 def main() -> None:
