@@ -28,7 +28,7 @@ PROBED = ("retrieval", "ranking")
 """The components whose models go through native libraries."""
 
 
-def _check_index(path: Path) -> None:
+def _check_retrieval(path: Path) -> None:
     """Annoy: load the retrieval models as the server would (index prefaulted, checked
     against the item list, searched once by the warm-up)."""
     from cascade_server.artifacts.manifest import read_manifest
@@ -47,7 +47,10 @@ def _check_ranker(path: Path) -> None:
     booster.predict(np.zeros((1, booster.num_feature())))
 
 
-_CHECKS: dict[str, Callable[[Path], None]] = {"retrieval": _check_index, "ranking": _check_ranker}
+_CHECKS: dict[str, Callable[[Path], None]] = {
+    "retrieval": _check_retrieval,
+    "ranking": _check_ranker,
+}
 
 
 def probe(path: Path, component: str, timeout_s: float = 600.0) -> None:

@@ -22,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from cascade_server.errors import ConfigurationError, PermissionDeniedError, UnauthenticatedError
+from cascade_server.settings import Settings
 
 
 class Scope(StrEnum):
@@ -133,11 +134,11 @@ class TlsFiles:
     ca: bytes | None
 
 
-def read_tls(
-    cert_file: Path | None, key_file: Path | None, client_ca_file: Path | None, ca_file: Path | None
-) -> TlsFiles | None:
+def read_tls(settings: Settings) -> TlsFiles | None:
     """The TLS material the settings name, or None for plaintext. ConfigurationError when
     a file is missing or only one of certificate and key is given."""
+    cert_file, key_file = settings.tls_cert_file, settings.tls_key_file
+    client_ca_file, ca_file = settings.tls_client_ca_file, settings.tls_ca_file
     if cert_file is None and key_file is None:
         if client_ca_file is not None:
             raise ConfigurationError(

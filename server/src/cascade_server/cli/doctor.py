@@ -77,12 +77,7 @@ def _findings() -> Iterator[Finding]:
 
 def _files(settings: Settings) -> Iterator[Finding]:
     try:
-        tls = read_tls(
-            settings.tls_cert_file,
-            settings.tls_key_file,
-            settings.tls_client_ca_file,
-            settings.tls_ca_file,
-        )
+        tls = read_tls(settings)
         mode = "off" if tls is None else "mutual" if tls.client_ca else "on"
         yield Finding("tls", Verdict.OK, f"TLS {mode}")
     except CascadeError as error:

@@ -76,12 +76,7 @@ class CascadeServer:
         # SO_REUSEPORT: several processes of one stage serve one port, and the kernel
         # spreads their callers' connections over them.
         self._share_port = share_port
-        self._tls = read_tls(
-            settings.tls_cert_file,
-            settings.tls_key_file,
-            settings.tls_client_ca_file,
-            settings.tls_ca_file,
-        )
+        self._tls = read_tls(settings)
         self.health = health.aio.HealthServicer()
         self._requested_port = port
         self._metrics_port = metrics_port

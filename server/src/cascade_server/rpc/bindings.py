@@ -286,12 +286,7 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
 def _stage_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     """TLS for the front door's calls when the servers use TLS: trusting the configured CA,
     and presenting the servers' own certificate when they require client certificates."""
-    tls = read_tls(
-        settings.tls_cert_file,
-        settings.tls_key_file,
-        settings.tls_client_ca_file,
-        settings.tls_ca_file,
-    )
+    tls = read_tls(settings)
     if tls is None:
         return None
     mutual = tls.client_ca is not None
