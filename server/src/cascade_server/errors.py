@@ -121,6 +121,14 @@ class DeadlineError(CascadeError):
     reason = "DEADLINE_EXCEEDED"
 
 
+class CancelledWorkError(CascadeError):
+    """The caller cancelled the request (or its deadline passed) while work was under way;
+    the work stopped at its next check."""
+
+    status = "CANCELLED"
+    reason = "CANCELLED"
+
+
 class ConfigurationError(CascadeError):
     """A setting or state on disk prevents Cascade from starting; the message says what to do."""
 

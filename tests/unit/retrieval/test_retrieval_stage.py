@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from support.engagement import FixedHolder, small_snapshot
 
+from cascade_server.errors import CancelledWorkError
 from cascade_server.pipeline.components import RetrievalQuery, SourceResult
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import DegradationKind, RequestContext, SourceKind
@@ -204,3 +205,39 @@ def test_trending_source_returns_the_snapshots_trending_items_with_their_scores(
     assert found.scores.tolist() == snapshot.trending[found.items].tolist()
     assert np.all(found.scores > 0)
     assert np.all(snapshot.item_active[found.items])
+
+
+def test_a_cancelled_request_calls_off_queued_sources_and_skips_the_merge():
+    running = FixedSource(SourceKind.CO_ENGAGEMENT, ["i1"], delay_s=0.3)
+    queued = FixedSource(SourceKind.POPULAR, ["i7"])
+    one_worker = RetrievalStage(
+        FixedHolder(small_snapshot()),
+        [running, queued],
+        LIMITS,
+        source_budget_s=5.0,
+        workers=1,  # the second source waits for the first
+    )
+    deadline = Deadline.after(5.0)
+    threading.Timer(0.05, deadline.cancel).start()
+    started = time.perf_counter()
+    with pytest.raises(CancelledWorkError, match="cancelled"):
+        one_worker.retrieve(RetrievalRequest(RequestContext()), deadline)
+    assert time.perf_counter() - started < 1.0
+    assert running.done.is_set()  # a source already running finishes
+    time.sleep(0.1)
+    assert not queued.done.is_set()  # a queued one never starts
+    one_worker.close()
+
+
+def test_a_cancelled_deadline_has_no_time_left_and_says_why():
+    deadline = Deadline.after(5.0)
+    called: list[bool] = []
+    deadline.on_cancel(lambda: called.append(True))
+    deadline.cancel()
+    assert deadline.remaining() == 0.0
+    assert deadline.budget(1.0) == 0.0
+    assert called == [True]
+    deadline.on_cancel(lambda: called.append(True))  # already cancelled: at once
+    assert called == [True, True]
+    with pytest.raises(CancelledWorkError):
+        deadline.check("ranking")
