@@ -11,6 +11,7 @@ from cascade_server.offline.index import (
     build_index,
     exact_top,
 )
+from cascade_server.retrieval.models import top_positions
 
 
 def _vectors(n: int, seed: int = 7) -> npt.NDArray[np.float32]:
@@ -59,3 +60,27 @@ def test_a_given_search_k_is_kept(tmp_path):
         vectors, np.ones(1000, bool), tmp_path / "i.ann", config, queries=vectors[:5]
     )
     assert report.search_k == 1234
+
+
+def test_the_faster_search_at_the_target_is_chosen_and_both_are_timed(tmp_path):
+    vectors, queries = _vectors(3000), _vectors(20, seed=11)
+    report = build_index(
+        vectors, np.ones(3000, bool), tmp_path / "i.ann", IndexConfig(n_trees=4), queries=queries
+    )
+    assert report.annoy_ms > 0
+    assert report.exact_ms > 0
+    assert report.search == ("exact" if report.exact_ms < report.annoy_ms else "annoy")
+    forced = build_index(
+        vectors,
+        np.ones(3000, bool),
+        tmp_path / "j.ann",
+        IndexConfig(n_trees=4, search="annoy"),
+        queries=queries,
+    )
+    assert forced.search == "annoy"
+
+
+def test_top_positions_are_the_largest_scores_largest_first():
+    scores = np.array([0.1, 0.9, 0.5, 0.7, 0.3], dtype=np.float32)
+    assert top_positions(scores, 3).tolist() == [1, 3, 2]
+    assert top_positions(scores, 10).tolist() == [1, 3, 2, 4, 0]

@@ -11,6 +11,8 @@ import numpy as np
 import numpy.typing as npt
 from annoy import AnnoyIndex
 
+from cascade_server.retrieval.models import top_positions
+
 FloatMatrix = npt.NDArray[np.float32]
 METRIC: Final = "angular"
 """Embeddings are L2-normalised, so angular distance orders items exactly like the dot product."""
@@ -33,6 +35,10 @@ class IndexConfig:
     ``target_recall`` on the recall queries (the largest when none does; Annoy's
     default, ``n_trees * k``, when there are no queries)."""
     target_recall: float = 0.95
+    search: str = "auto"
+    """How the servers search: ``annoy``, ``exact`` (numpy over every item), or ``auto``:
+    whichever answered the recall queries faster at the build (exact search is exact, so
+    on a small catalog it is both better and faster than Annoy at a high ``search_k``)."""
     seed: int = 42
     jobs: int = 1
     """Threads building trees. Only one thread builds the same index every time (Annoy's
@@ -49,6 +55,12 @@ class IndexReport:
     search_k: int
     recall_at_k: dict[str, float]
     build_seconds: float
+    search: str = "annoy"
+    """How the servers search this index (see ``IndexConfig.search``)."""
+    annoy_ms: float = 0.0
+    """Median time of one Annoy query for 500 items at ``search_k`` (0: not measured)."""
+    exact_ms: float = 0.0
+    """Median time of one exact numpy query for 500 items (0: not measured)."""
 
 
 def build_index(
@@ -76,7 +88,8 @@ def build_index(
     index.save(str(path))
     seconds = time.perf_counter() - started
     if queries is None or not len(rows):
-        return IndexReport(len(rows), dims, config.n_trees, config.search_k, {}, seconds)
+        search = "annoy" if config.search == "auto" else config.search
+        return IndexReport(len(rows), dims, config.n_trees, config.search_k, {}, seconds, search)
     exact = exact_top(embeddings[rows], queries, max((*recall_ks, TUNING_K)))
     search_k = config.search_k
     if not search_k:
@@ -86,7 +99,32 @@ def build_index(
             if tuning[f"recall@{TUNING_K}"] >= config.target_recall:
                 break
     recall = measure_recall(index, rows, queries, exact, recall_ks, search_k)
-    return IndexReport(len(rows), dims, config.n_trees, search_k, recall, seconds)
+    annoy_ms, exact_ms = _query_times(index, embeddings[rows], queries[:_TIMED_QUERIES], search_k)
+    search = config.search
+    if search == "auto":
+        search = "exact" if exact_ms < annoy_ms else "annoy"
+    return IndexReport(
+        len(rows), dims, config.n_trees, search_k, recall, seconds, search, annoy_ms, exact_ms
+    )
+
+
+_TIMED_QUERIES = 50
+
+
+def _query_times(
+    index: AnnoyIndex, candidates: FloatMatrix, queries: FloatMatrix, search_k: int
+) -> tuple[float, float]:
+    """Median milliseconds of one query for ``TUNING_K`` items: Annoy, then exact numpy."""
+    k = min(TUNING_K, len(candidates))
+    annoy, exact = [], []
+    for query in queries:
+        started = time.perf_counter()
+        index.get_nns_by_vector(query.tolist(), k, search_k=search_k or -1)
+        annoy.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        top_positions(candidates @ query, k)
+        exact.append(time.perf_counter() - started)
+    return float(np.median(annoy)) * 1000, float(np.median(exact)) * 1000
 
 
 def exact_top(candidates: FloatMatrix, queries: FloatMatrix, k: int) -> npt.NDArray[np.int64]:

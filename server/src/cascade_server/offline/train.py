@@ -129,8 +129,9 @@ def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) ->
         config,
         queries=queries,
     )
-    # The search_k the servers use is the one tuned (or given).
-    build.record("index", dataclasses.replace(config, search_k=report.search_k), report)
+    # The servers search as the build chose: the search_k tuned (or given), Annoy or exact.
+    chosen = dataclasses.replace(config, search_k=report.search_k, search=report.search)
+    build.record("index", chosen, report)
     return report
 
 

@@ -44,7 +44,11 @@ class RetrievalModels:
         self.release_id = manifest.release_id
         self.item_ids: list[str] = json.loads((path / ITEMS_FILE).read_text())
         self.item_embeddings: npt.NDArray[np.float32] = np.load(path / ITEM_EMBEDDINGS_FILE)
-        self.search_k = int(manifest.config.get("index", {}).get("search_k", 0)) or -1
+        index_config = manifest.config.get("index", {})
+        self.search_k = int(index_config.get("search_k", 0)) or -1
+        # Exact numpy search instead of Annoy, where the build found it faster (small
+        # catalogs: it is exact too).
+        self.exact = index_config.get("search") == "exact"
         dims = self.item_embeddings.shape[1]
         if self.item_embeddings.shape[0] != len(self.item_ids):
             raise CorruptReleaseError("item embeddings and the item list differ in length")
@@ -98,6 +102,10 @@ class RetrievalModels:
 
     def nearest(self, embedding: npt.NDArray[np.float32], k: int) -> tuple[IntArray, FloatArray]:
         """The ``k`` indexed items nearest ``embedding``, with their dot-product scores."""
+        if self.exact:
+            scores = self.item_embeddings @ embedding
+            items = top_positions(scores, k)
+            return items, scores[items].astype(np.float64)
         found = self.index.get_nns_by_vector(embedding.tolist(), k, search_k=self.search_k)
         items = np.asarray(found, dtype=np.int64)
         return items, (self.item_embeddings[items] @ embedding).astype(np.float64)
@@ -107,3 +115,12 @@ class RetrievalModels:
         if embedding.shape != (self.item_embeddings.shape[1],) or not np.isfinite(embedding).all():
             raise CorruptReleaseError("the query tower returns malformed embeddings")
         self.nearest(embedding, 10)
+        self.index.get_nns_by_vector(embedding.tolist(), 10)  # the index works, whatever searches
+
+
+def top_positions(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+    """The positions of the ``k`` largest ``scores``, largest first."""
+    k = min(k, len(scores))
+    part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    order: npt.NDArray[np.int64] = part[np.argsort(-scores[part], kind="stable")]
+    return order
