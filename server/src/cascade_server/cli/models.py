@@ -121,7 +121,9 @@ def train_all_command(
             index = build_item_index(engine, path, IndexConfig())
             ranker = train_ranker(engine, path, RankerConfig(negatives=negatives), progress)
         console.print(
-            f"index: {index.items:,} items, search_k {index.search_k:,}, {index.recall_at_k}"
+            f"index: {index.items:,} items, search_k {index.search_k:,}, {index.recall_at_k}; "
+            f"serves by {index.search} search (Annoy {index.annoy_ms:.2f} ms, exact "
+            f"{index.exact_ms:.2f} ms per 500-item query)"
         )
         _print_ranker_report(ranker)
         if publish_release:
@@ -142,6 +144,12 @@ def build_index_command(
     target_recall: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="The recall@500 a tuned search_k must reach.")
     ] = 0.95,
+    search: Annotated[
+        str,
+        typer.Option(
+            help="How servers search: annoy, exact (numpy), or auto (the faster at the build)."
+        ),
+    ] = "auto",
     jobs: Annotated[
         int,
         typer.Option(
@@ -163,6 +171,8 @@ def build_index_command(
     table.add_row("items", f"{report.items:,}")
     table.add_row("trees", str(report.n_trees))
     table.add_row("search_k", f"{report.search_k:,}")
+    table.add_row("serves by", f"{report.search} search")
+    table.add_row("Annoy / exact ms", f"{report.annoy_ms:.2f} / {report.exact_ms:.2f}")
     for name, value in report.recall_at_k.items():
         table.add_row(name, f"{value:.4f}")
     table.add_row("seconds", f"{report.build_seconds:.1f}")

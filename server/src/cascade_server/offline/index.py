@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from annoy import AnnoyIndex
 
+from cascade_server.errors import ConfigurationError
 from cascade_server.retrieval.models import top_positions
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -22,6 +23,9 @@ TUNING_K = 500
 """The k of the recall a tuned ``search_k`` must reach: retrieval's candidate count."""
 SEARCH_K_FACTORS = (1, 2, 4, 8, 16)
 """Tried in order: ``search_k = n_trees * TUNING_K * factor`` (1 is Annoy's default)."""
+
+
+SEARCHES = ("auto", "annoy", "exact")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,10 @@ def build_index(
     ``queries`` (e.g. user embeddings) measure recall@k of the index against exact
     maximum-inner-product search over the same items.
     """
+    if config.search not in SEARCHES:
+        raise ConfigurationError(
+            f"search must be one of {', '.join(SEARCHES)}, not {config.search!r}"
+        )
     started = time.perf_counter()
     dims = embeddings.shape[1]
     index = AnnoyIndex(dims, METRIC)
