@@ -276,7 +276,7 @@ def _print_points(name: str, points: list[dict[str, Any]]) -> None:
         print(
             f"{name:>20} {p['rate']:>6g}/s  p50 {p['p50_ms']:7.2f}  p90 {p['p90_ms']:7.2f}  "
             f"p99 {p['p99_ms']:7.2f}  max {p['max_ms']:8.2f} ms  {p['throughput']:7.1f}/s  "
-            f"errors {p['errors']:.0f}  [{servers}]",
+            f"errors {p['errors']:.0f}  degraded {p.get('degraded', 0):.0f}  [{servers}]",
             file=sys.stderr,
             flush=True,
         )
@@ -731,10 +731,10 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
         "",
     ]
     table = (
-        "| method | rate/s | p50 ms | p90 ms | p99 ms | max ms | done/s | errors "
+        "| method | rate/s | p50 ms | p90 ms | p99 ms | max ms | done/s | errors | degraded "
         "| server CPU (cores) | RSS MiB |"
     )
-    rule = "|---|---|---|---|---|---|---|---|---|---|"
+    rule = "|---|---|---|---|---|---|---|---|---|---|---|"
     rows: list[tuple[str, dict[str, Any]]] = []
     for method, points in results.get("stages", {}).items():
         rows += [(method, p) for p in points]
@@ -753,7 +753,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             lines.append(
                 f"| {method} | {p['rate']:g} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} | "
                 f"{p['p99_ms']:.2f} | {p['max_ms']:.2f} | {p['throughput']:.1f} | "
-                f"{p['errors']:.0f} | {cpu} | {rss} |"
+                f"{p['errors']:.0f} | {p.get('degraded', 0):.0f} | {cpu} | {rss} |"
             )
         lines += ["", "Server CPU and RSS: retrieval / ranking / blending.", ""]
     if "max_rate" in results:

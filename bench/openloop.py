@@ -29,6 +29,8 @@ class LoadResult:
     latencies_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
+    degraded: int = 0
+    """Answers that said a stage or source fell back (their ``degraded`` field)."""
 
     def summary(self) -> dict[str, float]:
         """p50/p90/p99/max in ms, achieved throughput, and the error count."""
@@ -42,6 +44,7 @@ class LoadResult:
             "max_ms": float(ms.max()),
             "throughput": len(self.latencies_s) / self.elapsed_s if self.elapsed_s else 0.0,
             "errors": float(sum(self.errors.values())),
+            "degraded": float(self.degraded),
         }
 
 
@@ -55,7 +58,8 @@ async def open_loop(
 ) -> LoadResult:
     """Send ``call(i)`` at ``rate`` per second for ``duration_s`` seconds.
 
-    A call that raises counts as an error by its gRPC status name. Past
+    A call that raises counts as an error by its gRPC status name; an answer whose
+    ``degraded`` field is not empty counts as degraded (it is in the latencies too). Past
     ``max_in_flight`` outstanding calls a due request is not sent and counts as
     ``CLIENT_BACKLOG`` (the bound keeps a collapsed server from exhausting memory).
     ``on_done(due time, latency)`` sees every successful call (for time series).
@@ -68,7 +72,7 @@ async def open_loop(
 
     async def one(i: int, due: float) -> None:
         try:
-            await call(i)
+            response = await call(i)
         except grpc.aio.AioRpcError as error:
             result.errors[error.code().name] += 1
             return
@@ -80,6 +84,8 @@ async def open_loop(
             return
         latency = loop.time() - due
         result.latencies_s.append(latency)
+        if getattr(response, "degraded", None):
+            result.degraded += 1
         if on_done is not None:
             on_done(due - start, latency)
 
