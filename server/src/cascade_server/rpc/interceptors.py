@@ -117,12 +117,10 @@ class _Gate:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
-        self.refused = 0
 
     def enter(self) -> None:
         """Admit a call, or raise OverloadedError at the limit (0: no limit)."""
         if self.limit and self.in_flight >= self.limit:
-            self.refused += 1
             raise OverloadedError(self.limit)
         self.in_flight += 1
         CALLS_IN_FLIGHT.inc()
