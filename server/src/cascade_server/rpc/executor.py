@@ -8,6 +8,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from cascade_server.pipeline.deadline import Deadline
+
 T = TypeVar("T")
 
 
@@ -17,10 +19,18 @@ class BlockingRunner:
     def __init__(self, workers: int, name: str) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
 
-    async def run(self, function: Callable[[], T]) -> T:
-        """Await ``function()`` on a worker thread."""
+    async def run(self, function: Callable[[], T], *, deadline: Deadline | None = None) -> T:
+        """Await ``function()`` on a worker thread. When the awaiting call is cancelled (its
+        caller gave up), ``deadline`` is cancelled too, so the work stops at its next check."""
         context = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, context.run, function)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, context.run, function
+            )
+        except asyncio.CancelledError:
+            if deadline is not None:
+                deadline.cancel()
+            raise
 
     def close(self) -> None:
         """Stop the workers after the queued calls finish."""

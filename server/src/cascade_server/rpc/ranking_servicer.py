@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -41,11 +40,9 @@ class RankingServicer(pb_grpc.RankingServiceServicer):
         query = request_from_proto(request)
         deadline = Deadline.from_remaining(context.time_remaining(), _DEFAULT_DEADLINE_S)
         started = time.perf_counter()
-        try:
-            result = await self._runner.run(lambda: self._stage.rank(query, deadline))
-        except asyncio.CancelledError:
-            deadline.cancel()  # the caller gave up: the stage stops at its next check
-            raise
+        result = await self._runner.run(
+            lambda: self._stage.rank(query, deadline), deadline=deadline
+        )
         return response_to_proto(
             result,
             len(query.item_ids),
