@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,6 +20,7 @@ from cascade_server.artifacts.manifest import read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.errors import CascadeError
 from cascade_server.release_probe import PROBED, probe
+from cascade_server.rpc.app import ensure_free
 from cascade_server.security import TokenStore, read_tls
 from cascade_server.settings import ServiceName, Settings
 from cascade_server.storage import migrations
@@ -183,13 +183,11 @@ def _ports(settings: Settings) -> Iterator[Finding]:
 
 
 def _port(check: str, host: str, port: int, serving: Callable[[], bool] | None) -> Finding:
-    with socket.socket() as probe_socket:
-        probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe_socket.bind((host, port))
-            return Finding(check, Verdict.OK, f"{host}:{port} free")
-        except OSError:
-            pass
+    try:
+        ensure_free(host, port)  # the servers' own probe
+        return Finding(check, Verdict.OK, f"{host}:{port} free")
+    except OSError:
+        pass
     if serving is not None and serving():
         return Finding(check, Verdict.OK, f"{host}:{port}: a server answers SERVING")
     return Finding(

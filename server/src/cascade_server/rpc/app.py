@@ -100,7 +100,7 @@ class CascadeServer:
             # unstarted gRPC server left for the garbage collector is best avoided. (A
             # shared port is taken by design: its siblings bound it first.)
             if not self._share_port:
-                _ensure_free(self.settings.host, self._requested_port)
+                ensure_free(self.settings.host, self._requested_port)
         except OSError as error:
             await self._release()
             raise _cannot_listen(address, error.strerror or str(error)) from error
@@ -224,7 +224,7 @@ def _cannot_listen(address: str, why: str) -> ConfigurationError:
     )
 
 
-def _ensure_free(host: str, port: int) -> None:
+def ensure_free(host: str, port: int) -> None:
     """OSError when ``host:port`` cannot be bound (port 0 always can)."""
     if port == 0:
         return
