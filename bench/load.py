@@ -58,7 +58,6 @@ import sqlalchemy as sa
 from openloop import UsageMeter, open_loop, server_processes
 from pipeline import (
     CASCADE,
-    PORT_NAMES,
     drop_database,
     free_port,
     fresh_database,
@@ -366,11 +365,10 @@ async def scenario_processes(
     }
     _print_points("Recommend, 1 process per stage", out["1"])
     for count in PROCESS_COUNTS[1:]:
-        ports = {name: free_port() for name in PORT_NAMES}
+        # New ports beside the running servers, on the same database.
+        fresh, ports = serving_env(env, Path(env["CASCADE_HOME"]), env["CASCADE_DATABASE_URL"])
         shared = {
-            **env,
-            **{f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()},
-            **{f"CASCADE_{name}_METRICS_PORT": str(free_port()) for name in PORT_NAMES},
+            **fresh,
             **{f"CASCADE_{stage.upper()}_PROCESSES": str(count) for stage in STAGES},
         }
         server = subprocess.Popen([*CASCADE, "serve", "all"], env=shared, stderr=subprocess.DEVNULL)

@@ -36,7 +36,7 @@ from typing import Any
 
 import grpc
 import sqlalchemy as sa
-from pipeline import CASCADE, PORT_NAMES, free_port, machine, step, wait_serving, write_report
+from pipeline import CASCADE, machine, serving_env, step, wait_serving, write_report
 
 from cascade.blending.v1 import (
     blending_service_pb2 as blending_pb,
@@ -143,17 +143,18 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="cascade-soak-"))
     database = EmbeddedPostgres(home / "pgdata")
     url = database.start()
-    ports = {name: free_port() for name in PORT_NAMES}
-    env = {
-        **os.environ,
-        "CASCADE_HOME": str(home),
-        "CASCADE_DATABASE_URL": url,
-        "CASCADE_LOG_LEVEL": "WARNING",
-        "CASCADE_RELEASE_POLL_SECONDS": "1",
-        "CASCADE_SNAPSHOT_REFRESH_SECONDS": "5",
-        **{f"CASCADE_{name}_PORT": str(port) for name, port in ports.items()},
-        **{f"CASCADE_{name}_METRICS_PORT": str(free_port()) for name in PORT_NAMES},
-    }
+    env, ports = serving_env(
+        {
+            **os.environ,
+            "CASCADE_HOME": str(home),
+            "CASCADE_DATABASE_URL": url,
+            "CASCADE_LOG_LEVEL": "WARNING",
+            "CASCADE_RELEASE_POLL_SECONDS": "1",
+            "CASCADE_SNAPSHOT_REFRESH_SECONDS": "5",
+        },
+        home,
+        url,
+    )
     timings: dict[str, float] = {}
     step(timings, "db upgrade", env, "db", "upgrade")
     step(timings, "demo data", env, "demo-data")
@@ -240,7 +241,6 @@ def main() -> int:
         f"* events acknowledged {len(acknowledged):,}, stored {report['events_stored']:,}",
         "* faults: " + ", ".join(f"{f['fault']} at {f['at_s']} s" for f in faults),
     ]
-    print("\n".join(lines))
     write_report(args.out, "soak", report, lines)
     broken = report["events_stored"] != len(acknowledged) or "INTERNAL" in report["failed"]
     return 1 if broken else 0
