@@ -53,19 +53,32 @@ def prepared(empty_database_url, tmp_path):
     return env, ports
 
 
-@pytest.fixture
-def served(prepared, tmp_path):
-    env, ports = prepared
-    log = (tmp_path / "serve.log").open("w")
+def serve_all(env, ports, log):
+    """`cascade serve all` logging to ``log``, once every port reports SERVING (stopped
+    again when one does not)."""
     process = subprocess.Popen(
         [*CASCADE, "serve", "all"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         for port in ports.values():
             wait_for(partial(is_serving, f"127.0.0.1:{port}"), 90, f"port {port}")
+    except BaseException:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        raise
+    return process
+
+
+@pytest.fixture
+def served(prepared, tmp_path):
+    env, ports = prepared
+    log = (tmp_path / "serve.log").open("w")
+    process = None
+    try:
+        process = serve_all(env, ports, log)
         yield process, ports
     finally:
-        if process.poll() is None:
+        if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(30)
         log.close()
@@ -228,20 +241,15 @@ def test_sigterm_under_load_finishes_calls_and_a_restart_serves_the_same_release
     assert after <= {grpc.StatusCode.OK, *refused}, after
     assert len(releases) == 1
 
-    log = (tmp_path / "restart.log").open("w")
-    restarted = subprocess.Popen(
-        [*CASCADE, "serve", "all"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        for port in ports.values():
-            wait_for(partial(is_serving, f"127.0.0.1:{port}"), 90, f"port {port}")
-        with BlendingClient(front) as client:
-            again = client.recommend(blending_pb.RecommendRequest(user_id="u042", page_size=10))
-        assert {again.release_id} == releases
-    finally:
-        restarted.send_signal(signal.SIGTERM)
-        restarted.wait(30)
-        log.close()
+    with (tmp_path / "restart.log").open("w") as log:
+        restarted = serve_all(env, ports, log)
+        try:
+            with BlendingClient(front) as client:
+                again = client.recommend(blending_pb.RecommendRequest(user_id="u042", page_size=10))
+            assert {again.release_id} == releases
+        finally:
+            restarted.send_signal(signal.SIGTERM)
+            restarted.wait(30)
 
 
 def test_a_dying_server_takes_the_others_down(served):
