@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cascade_server.artifacts.watcher import ReleaseWatcher
-from cascade_server.errors import CancelledWorkError, NotFoundError
+from cascade_server.errors import NotFoundError
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.logs import get_logger
@@ -157,7 +157,7 @@ class RetrievalStage:
         deadline.on_cancel(lambda: [future.cancel() for future in futures])
         wait(futures, timeout=budget)
         if deadline.cancelled:  # the caller is gone: skip the merge
-            raise CancelledWorkError("the caller cancelled the request during retrieval")
+            deadline.check("retrieval")
         for (source, limit), future in zip(wanted, futures, strict=True):
             if not future.done():
                 future.cancel()
