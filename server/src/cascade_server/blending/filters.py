@@ -138,6 +138,8 @@ class ServedItemsFilter:
 
     def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
         """Split by the page token's served set."""
+        if not self._served:  # a first page
+            return FilterResult(list(candidates))
         result: FilterResult[ScoredCandidate] = FilterResult([])
         for candidate in candidates:
             if item_key(candidate.item_id) in self._served:

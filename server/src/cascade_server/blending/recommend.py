@@ -39,6 +39,7 @@ from cascade_server.features.engagement import EngagementSnapshot
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.logs import get_logger, user_hash
 from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.table import CandidateTable
 from cascade_server.pipeline.types import (
     Candidate,
     ComponentReport,
@@ -314,7 +315,7 @@ class Recommender:
         deadline: Deadline,
         degraded: list[Degradation],
         stages: list[StageReport],
-    ) -> tuple[list[Candidate], ReleaseInfo | None]:
+    ) -> tuple[Sequence[Candidate], ReleaseInfo | None]:
         started = time.perf_counter()
         budget = deadline.budget(self._limits.retrieval_timeout_s, reserve_s=_BLEND_RESERVE_S)
         try:
@@ -371,7 +372,7 @@ class Recommender:
     async def _rank(
         self,
         context: RequestContext,
-        candidates: list[Candidate],
+        candidates: Sequence[Candidate],
         seeds: list[str],
         treatment: Treatment,
         needs_heads: bool,
@@ -383,7 +384,10 @@ class Recommender:
             return [], None
         started = time.perf_counter()
         budget = deadline.budget(self._limits.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
-        sources = {c.item_id: tuple(c.sources) for c in candidates}
+        table = (
+            candidates if isinstance(candidates, CandidateTable) else CandidateTable.of(candidates)
+        )
+        sources = dict(zip(table.item_ids, table.sources(), strict=True))
         try:
             result = await self._ranking_circuit.call(
                 lambda: self._ranking.rank(
@@ -405,8 +409,8 @@ class Recommender:
             )
             n = len(candidates)
             ranked = [
-                ScoredCandidate(c.item_id, (n - i) / n, sources=sources[c.item_id])
-                for i, c in enumerate(candidates)
+                ScoredCandidate(item_id, (n - i) / n, sources=sources[item_id])
+                for i, item_id in enumerate(table.item_ids)
             ]
             stages.append(StageReport(StageName.RANKING, None, time.perf_counter() - started, n, n))
             return ranked, None

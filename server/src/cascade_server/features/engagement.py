@@ -27,6 +27,7 @@ from cascade_server.storage.tables import EVENT_KINDS, ITEM_STATUSES
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 KIND_WEIGHT_BY_NAME: Final = {
     "impression": 0.0,
@@ -101,13 +102,23 @@ class Csr:
         np.cumsum(np.bincount(self.indices, minlength=n_columns), out=indptr[1:])
         return Csr(indptr, self.entry_rows()[order], self.data[order])
 
+    def rows(self, rows: IntArray) -> tuple[IntArray, FloatArray]:
+        """The indices and values of ``rows``, one row after another (rows out of range
+        are empty)."""
+        rows = rows[(rows >= 0) & (rows < self.n_rows)]
+        starts = self.indptr[rows]
+        lengths = self.indptr[rows + 1] - starts
+        total = int(lengths.sum())
+        if total == 0:
+            return _EMPTY_INT, _EMPTY_FLOAT
+        positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
+        return self.indices[positions], self.data[positions]
+
     def sum_rows(self, rows: IntArray) -> tuple[IntArray, FloatArray]:
         """The sum of ``rows`` as a sparse vector: its indices (sorted) and values."""
-        parts = [self.row(int(r)) for r in rows]
-        if not parts:
+        indices, values = self.rows(rows)
+        if len(indices) == 0:
             return _EMPTY_INT, _EMPTY_FLOAT
-        indices = np.concatenate([p[0] for p in parts])
-        values = np.concatenate([p[1] for p in parts])
         unique, inverse = np.unique(indices, return_inverse=True)
         summed = np.bincount(inverse, weights=values, minlength=len(unique))
         return unique.astype(np.int64), summed.astype(np.float64)

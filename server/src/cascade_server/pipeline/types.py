@@ -91,7 +91,7 @@ class SourceHit(NamedTuple):
     score: float
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """An item proposed by retrieval, with every source that proposed it."""
 
@@ -99,9 +99,10 @@ class Candidate:
     sources: list[SourceHit] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScoredCandidate:
-    """An item with its ranking scores."""
+    """An item with its ranking scores. Read-only by convention: not frozen, because a
+    frozen dataclass takes about 2.5 times as long to build, and requests build hundreds."""
 
     item_id: str
     score: float

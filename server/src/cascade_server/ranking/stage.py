@@ -97,7 +97,10 @@ class RankingStage:
         )
         name = scorer.name
         names = [snapshot.item_ids[item] for item in items.tolist()]
-        order = np.lexsort((np.array(names, dtype=str), -scores.final))  # ties: by id
+        order = np.argsort(-scores.final, kind="stable")
+        ordered = scores.final[order]
+        if np.any(ordered[1:] == ordered[:-1]):  # ties: by id (sorting ids costs more)
+            order = np.lexsort((np.array(names, dtype=str), -scores.final))
         if request.max_results:
             order = order[: request.max_results]
         ids = [names[position] for position in order.tolist()]

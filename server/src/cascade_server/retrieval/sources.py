@@ -7,7 +7,13 @@ import zlib
 
 import numpy as np
 
-from cascade_server.features.engagement import Csr, EngagementSnapshot, FloatArray, IntArray
+from cascade_server.features.engagement import (
+    BoolArray,
+    Csr,
+    EngagementSnapshot,
+    FloatArray,
+    IntArray,
+)
 from cascade_server.pipeline.components import RetrievalQuery, SourceResult
 from cascade_server.pipeline.types import SourceKind
 from cascade_server.retrieval.models import RetrievalModels
@@ -74,7 +80,7 @@ class CategoryPopularCandidateSource:
         n_categories = len(snapshot.categories)
         if len(anchors) == 0 or n_categories == 0 or limit <= 0:
             return SourceResult(np.zeros(0, dtype=np.int64), np.zeros(0))
-        cats = np.concatenate([snapshot.item_categories.row(int(i))[0] for i in anchors])
+        cats = snapshot.item_categories.rows(anchors)[0]
         weights = np.bincount(cats, minlength=n_categories).astype(np.float64)
         top = np.lexsort((np.arange(n_categories), -weights))[: self.max_categories]
         top = top[weights[top] > 0]
@@ -83,8 +89,8 @@ class CategoryPopularCandidateSource:
         share = weights[top] / weights[top].sum()
         slots: list[tuple[float, int, int, float]] = []
         for order, (category, weight) in enumerate(zip(top.tolist(), share.tolist(), strict=True)):
-            items = snapshot.category_items.row(category)[0]
-            items = items[~np.isin(items, anchors)][:limit]
+            items = snapshot.category_items.row(category)[0][: limit + len(anchors)]
+            items = items[~_member(items, anchors)][:limit]
             slots += [(rank / weight, order, int(item), weight) for rank, item in enumerate(items)]
         chosen: dict[int, float] = {}
         for _, _, item, weight in sorted(slots):
@@ -112,7 +118,7 @@ class CoEngagementCandidateSource:
         """Up to ``limit`` active co-engaged items, most similar first."""
         seeds = query.seeds if len(query.seeds) else snapshot.history.row(query.user)[0]
         items, scores = snapshot.aggregate_neighbours(seeds)
-        active = snapshot.item_active[items] & ~np.isin(items, seeds)
+        active = snapshot.item_active[items] & ~_member(items, seeds)
         items, scores = items[active], scores[active]
         order = np.lexsort((items, -scores))[:limit]
         return SourceResult(items[order], scores[order])
@@ -150,7 +156,7 @@ class AnnoyCandidateSource:
         live = maps.to_live[items]
         keep = live >= 0
         keep[keep] = snapshot.item_active[live[keep]]
-        keep &= ~np.isin(live, query.seeds)
+        keep &= ~_member(live, query.seeds)
         return SourceResult(live[keep][:limit], scores[keep][:limit])
 
 
@@ -168,7 +174,7 @@ class RandomWalkCandidateSource:
 
     kind = SourceKind.RANDOM_WALK
 
-    def __init__(self, steps: int = 20_000, restart: float = 0.5, walkers: int = 1_000) -> None:
+    def __init__(self, steps: int = 20_000, restart: float = 0.5, walkers: int = 2_000) -> None:
         self.steps = steps
         self.restart = restart
         self.walkers = walkers
@@ -182,29 +188,34 @@ class RandomWalkCandidateSource:
         starts = query.seeds if len(query.seeds) else snapshot.history.row(query.user)[0]
         if len(starts) == 0 or limit <= 0:
             return SourceResult(np.zeros(0, dtype=np.int64), np.zeros(0))
-        visits = self._walk(snapshot, starts, self._rng(query.context.user_id, starts))
-        visits[starts] = 0
-        visits[~snapshot.item_active] = 0
-        reached = np.flatnonzero(visits)
-        order = np.lexsort((reached, -visits[reached]))[:limit]
-        items = reached[order]
-        return SourceResult(items, visits[items] / self.steps)
+        reached = self._walk(snapshot, starts, self._rng(query.context.user_id, starts))
+        items, visits = np.unique(reached, return_counts=True)
+        keep = snapshot.item_active[items] & ~_member(items, starts)
+        items, visits = items[keep], visits[keep]
+        order = np.lexsort((items, -visits))[:limit]
+        return SourceResult(items[order], visits[order] / self.steps)
 
     def _walk(
         self, snapshot: EngagementSnapshot, starts: IntArray, rng: np.random.Generator
-    ) -> FloatArray:
+    ) -> IntArray:
+        """Every item a walker stepped on (an item once per visit)."""
         item_users = self._item_users(snapshot)
         user_items = snapshot.engaged
-        visits = np.zeros(snapshot.item_count, dtype=np.float64)
-        current = rng.choice(starts, self.walkers)
-        for _ in range(max(1, self.steps // self.walkers)):
-            users = _random_neighbour(item_users, current, rng)
-            items = _random_neighbour(user_items, np.maximum(users, 0), rng)
+        rounds = max(1, self.steps // self.walkers)
+        # All random numbers at once: per round, the user picked, the item picked,
+        # whether to restart, and the start item restarted from.
+        draws = rng.random((rounds, 3, self.walkers))
+        restarts = starts[rng.integers(0, len(starts), (rounds + 1, self.walkers))]
+        current = restarts[0]
+        reached = []
+        for r in range(rounds):
+            users = _random_neighbour(item_users, current, draws[r, 0])
+            items = _random_neighbour(user_items, np.maximum(users, 0), draws[r, 1])
             moved = (users >= 0) & (items >= 0)
-            np.add.at(visits, items[moved], 1.0)
-            restart = ~moved | (rng.random(self.walkers) < self.restart)
-            current = np.where(restart, rng.choice(starts, self.walkers), items)
-        return visits
+            reached.append(items[moved])
+            stay = moved & (draws[r, 2] >= self.restart)
+            current = np.where(stay, items, restarts[r + 1])
+        return np.concatenate(reached)
 
     def _item_users(self, snapshot: EngagementSnapshot) -> Csr:
         """Per item, the users who engaged with it (the transpose of ``engaged``)."""
@@ -222,11 +233,22 @@ class RandomWalkCandidateSource:
         return np.random.default_rng(key)
 
 
-def _random_neighbour(graph: Csr, rows: IntArray, rng: np.random.Generator) -> IntArray:
-    """A uniformly random neighbour of each row (-1 where a row has none)."""
-    if len(graph.indices) == 0:
-        return np.full(len(rows), -1, dtype=np.int64)
+def _random_neighbour(graph: Csr, rows: IntArray, draws: FloatArray) -> IntArray:
+    """A random neighbour of each row, picked by ``draws`` in [0, 1) (-1 where a row has
+    none)."""
     start = graph.indptr[rows]
     degree = graph.indptr[rows + 1] - start
-    pick = start + np.floor(rng.random(len(rows)) * degree).astype(np.int64)
-    return np.where(degree > 0, graph.indices[np.minimum(pick, len(graph.indices) - 1)], -1)
+    pick = start + (draws * degree).astype(np.int64)
+    found = degree > 0
+    neighbours = np.full(len(rows), -1, dtype=np.int64)
+    neighbours[found] = graph.indices[pick[found]]
+    return neighbours
+
+
+def _member(items: IntArray, of: IntArray) -> BoolArray:
+    """Whether each of ``items`` is in ``of`` (for the short lists sources exclude, a
+    comparison of every pair is faster than ``np.isin``'s sorting)."""
+    if len(items) * len(of) > 65_536:
+        return np.isin(items, of)
+    member: BoolArray = (items[:, None] == of).any(axis=1)
+    return member

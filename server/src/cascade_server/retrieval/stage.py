@@ -17,6 +17,7 @@ from cascade_server.features.refresh import SnapshotSource
 from cascade_server.logs import get_logger
 from cascade_server.pipeline.components import CandidateSource, RetrievalQuery, SourceResult
 from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.table import CandidateTable
 from cascade_server.pipeline.types import (
     Candidate,
     ComponentReport,
@@ -24,7 +25,6 @@ from cascade_server.pipeline.types import (
     DegradationKind,
     ReleaseInfo,
     RequestContext,
-    SourceHit,
     SourceKind,
     StageName,
 )
@@ -53,7 +53,7 @@ class RetrievalRequest:
 class RetrievalResult:
     """Merged candidates with provenance, plus what degraded and what ran."""
 
-    candidates: list[Candidate]
+    candidates: Sequence[Candidate]
     release: ReleaseInfo
     degraded: list[Degradation] = field(default_factory=list)
     unknown_seed_item_ids: list[str] = field(default_factory=list)
@@ -133,6 +133,8 @@ class RetrievalStage:
         )
         members = snapshot.category_members(category) if category >= 0 else None
         excluded = self._exclusions(snapshot, query, request.exclude_item_ids)
+        is_excluded = np.zeros(snapshot.item_count, dtype=np.bool_)
+        is_excluded[excluded] = True
         limits = {**self._default_limits, **request.source_limits}
         wanted = [(source, limits.get(source.kind, 0)) for source in sources]
         wanted = [(source, limit) for source, limit in wanted if limit > 0]
@@ -170,7 +172,7 @@ class RetrievalStage:
                 _log.exception("candidate source failed", source=source.kind.value)
                 degraded.append(_skipped(source.kind, DegradationKind.ERROR, repr(error)))
                 continue
-            keep = ~np.isin(result.items, excluded)
+            keep = ~is_excluded[result.items]
             if members is not None:
                 keep &= members[result.items]
             size = share.of(limit)
@@ -248,12 +250,12 @@ def _merge(
     snapshot: EngagementSnapshot,
     found: Sequence[tuple[SourceKind, int, IntArray, FloatArray]],
     max_candidates: int,
-) -> list[Candidate]:
+) -> CandidateTable:
     """Take items by rank relative to their source's limit (ties: source order) until
     ``max_candidates`` distinct items; every source that proposed an item is kept."""
     found = [f for f in found if len(f[2])]
     if not found:
-        return []
+        return CandidateTable.of([])
     items = np.concatenate([f[2] for f in found])
     scores = np.concatenate([f[3] for f in found])
     source = np.concatenate([np.full(len(f[2]), k) for k, f in enumerate(found)])
@@ -270,16 +272,13 @@ def _merge(
     grouped = np.lexsort((source[entries], owner))
     entries, owner = entries[grouped], owner[grouped]
     kinds = [f[0] for f in found]
-    candidates = [Candidate(snapshot.item_ids[item], []) for item in chosen.tolist()]
-    for c, k, r, score in zip(
-        owner.tolist(),
-        source[entries].tolist(),
-        rank[entries].tolist(),
-        scores[entries].tolist(),
-        strict=True,
-    ):
-        candidates[c].sources.append(SourceHit(kinds[k], r, score))
-    return candidates
+    return CandidateTable(
+        [snapshot.item_ids[item] for item in chosen.tolist()],
+        np.bincount(owner, minlength=len(chosen)),
+        [kinds[k] for k in source[entries].tolist()],
+        rank[entries],
+        scores[entries].astype(np.float64),
+    )
 
 
 def _skipped(kind: SourceKind, reason: DegradationKind, message: str) -> Degradation:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import cast
 
+import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
 from cascade_server.errors import FieldViolation, InvalidArgumentError
+from cascade_server.pipeline.table import CandidateTable
 from cascade_server.pipeline.types import (
     BlendAction,
     Candidate,
@@ -181,43 +184,37 @@ def hits_from_proto(hits: Iterable[candidate_pb2.SourceHit]) -> tuple[SourceHit,
 
 def candidates_to_columns(candidates: Sequence[Candidate]) -> candidate_pb2.CandidateColumns:
     """Candidates in the compact column form."""
-    hits = [hit for c in candidates for hit in c.sources]
+    table = candidates if isinstance(candidates, CandidateTable) else CandidateTable.of(candidates)
     return candidate_pb2.CandidateColumns(
-        item_ids=[c.item_id for c in candidates],
-        hit_counts=[len(c.sources) for c in candidates],
-        hit_sources=[SOURCE_TO_PROTO[h.source] for h in hits],
-        hit_ranks=[h.rank for h in hits],
-        hit_scores=[h.score for h in hits],
+        item_ids=table.item_ids,
+        hit_counts=table.hit_counts.tolist(),
+        hit_sources=[SOURCE_TO_PROTO[kind] for kind in table.hit_sources],
+        hit_ranks=table.hit_ranks.tolist(),
+        hit_scores=table.hit_scores.tolist(),
     )
 
 
-def candidates_from_columns(columns: candidate_pb2.CandidateColumns) -> list[Candidate]:
+def candidates_from_columns(columns: candidate_pb2.CandidateColumns) -> CandidateTable:
     """Candidates from the column form; unknown sources are dropped. Raises ValueError
     when the columns do not line up."""
-    counts = list(columns.hit_counts)
-    total = sum(counts)
+    counts = np.array(columns.hit_counts, dtype=np.int64)
+    sources = [
+        _SOURCE_BY_NUMBER[n] if n < len(_SOURCE_BY_NUMBER) else None for n in columns.hit_sources
+    ]
+    ranks = np.array(columns.hit_ranks, dtype=np.int64)
+    scores = np.array(columns.hit_scores, dtype=np.float64)
     if len(counts) != len(columns.item_ids) or not (
-        total == len(columns.hit_sources) == len(columns.hit_ranks) == len(columns.hit_scores)
+        int(counts.sum()) == len(sources) == len(ranks) == len(scores)
     ):
         raise ValueError("candidate columns of different lengths")
-    hits = [
-        SourceHit(kind, rank, score) if kind is not None else None
-        for kind, rank, score in zip(
-            [
-                _SOURCE_BY_NUMBER[n] if n < len(_SOURCE_BY_NUMBER) else None
-                for n in columns.hit_sources
-            ],
-            columns.hit_ranks,
-            columns.hit_scores,
-            strict=True,
-        )
-    ]
-    candidates = []
-    end = 0
-    for item_id, count in zip(columns.item_ids, counts, strict=True):
-        start, end = end, end + count
-        candidates.append(Candidate(item_id, [h for h in hits[start:end] if h is not None]))
-    return candidates
+    known = np.array([kind is not None for kind in sources], dtype=np.bool_)
+    if not known.all():
+        owner = np.repeat(np.arange(len(counts)), counts)
+        counts = np.bincount(owner[known], minlength=len(counts))
+        sources, ranks, scores = [s for s in sources if s is not None], ranks[known], scores[known]
+    return CandidateTable(
+        list(columns.item_ids), counts, cast(list[SourceKind], sources), ranks, scores
+    )
 
 
 def scored_to_columns(candidates: Sequence[ScoredCandidate]) -> candidate_pb2.ScoredColumns:
