@@ -193,8 +193,8 @@ class EngagementSnapshot:
 
     def lookup_items(self, item_ids: Sequence[str]) -> IntArray:
         """Indices of ``item_ids``; -1 for unknown ids."""
-        index = self.item_index
-        return np.fromiter((index.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        found = map(self.item_index.get, item_ids, itertools.repeat(-1))
+        return np.fromiter(found, np.int64, len(item_ids))
 
     @cached_property
     def category_index(self) -> dict[str, int]:

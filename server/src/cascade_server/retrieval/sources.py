@@ -190,7 +190,11 @@ class RandomWalkCandidateSource:
             return SourceResult(np.zeros(0, dtype=np.int64), np.zeros(0))
         reached = self._walk(snapshot, starts, self._rng(query.context.user_id, starts))
         items, visits = np.unique(reached, return_counts=True)
-        keep = snapshot.item_active[items] & ~_member(items, starts)
+        keep = snapshot.item_active[items]
+        at = np.searchsorted(items, starts)  # the starts themselves are not candidates
+        found = at < len(items)
+        at = at[found]
+        keep[at[items[at] == starts[found]]] = False
         items, visits = items[keep], visits[keep]
         order = np.lexsort((items, -visits))[:limit]
         return SourceResult(items[order], visits[order] / self.steps)
@@ -246,9 +250,11 @@ def _random_neighbour(graph: Csr, rows: IntArray, draws: FloatArray) -> IntArray
 
 
 def _member(items: IntArray, of: IntArray) -> BoolArray:
-    """Whether each of ``items`` is in ``of`` (for the short lists sources exclude, a
-    comparison of every pair is faster than ``np.isin``'s sorting)."""
-    if len(items) * len(of) > 65_536:
-        return np.isin(items, of)
-    member: BoolArray = (items[:, None] == of).any(axis=1)
+    """Whether each of ``items`` is in ``of`` (a binary search in the sorted ``of``: the
+    lists sources exclude are short, and ``np.isin`` sorts both sides)."""
+    if len(of) == 0:
+        return np.zeros(len(items), dtype=np.bool_)
+    ordered = np.sort(of)
+    at = np.minimum(np.searchsorted(ordered, items), len(ordered) - 1)
+    member: BoolArray = ordered[at] == items
     return member
