@@ -6,10 +6,11 @@
 Loads the generated demo data into a fresh embedded Postgres (or a new database on
 --database-url's server), builds the serving snapshot the way a server does, then
 times every in-process candidate source for the same sample of users, interleaved so
-that machine noise hits every source alike. The popular source (a slice of a list
-computed with the snapshot) is the baseline the others are compared with. The
-two-tower/Annoy source needs a trained release and is measured by the quality
-benchmark's served runs instead.
+that machine noise hits every source alike, then the whole retrieval stage (the
+sources on its threads, exclusions and the merge into 500 candidates). The popular
+source (a slice of a list computed with the snapshot) is the baseline the others are
+compared with. The two-tower/Annoy source needs a trained release and is measured by
+the quality benchmark's served runs instead.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade_server.features.engagement import SignalConfig, build_snapshot
+from cascade_server.features.engagement import EngagementSnapshot, SignalConfig, build_snapshot
 from cascade_server.offline.demo_data import DemoDataConfig, generate, load
 from cascade_server.pipeline.components import CandidateSource, RetrievalQuery
+from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import RequestContext
 from cascade_server.retrieval.sources import (
     CategoryPopularCandidateSource,
@@ -33,6 +35,7 @@ from cascade_server.retrieval.sources import (
     RandomWalkCandidateSource,
     TrendingCandidateSource,
 )
+from cascade_server.retrieval.stage import RetrievalRequest, RetrievalStage
 from cascade_server.storage import migrations
 from cascade_server.storage.database import EmbeddedPostgres, make_engine
 from cascade_server.storage.engagement_reader import read_engagement
@@ -88,6 +91,27 @@ def _run(url: str, args: argparse.Namespace) -> int:
                 timings[name].append((time.perf_counter_ns() - began) / 1e6)
                 found[name].append(len(result.items))
 
+    # The whole stage: every source above on the stage's threads, exclusions, the merge
+    # into 500 candidates (no release here, so no two-tower source).
+    stage = RetrievalStage(
+        _Fixed(snapshot),
+        list(sources.values()),
+        dict.fromkeys([s.kind for s in sources.values()], LIMIT),
+        source_budget_s=10.0,
+    )
+    merged = "RetrievalStage.retrieve (500 merged)"
+    timings[merged], found[merged] = [], []
+    try:
+        for _ in range(args.repeat):
+            for user_id in sample:
+                request = RetrievalRequest(RequestContext(user_id=user_id), max_candidates=500)
+                began = time.perf_counter_ns()
+                retrieved = stage.retrieve(request, Deadline.after(10.0))
+                timings[merged].append((time.perf_counter_ns() - began) / 1e6)
+                found[merged].append(len(retrieved.candidates))
+    finally:
+        stage.close()
+
     baseline = float(np.median(timings["popular (baseline)"]))
     print(
         f"\n{args.users} users x {args.repeat} rounds, limit {LIMIT}; "
@@ -103,6 +127,16 @@ def _run(url: str, args: argparse.Namespace) -> int:
             f"{np.mean(found[name]):.0f} |"
         )
     return 0
+
+
+class _Fixed:
+    """One snapshot, served for every request."""
+
+    def __init__(self, snapshot: EngagementSnapshot) -> None:
+        self._snapshot = snapshot
+
+    def current(self) -> EngagementSnapshot:
+        return self._snapshot
 
 
 def _arguments() -> argparse.Namespace:
