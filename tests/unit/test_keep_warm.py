@@ -4,13 +4,14 @@ import asyncio
 
 from support.engagement import FixedHolder, small_snapshot
 
+from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.errors import NotReadyError
 from cascade_server.pipeline.types import SourceKind
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
 from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
 from cascade_server.retrieval.stage import RetrievalStage
-from cascade_server.rpc.bindings import keep_warm
+from cascade_server.rpc.bindings import keep_warm, serving_state
 
 
 def test_keep_warm_warms_once_per_change_after_the_first_state():
@@ -44,7 +45,7 @@ def test_keep_warm_warms_once_per_change_after_the_first_state():
     assert warmed == ["b"]
 
 
-def test_stages_warm_without_error_and_name_what_their_caches_depend_on():
+def test_stages_warm_without_error():
     snapshot = small_snapshot()
     retrieval = RetrievalStage(
         FixedHolder(snapshot),
@@ -52,8 +53,12 @@ def test_stages_warm_without_error_and_name_what_their_caches_depend_on():
         {SourceKind.CO_ENGAGEMENT: 10, SourceKind.POPULAR: 10},
     )
     retrieval.warm()
-    assert retrieval.cache_key() == (snapshot.snapshot_id, None)
     retrieval.close()
     ranking = RankingStage(FixedHolder(snapshot), BaselineScorer())
     ranking.warm()
-    assert ranking.cache_key() == (snapshot.snapshot_id, None)
+
+
+def test_the_serving_state_names_the_snapshot_and_the_release():
+    snapshot = small_snapshot()
+    watcher = ReleaseWatcher(read_active=lambda: None, load=lambda _: 1, baseline=0, name="t")
+    assert serving_state(FixedHolder(snapshot), watcher)() == (snapshot.snapshot_id, None)

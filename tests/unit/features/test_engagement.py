@@ -198,3 +198,11 @@ def test_item_categories_keep_each_items_order_once_and_categories_list_popular_
     assert snapshot.item_primary_category.tolist() == [1, -1, 2]
     by_category = [ids(snapshot, snapshot.category_items.row(c)[0]) for c in range(3)]
     assert by_category == [["i1"], ["i1", "i3"], ["i3"]]  # most popular first
+    assert snapshot.category_members(1).tolist() == [True, False, True]
+    assert snapshot.category_members(2).tolist() == [False, False, True]
+    in_a_or_z = snapshot.in_categories(np.array([2, 1, 0, 2]), np.array([0, 2]))
+    assert in_a_or_z.tolist() == [True, False, True, True]
+    assert snapshot.in_categories(np.array([0, 1]), np.zeros(0, dtype=np.int64)).tolist() == [
+        False,
+        False,
+    ]

@@ -125,11 +125,17 @@ class Csr:
 
     def sum_rows_at(self, rows: IntArray, columns: IntArray) -> FloatArray:
         """The sum of ``rows`` read at ``columns`` (0 where no row has the column)."""
-        indices, values = self.sum_rows(rows)
-        if len(indices) == 0:
+        indices, values = self.rows(rows)
+        if len(indices) == 0 or len(columns) == 0:
             return np.zeros(len(columns))
-        pos = np.minimum(np.searchsorted(indices, columns), len(indices) - 1)
-        return np.where(indices[pos] == columns, values[pos], 0.0)
+        # Only the entries at ``columns`` are summed (found by binary search in the few
+        # columns), in the rows' order, so a row's sum never depends on other rows.
+        ordered = np.sort(columns)
+        slot = np.minimum(np.searchsorted(ordered, indices), len(ordered) - 1)
+        hit = ordered[slot] == indices
+        sums = np.bincount(slot[hit], weights=values[hit], minlength=len(ordered))
+        found: FloatArray = np.asarray(sums[np.searchsorted(ordered, columns)], dtype=np.float64)
+        return found
 
 
 _EMPTY_INT: Final[IntArray] = np.zeros(0, dtype=np.int64)
@@ -211,12 +217,27 @@ class EngagementSnapshot:
             (user for user, row in self.user_index.items() if len(self.history.row(row)[0])), ""
         )
 
+    @cached_property
+    def category_members_lists(self) -> Csr:
+        """Per category, its items of any status (built once per snapshot)."""
+        return self.item_categories.transpose(len(self.categories))
+
     def category_members(self, category: int) -> npt.NDArray[np.bool_]:
         """[items]: whether each item (of any status) is in ``category``."""
         members = np.zeros(self.item_count, dtype=np.bool_)
-        entries = self.item_categories.indices == category
-        members[self.item_categories.entry_rows()[entries]] = True
+        members[self.category_members_lists.row(category)[0]] = True
         return members
+
+    def in_categories(self, items: IntArray, categories: IntArray) -> npt.NDArray[np.bool_]:
+        """Whether each of ``items`` is in any of ``categories``."""
+        wanted = np.zeros(len(self.categories), dtype=np.bool_)
+        wanted[categories] = True
+        cats = self.item_categories.rows(items)[0]
+        lengths = self.item_categories.indptr[items + 1] - self.item_categories.indptr[items]
+        owner = np.repeat(np.arange(len(items)), lengths)
+        found = np.zeros(len(items), dtype=np.bool_)
+        found[owner[wanted[cats]]] = True
+        return found
 
     def popularity_head(self, items: IntArray) -> FloatArray:
         """Popularity scaled to [0, 1] by log: 1 for the most popular item."""

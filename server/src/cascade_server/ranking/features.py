@@ -98,16 +98,14 @@ class NeighbourFeature:
     def columns(self) -> list[str]:
         return [self.name]
 
-    @functools.cached_property
-    def _matrix(self) -> Any:
-        n_items = len(self.weights.indptr) - 1
-        return sparse.csr_matrix(
-            (self.weights.data, self.weights.indices, self.weights.indptr), shape=(n_items, n_items)
-        )
-
     def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
-        scores = (users.histories @ self._matrix).toarray()
-        return np.take_along_axis(scores, candidates, axis=1)[..., None]
+        # Per user, the history's rows summed and read at the candidates only: a sparse
+        # product would make a row the size of the catalog, and scipy's per-call
+        # overhead is most of a request's cost.
+        scores = np.zeros(candidates.shape)
+        for r in range(len(candidates)):
+            scores[r] = self.weights.sum_rows_at(users.history(r), candidates[r])
+        return scores[..., None]
 
     def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
         return {

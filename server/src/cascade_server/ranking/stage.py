@@ -71,11 +71,6 @@ class RankingStage:
         if items:
             self.rank(RankRequest(RequestContext(user_id=user_id), items), Deadline.after(5.0))
 
-    def cache_key(self) -> tuple[str, str | None]:
-        """What the caches depend on: the snapshot and the release served."""
-        loaded = self._models.current() if self._models else None
-        return self._holder.current().snapshot_id, loaded.release_id if loaded else None
-
     def rank(self, request: RankRequest, deadline: Deadline) -> RankResult:
         """The scored candidates for ``request``."""
         snapshot = self._holder.current()

@@ -77,12 +77,8 @@ class FreshCandidateSource:
             items = items[snapshot.category_members(query.category)[items]]
         anchors = query.seeds if len(query.seeds) else snapshot.history.row(query.user)[0]
         if len(anchors) and len(items):
-            liked = np.unique(
-                np.concatenate([snapshot.item_categories.row(int(i))[0] for i in anchors])
-            )
-            rows = snapshot.item_categories.entry_rows()
-            related = np.zeros(snapshot.item_count, dtype=np.bool_)
-            related[rows[np.isin(snapshot.item_categories.indices, liked)]] = True
-            items = np.concatenate([items[related[items]], items[~related[items]]])
+            liked = snapshot.item_categories.rows(anchors)[0]
+            related = snapshot.in_categories(items, liked)
+            items = np.concatenate([items[related], items[~related]])
         items = items[:limit]
         return SourceResult(items, snapshot.item_created[items].astype(np.float64))

@@ -194,11 +194,6 @@ class RetrievalStage:
         user_id = snapshot.user_with_history()
         self.retrieve(RetrievalRequest(RequestContext(user_id=user_id)), Deadline.after(5.0))
 
-    def cache_key(self) -> tuple[str, str | None]:
-        """What the caches depend on: the snapshot and the release served."""
-        loaded = self._models.current() if self._models else None
-        return self._holder.current().snapshot_id, loaded.release_id if loaded else None
-
     @staticmethod
     def _exclusions(
         snapshot: EngagementSnapshot, query: RetrievalQuery, exclude_item_ids: Sequence[str]

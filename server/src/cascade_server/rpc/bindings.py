@@ -28,7 +28,7 @@ from cascade_server.catalog.repository import CatalogRepository
 from cascade_server.catalog.service import CatalogService
 from cascade_server.errors import NotReadyError
 from cascade_server.features.engagement import SignalConfig
-from cascade_server.features.refresh import SnapshotHolder
+from cascade_server.features.refresh import SnapshotHolder, SnapshotSource
 from cascade_server.logs import get_logger
 from cascade_server.pipeline.types import SourceKind
 from cascade_server.ranking.models import LearnedRanker
@@ -100,6 +100,11 @@ def keep_snapshot(settings: Settings, holder: SnapshotHolder) -> Background:
 def keep_release(settings: Settings, watcher: ReleaseWatcher[Any]) -> Background:
     """The background task that follows the active release."""
     return lambda stop, ready: watcher.keep_fresh(settings.release_poll_seconds, stop, ready)
+
+
+def serving_state(holder: SnapshotSource, models: ReleaseWatcher[Any]) -> Callable[[], object]:
+    """What a stage's caches depend on: the snapshot and the release it serves."""
+    return lambda: (holder.current().snapshot_id, models.current().release_id)
 
 
 def keep_warm(
@@ -189,7 +194,7 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
         [
             keep_snapshot(settings, holder),
             keep_release(settings, models),
-            keep_warm(stage.cache_key, stage.warm),
+            keep_warm(serving_state(holder, models), stage.warm),
         ],
         [stage.close],
         warm=stage.warm,
@@ -217,7 +222,7 @@ def ranking(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Bi
         [
             keep_snapshot(settings, holder),
             keep_release(settings, models),
-            keep_warm(stage.cache_key, stage.warm),
+            keep_warm(serving_state(holder, models), stage.warm),
         ],
         warm=stage.warm,
     )
