@@ -165,7 +165,7 @@ def test_a_release_missing_an_artifact_is_refused(stack, trained, shared_demo_da
     engine.dispose()
     reason = _wait_rejected(registry, broken, "ranking")
     assert LIGHT_RANKER_FILE in reason
-    assert LIGHT_RANKER_FILE in _wait_rejected(registry, broken, "retrieval")  # checks all files
+    assert LIGHT_RANKER_FILE in _wait_rejected(registry, broken, "retrieval")  # all must be there
     _serving(stack, good)
     registry.activate(good)
 

@@ -63,3 +63,17 @@ def test_unknown_manifest_versions_are_rejected(tmp_path):
     text = manifest_for(tmp_path).to_json().replace('"format_version": 1', '"format_version": 9')
     with pytest.raises(CorruptReleaseError, match="format 9"):
         Manifest.from_json(text)
+
+
+def test_a_server_hashes_what_it_reads_and_checks_the_size_of_the_rest(tmp_path):
+    (tmp_path / MANIFEST).write_text(manifest_for(tmp_path).to_json())
+    (tmp_path / "file.txt").write_text("hellO")  # same size, other bytes
+    assert read_verified(tmp_path, hashed={"dir"}).release_id == "r1"
+    with pytest.raises(CorruptReleaseError, match="'file' does not match"):
+        read_verified(tmp_path, hashed={"file"})
+    (tmp_path / "file.txt").write_text("hello!")  # another size: every reader refuses
+    with pytest.raises(CorruptReleaseError, match="'file' does not match"):
+        read_verified(tmp_path, hashed={"dir"})
+    (tmp_path / "file.txt").unlink()
+    with pytest.raises(CorruptReleaseError, match="'file' is missing"):
+        read_verified(tmp_path, hashed=set())

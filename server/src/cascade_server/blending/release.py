@@ -15,6 +15,9 @@ from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies, Policy
 from cascade_server.features.engagement import EngagementSnapshot, IntArray
 from cascade_server.retrieval.models import ITEM_EMBEDDINGS_FILE, ITEMS_FILE
 
+BLENDING_ARTIFACTS = (POLICY_FILE, ITEMS_FILE, ITEM_EMBEDDINGS_FILE)
+"""The release artifacts blending reads."""
+
 
 class ItemVectors:
     """Unit-length item embeddings by item id, for similarity between candidates."""

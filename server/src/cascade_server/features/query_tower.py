@@ -26,6 +26,8 @@ QUERY_WEIGHTS_FILE = "query_tower.npz"
 """The query tower's weights as arrays, inside the two-tower SavedModel's directory."""
 USERS_FILE = "users.json"
 USER_FEATURES_FILE = "user_features.npy"
+QUERY_TOWER_ARTIFACTS = (TWO_TOWER_DIR, USERS_FILE, USER_FEATURES_FILE)
+"""The release artifacts the query tower reads."""
 
 IntArray = npt.NDArray[np.int64]
 Embeddings = npt.NDArray[np.float32]

@@ -19,7 +19,7 @@ import numpy as np
 
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
-from cascade_server.features.query_tower import QueryTower
+from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
 from cascade_server.ranking.features import FeatureSet, FloatMatrix, Users
 from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HeavyRanker
 from cascade_server.ranking.scorers import Scores
@@ -28,6 +28,14 @@ from cascade_server.settings import RankingMode
 FEATURES_FILE = "ranking_features.npz"
 LIGHT_RANKER_FILE = "light_ranker.txt"
 ITEMS_FILE = "items.json"
+RANKING_ARTIFACTS = (
+    ITEMS_FILE,
+    FEATURES_FILE,
+    LIGHT_RANKER_FILE,
+    HEAVY_RANKER_DIR,
+    *QUERY_TOWER_ARTIFACTS,
+)
+"""The release artifacts ranking reads."""
 UNKNOWN_ITEM_SCORE = -1e9
 """Score of items the release does not know (added after training): ranked last."""
 

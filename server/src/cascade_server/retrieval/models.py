@@ -19,11 +19,13 @@ from annoy import AnnoyIndex
 
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
-from cascade_server.features.query_tower import QueryTower
+from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
 
 ITEMS_FILE = "items.json"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
 INDEX_FILE = "items.ann"
+RETRIEVAL_ARTIFACTS = (ITEMS_FILE, ITEM_EMBEDDINGS_FILE, INDEX_FILE, *QUERY_TOWER_ARTIFACTS)
+"""The release artifacts retrieval reads."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,11 @@ from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.blending.circuit import BreakerConfig
 from cascade_server.blending.policy import BlendingPolicies
 from cascade_server.blending.recommend import Recommender, RecommendLimits
-from cascade_server.blending.release import BlendingRelease, load_blending_release
+from cascade_server.blending.release import (
+    BLENDING_ARTIFACTS,
+    BlendingRelease,
+    load_blending_release,
+)
 from cascade_server.blending.stage import BlendingStage
 from cascade_server.catalog.repository import CatalogRepository
 from cascade_server.catalog.service import CatalogService
@@ -31,12 +35,12 @@ from cascade_server.features.engagement import SignalConfig
 from cascade_server.features.refresh import SnapshotHolder, SnapshotSource
 from cascade_server.logs import get_logger
 from cascade_server.pipeline.types import SourceKind
-from cascade_server.ranking.models import LearnedRanker
+from cascade_server.ranking.models import RANKING_ARTIFACTS, LearnedRanker
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
 from cascade_server.release_probe import PROBED, probe
 from cascade_server.retrieval.fresh import FreshItemIndex
-from cascade_server.retrieval.models import RetrievalModels
+from cascade_server.retrieval.models import RETRIEVAL_ARTIFACTS, RetrievalModels
 from cascade_server.retrieval.sources import (
     CategoryPopularCandidateSource,
     CoEngagementCandidateSource,
@@ -136,14 +140,20 @@ def keep_warm(
 
 
 def release_watcher(
-    settings: Settings, engine: sa.Engine, load: Callable[[Path, Manifest], T], name: str
+    settings: Settings,
+    engine: sa.Engine,
+    load: Callable[[Path, Manifest], T],
+    name: str,
+    artifacts: Collection[str],
 ) -> ReleaseWatcher[T | None]:
-    """Follows the active release in Postgres, loading it from ``HOME/releases`` with ``load``."""
+    """Follows the active release in Postgres, loading it from ``HOME/releases`` with
+    ``load`` after checking it (every artifact's size; the SHA-256 of the ``artifacts``
+    this server reads)."""
     registry = ReleaseRegistry(engine, settings.home / "releases")
 
     def load_release(release_id: str) -> T:
         path = registry.path_of(release_id)
-        manifest = read_verified(path)
+        manifest = read_verified(path, artifacts)
         if settings.release_check_in_child and name in PROBED:
             probe(path, name)
         return load(path, manifest)
@@ -161,7 +171,7 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
     """RetrievalService: the release's Annoy source (when published), co-engagement, random
     walks, the user's categories, trending, popular and fresh items."""
     holder = snapshot_holder(settings, engine)
-    models = release_watcher(settings, engine, RetrievalModels, "retrieval")
+    models = release_watcher(settings, engine, RetrievalModels, "retrieval", RETRIEVAL_ARTIFACTS)
     stage = RetrievalStage(
         holder,
         [
@@ -211,6 +221,7 @@ def ranking(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Bi
             path, manifest, mode=settings.ranking_mode, heavy_top_n=settings.heavy_top_n
         ),
         "ranking",
+        RANKING_ARTIFACTS,
     )
     stage = RankingStage(holder, BaselineScorer(), models)
     servicer = ranking_servicer.RankingServicer(stage, runner)
@@ -232,7 +243,9 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
     """BlendingService, reaching retrieval and ranking at their configured targets, with the
     release's blending policy (the default one before the first release)."""
     holder = snapshot_holder(settings, engine)
-    releases = release_watcher(settings, engine, load_blending_release, "blending")
+    releases = release_watcher(
+        settings, engine, load_blending_release, "blending", BLENDING_ARTIFACTS
+    )
     default = BlendingRelease(BlendingPolicies.default())
 
     def release() -> BlendingRelease:
