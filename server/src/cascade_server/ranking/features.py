@@ -316,33 +316,34 @@ class FeatureSet:
 
 
 def _restore(kind: str, name: str, a: Mapping[str, npt.NDArray[np.generic]]) -> Feature:
+    # copy=False: a million-item release holds gigabytes; stored dtypes already match.
     if kind == NeighbourFeature.kind:
         return NeighbourFeature(
             name,
             Csr(
-                a["indptr"].astype(np.int64),
-                a["indices"].astype(np.int64),
-                a["data"].astype(np.float64),
+                a["indptr"].astype(np.int64, copy=False),
+                a["indices"].astype(np.int64, copy=False),
+                a["data"].astype(np.float64, copy=False),
             ),
         )
     if kind == FactorFeature.kind:
         lam, nu, offset = (float(v) for v in a["params"])
         return FactorFeature(
             name,
-            a["item_factors"].astype(np.float64),
-            a["gram"].astype(np.float64),
+            a["item_factors"].astype(np.float64, copy=False),
+            a["gram"].astype(np.float64, copy=False),
             lam,
             nu,
             offset,
         )
     if kind == TwoTowerFeature.kind:
-        return TwoTowerFeature(name, a["item_embeddings"].astype(np.float64))
+        return TwoTowerFeature(name, a["item_embeddings"].astype(np.float64, copy=False))
     if kind == ItemValueFeature.kind:
         return ItemValueFeature(
-            name, a["values"].astype(np.float64), tuple(str(n) for n in a["names"])
+            name, a["values"].astype(np.float64, copy=False), tuple(str(n) for n in a["names"])
         )
     if kind == CategoryAffinityFeature.kind:
-        return CategoryAffinityFeature(name, a["item_categories"].astype(np.int64))
+        return CategoryAffinityFeature(name, a["item_categories"].astype(np.int64, copy=False))
     if kind == UserActivityFeature.kind:
         return UserActivityFeature(name)
     raise ValueError(f"unknown feature kind {kind!r}")
