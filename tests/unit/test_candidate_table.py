@@ -44,3 +44,10 @@ def test_csr_rows_are_the_rows_one_after_another():
     np.testing.assert_array_equal(indices, np.concatenate([csr.row(int(r))[0] for r in rows]))
     np.testing.assert_array_equal(values, np.concatenate([csr.row(int(r))[1] for r in rows]))
     assert len(csr.rows(np.zeros(0, dtype=np.int64))[0]) == 0
+
+
+def test_an_empty_table_is_empty():
+    table = CandidateTable.of([])
+    assert len(table) == 0
+    assert list(table) == []
+    assert table.sources() == []
