@@ -1,6 +1,9 @@
+import dataclasses
+
 import numpy as np
 from support.engagement import small_snapshot
 
+from cascade_server.features.engagement import Csr
 from cascade_server.pipeline.components import RetrievalQuery
 from cascade_server.pipeline.types import RequestContext
 from cascade_server.retrieval.sources import RandomWalkCandidateSource
@@ -48,3 +51,13 @@ def test_a_user_without_history_and_without_seeds_gets_nothing():
 def test_the_limit_caps_the_candidates():
     items, _ = walk(seeds=["i5"], limit=1)
     assert items == ["i6"]
+
+
+def test_seeds_without_any_engagement_reach_nothing():
+    snapshot = small_snapshot()
+    empty = dataclasses.replace(
+        snapshot, engaged=Csr(np.zeros(1, dtype=np.int64), np.zeros(0, np.int64), np.zeros(0))
+    )
+    query = RetrievalQuery(RequestContext(), -1, snapshot.lookup_items(["i5"]))
+    found = RandomWalkCandidateSource().fetch(empty, query, 10)
+    assert len(found.items) == 0

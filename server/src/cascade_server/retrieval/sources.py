@@ -240,6 +240,8 @@ class RandomWalkCandidateSource:
 def _random_neighbour(graph: Csr, rows: IntArray, draws: FloatArray) -> IntArray:
     """A random neighbour of each row, picked by ``draws`` in [0, 1) (-1 where a row has
     none)."""
+    if len(graph.indices) == 0:
+        return np.full(len(rows), -1, dtype=np.int64)
     start = graph.indptr[rows]
     degree = graph.indptr[rows + 1] - start
     pick = start + (draws * degree).astype(np.int64)
