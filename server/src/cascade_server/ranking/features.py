@@ -231,16 +231,19 @@ class CategoryAffinityFeature:
         return [f"{self.name}.max", f"{self.name}.mean"]
 
     @functools.cached_property
-    def _membership(self) -> Any:
-        """items x categories 0/1 matrix."""
-        rows, slots = np.nonzero(self.item_categories > 0)
-        ids = self.item_categories[rows, slots]
-        shape = (len(self.item_categories), int(self.item_categories.max(initial=0)) + 1)
-        return sparse.csr_matrix((np.ones(len(ids)), (rows, ids)), shape=shape)
+    def _n_categories(self) -> int:
+        return int(self.item_categories.max(initial=0)) + 1
 
     def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
-        lengths = np.maximum(np.asarray(users.histories.sum(axis=1)).ravel(), 1)
-        shares = (users.histories @ self._membership).toarray() / lengths[:, None]
+        # Per user, how many of their items fall in each category: one bincount over
+        # (user, category) pairs (no per-call sparse product).
+        n_users, n_categories = users.histories.shape[0], self._n_categories
+        lengths = np.diff(users.histories.indptr)
+        owner = np.repeat(np.arange(n_users, dtype=np.int64), lengths)
+        categories = self.item_categories[users.histories.indices]
+        pairs = (owner[:, None] * n_categories + categories)[categories > 0]
+        counts = np.bincount(pairs, minlength=n_users * n_categories)
+        shares = counts.reshape(n_users, n_categories) / np.maximum(lengths, 1)[:, None]
         ids = self.item_categories[candidates]
         mask = ids > 0
         values = np.where(mask, np.take_along_axis(shares[:, None, :], ids, axis=2), 0.0)
