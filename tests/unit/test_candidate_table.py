@@ -51,3 +51,8 @@ def test_an_empty_table_is_empty():
     assert len(table) == 0
     assert list(table) == []
     assert table.sources() == []
+
+
+def test_the_table_of_a_table_is_itself():
+    table = CandidateTable.of(CANDIDATES)
+    assert CandidateTable.of(table) is table

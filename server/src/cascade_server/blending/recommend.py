@@ -384,9 +384,7 @@ class Recommender:
             return [], None
         started = time.perf_counter()
         budget = deadline.budget(self._limits.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
-        table = (
-            candidates if isinstance(candidates, CandidateTable) else CandidateTable.of(candidates)
-        )
+        table = CandidateTable.of(candidates)
         sources = dict(zip(table.item_ids, table.sources(), strict=True))
         try:
             result = await self._ranking_circuit.call(

@@ -50,7 +50,9 @@ class CandidateTable(Sequence[Candidate]):
 
     @classmethod
     def of(cls, candidates: Iterable[Candidate]) -> CandidateTable:
-        """The table of ``candidates``."""
+        """The table of ``candidates`` (``candidates`` itself when it is a table)."""
+        if isinstance(candidates, CandidateTable):
+            return candidates
         candidates = list(candidates)
         hits = [hit for c in candidates for hit in c.sources]
         return cls(

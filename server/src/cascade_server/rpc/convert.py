@@ -184,7 +184,7 @@ def hits_from_proto(hits: Iterable[candidate_pb2.SourceHit]) -> tuple[SourceHit,
 
 def candidates_to_columns(candidates: Sequence[Candidate]) -> candidate_pb2.CandidateColumns:
     """Candidates in the compact column form."""
-    table = candidates if isinstance(candidates, CandidateTable) else CandidateTable.of(candidates)
+    table = CandidateTable.of(candidates)
     return candidate_pb2.CandidateColumns(
         item_ids=table.item_ids,
         hit_counts=table.hit_counts.tolist(),
