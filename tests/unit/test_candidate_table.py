@@ -56,3 +56,11 @@ def test_an_empty_table_is_empty():
 def test_the_table_of_a_table_is_itself():
     table = CandidateTable.of(CANDIDATES)
     assert CandidateTable.of(table) is table
+
+
+def test_csr_take_keeps_every_row_in_place():
+    csr = Csr(np.array([0, 2, 2, 3]), np.array([1, 0, 1]), np.array([5.0, 6.0, 7.0]))
+    taken = csr.take(np.array([2, -1, 0, 3, 0]))
+    assert taken.n_rows == 5
+    assert [taken.row(r)[0].tolist() for r in range(5)] == [[1], [], [1, 0], [], [1, 0]]
+    assert taken.data.tolist() == [7.0, 5.0, 6.0, 5.0, 6.0]

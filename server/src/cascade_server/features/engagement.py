@@ -102,17 +102,22 @@ class Csr:
         np.cumsum(np.bincount(self.indices, minlength=n_columns), out=indptr[1:])
         return Csr(indptr, self.entry_rows()[order], self.data[order])
 
+    def take(self, rows: IntArray) -> Csr:
+        """The matrix of ``rows``, in their order (rows out of range are empty)."""
+        valid = (rows >= 0) & (rows < self.n_rows)
+        safe = np.where(valid, rows, 0)
+        starts = self.indptr[safe]
+        lengths = np.where(valid, self.indptr[safe + 1] - starts, 0)
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        positions = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return Csr(indptr, self.indices[positions], self.data[positions])
+
     def rows(self, rows: IntArray) -> tuple[IntArray, FloatArray]:
         """The indices and values of ``rows``, one row after another (rows out of range
         are empty)."""
-        rows = rows[(rows >= 0) & (rows < self.n_rows)]
-        starts = self.indptr[rows]
-        lengths = self.indptr[rows + 1] - starts
-        total = int(lengths.sum())
-        if total == 0:
-            return _EMPTY_INT, _EMPTY_FLOAT
-        positions = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-        return self.indices[positions], self.data[positions]
+        taken = self.take(rows)
+        return taken.indices, taken.data
 
     def sum_rows(self, rows: IntArray) -> tuple[IntArray, FloatArray]:
         """The sum of ``rows`` as a sparse vector: its indices (sorted) and values."""
@@ -232,11 +237,9 @@ class EngagementSnapshot:
         """Whether each of ``items`` is in any of ``categories``."""
         wanted = np.zeros(len(self.categories), dtype=np.bool_)
         wanted[categories] = True
-        cats = self.item_categories.rows(items)[0]
-        lengths = self.item_categories.indptr[items + 1] - self.item_categories.indptr[items]
-        owner = np.repeat(np.arange(len(items)), lengths)
+        taken = self.item_categories.take(items)
         found = np.zeros(len(items), dtype=np.bool_)
-        found[owner[wanted[cats]]] = True
+        found[taken.entry_rows()[wanted[taken.indices]]] = True
         return found
 
     def popularity_head(self, items: IntArray) -> FloatArray:
