@@ -25,8 +25,10 @@ from cascade_server.blending.release import ItemVectors
 from cascade_server.blending.stage import BlendingStage, BlendRequest
 from cascade_server.features.engagement import EngagementSnapshot, SignalConfig, build_snapshot
 from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.table import CandidateTable, ScoredTable
 from cascade_server.pipeline.types import (
     BlendAction,
+    Candidate,
     RequestContext,
     ScoredCandidate,
     SourceHit,
@@ -222,6 +224,15 @@ def test_a_blended_page_obeys_every_rule(data):
     # The same request gives the same page.
     again = BlendingStage().blend(world.snapshot, candidates, request, vectors)
     assert [item.candidate.item_id for item in again.items] == page
+
+    # Candidates in columns (as the front door gets them) blend the same way.
+    table = ScoredTable(
+        np.array([c.score for c in candidates]),
+        CandidateTable.of([Candidate(c.item_id, list(c.sources)) for c in candidates]),
+    )
+    columnar = BlendingStage().blend(world.snapshot, table, request, vectors)
+    assert columnar.items == result.items
+    assert columnar.outcomes == result.outcomes
 
     # Every input candidate has exactly one outcome, in input order.
     assert [id(o.candidate) for o in result.outcomes] == [id(c) for c in candidates]

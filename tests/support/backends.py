@@ -11,7 +11,8 @@ from cascade_server.blending.release import BlendingRelease, ItemVectors
 from cascade_server.errors import CascadeError, NotFoundError
 from cascade_server.features.engagement import EngagementSnapshot
 from cascade_server.pipeline.deadline import Deadline
-from cascade_server.pipeline.types import DegradationKind, RequestContext, SourceHit, SourceKind
+from cascade_server.pipeline.table import CandidateTable
+from cascade_server.pipeline.types import DegradationKind, RequestContext, SourceKind
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage, RankRequest, RankResult
 from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
@@ -75,9 +76,9 @@ class InProcessRanking:
         *,
         heavy_top_n: int = 0,
         details: bool = True,
-        sources: Mapping[str, tuple[SourceHit, ...]] | None = None,
+        sources: CandidateTable | None = None,
     ) -> RankResult:
-        """Scores from the stage, with ``sources`` attached; its errors become
+        """Scores from the stage, with ``sources``' hits attached; its errors become
         StageCallError as over the network."""
         self.calls.append((context, list(item_ids), timeout_s))
         try:
@@ -93,7 +94,7 @@ class InProcessRanking:
             )
         except CascadeError as error:
             raise StageCallError(DegradationKind.ERROR, error.message) from error
-        provenance = sources or {}
+        provenance = dict(zip(sources.item_ids, sources.sources(), strict=True)) if sources else {}
         return dataclasses.replace(
             result,
             candidates=[
@@ -136,7 +137,7 @@ class FailingStage:
         *,
         heavy_top_n: int = 0,
         details: bool = True,
-        sources: Mapping[str, tuple[SourceHit, ...]] | None = None,
+        sources: CandidateTable | None = None,
     ) -> RankResult:
         """Always fails."""
         raise self._fail("ranking")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from cascade_server.features.engagement import Csr
-from cascade_server.pipeline.table import CandidateTable
-from cascade_server.pipeline.types import Candidate, SourceHit, SourceKind
+from cascade_server.pipeline.table import CandidateTable, ScoredTable
+from cascade_server.pipeline.types import Candidate, ScoredCandidate, SourceHit, SourceKind
 
 CANDIDATES = [
     Candidate("a", [SourceHit(SourceKind.ANN, 0, 0.9), SourceHit(SourceKind.POPULAR, 3, 12.0)]),
@@ -64,3 +64,42 @@ def test_csr_take_keeps_every_row_in_place():
     assert taken.n_rows == 5
     assert [taken.row(r)[0].tolist() for r in range(5)] == [[1], [], [1, 0], [], [1, 0]]
     assert taken.data.tolist() == [7.0, 5.0, 6.0, 5.0, 6.0]
+
+
+def test_take_reorders_candidates_with_their_hits():
+    table = CandidateTable.of(CANDIDATES)
+    assert table.take(np.array([2, 0, 0])) == [CANDIDATES[2], CANDIDATES[0], CANDIDATES[0]]
+    assert table.take(np.zeros(0, dtype=np.int64)) == []
+    renamed = table.take(np.array([-1, 0]), ["new", "a"])
+    assert renamed == [Candidate("new", []), CANDIDATES[0]]
+
+
+def test_best_rank_is_the_lowest_rank_from_the_source():
+    more = [
+        Candidate("d", [SourceHit(SourceKind.FRESH, 4, 0.1), SourceHit(SourceKind.FRESH, 6, 0.1)]),
+        Candidate("e", [SourceHit(SourceKind.ANN, 0, 1.0), SourceHit(SourceKind.FRESH, 0, 1.0)]),
+    ]
+    table = CandidateTable.of([*CANDIDATES, *more])
+    np.testing.assert_array_equal(
+        table.best_rank(SourceKind.FRESH), [np.inf, np.inf, 1.0, 4.0, 0.0]
+    )
+    assert table.best_rank(SourceKind.TRENDING).tolist() == [np.inf] * 5
+
+
+def test_a_scored_table_attaches_each_ranked_items_hits():
+    retrieved = CandidateTable.of(CANDIDATES)
+    ranked = ScoredTable.ranked(["c", "x", "a"], np.array([3.0, 2.0, 1.0]), retrieved)
+    expected = [
+        ScoredCandidate("c", 3.0, sources=tuple(CANDIDATES[2].sources)),
+        ScoredCandidate("x", 2.0),
+        ScoredCandidate("a", 1.0, sources=tuple(CANDIDATES[0].sources)),
+    ]
+    assert len(ranked) == 3
+    assert ranked.item_ids == ["c", "x", "a"]
+    assert list(ranked) == expected
+    assert [ranked[i] for i in (0, 1, -1)] == [expected[0], expected[1], expected[2]]
+    assert ranked[1:] == expected[1:]
+    with pytest.raises(IndexError):
+        ranked[3]
+    with pytest.raises(ValueError, match="different lengths"):
+        ScoredTable(np.array([1.0]), retrieved)

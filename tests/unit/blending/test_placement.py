@@ -86,14 +86,18 @@ def test_duplicate_filter_ignores_empty_titles_and_unknown_items():
     snapshot = build_snapshot(
         dataclasses.replace(DATA, item_titles=[""] * len(ITEMS)), SignalConfig()
     )
-    result = DuplicateFilter(snapshot, ("item_id", "title")).apply(scored("d1", "d2", "nope"))
-    assert [c.item_id for c in result.kept] == ["d1", "d2", "nope"]
+    ids = ["d1", "d2", "nope"]
+    assert (
+        DuplicateFilter(snapshot, ("item_id", "title")).removals(ids, snapshot.lookup_items(ids))
+        == {}
+    )
 
 
 def test_excluded_categories_are_removed_with_the_reason():
-    result = CategoryFilter(SNAPSHOT, {"Horror", "Unknown"}).apply(scored("h1", "d1", "h2"))
-    assert [c.item_id for c in result.kept] == ["d1"]
-    assert {r.reason for r in result.removed} == {"category Horror is excluded"}
+    ids = ["h1", "d1", "h2", "nope"]
+    assert CategoryFilter(SNAPSHOT, {"Horror", "Unknown"}).removals(
+        ids, SNAPSHOT.lookup_items(ids)
+    ) == {0: "category Horror is excluded", 2: "category Horror is excluded"}
     assert page(blend(scored("h1", "d1", "c1"), exclude_categories={"Horror"})) == ["d1", "c1"]
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from cascade.common.v1 import candidate_pb2
+from cascade_server.pipeline.table import CandidateTable
 from cascade_server.pipeline.types import Candidate, ScoredCandidate, SourceHit, SourceKind
 from cascade_server.rpc.convert import (
     candidates_from_columns,
@@ -69,12 +70,15 @@ def test_columns_that_do_not_line_up_are_refused(fields):
 
 
 def test_scored_columns_keep_order_and_attach_the_callers_sources():
-    hits = (SourceHit(SourceKind.ANN, 0, 0.9),)
+    hits = [SourceHit(SourceKind.ANN, 0, 0.9), SourceHit(SourceKind.FRESH, 2, 1.0)]
+    retrieved = CandidateTable.of([Candidate("a", hits), Candidate("c", hits[:1])])
     scored = [ScoredCandidate("b", 2.5), ScoredCandidate("a", 1.0)]
     wire = scored_to_columns(scored)
-    assert scored_from_columns(wire, {"a": hits}) == [
+    assert scored_from_columns(wire, retrieved) == [
         ScoredCandidate("b", 2.5),
-        ScoredCandidate("a", 1.0, sources=hits),
+        ScoredCandidate("a", 1.0, sources=tuple(hits)),
     ]
     with pytest.raises(ValueError, match="different lengths"):
-        scored_from_columns(candidate_pb2.ScoredColumns(item_ids=["a"], scores=[]), {})
+        scored_from_columns(
+            candidate_pb2.ScoredColumns(item_ids=["a"], scores=[]), CandidateTable.of([])
+        )

@@ -1,4 +1,9 @@
-"""Blending filters. Each returns what it kept and what it removed, with a reason."""
+"""Blending filters. Each names the candidates it removes, with a reason.
+
+Filters see the candidates as item ids and their snapshot rows (resolved once per
+request), best first, and work on those arrays: a request filters hundreds of
+candidates and removes few of them.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from cascade_server.blending.paging import item_key
-from cascade_server.features.engagement import EngagementSnapshot
-from cascade_server.pipeline.components import FilterResult, Removal
-from cascade_server.pipeline.types import ScoredCandidate
+from cascade_server.features.engagement import EngagementSnapshot, IntArray
 
 
 class DuplicateFilter:
@@ -23,26 +26,25 @@ class DuplicateFilter:
         # Only ``title`` is a key besides the id (the policy validates the names).
         self._titles = "title" in keys
 
-    def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
-        """Remove candidates whose id (or title) a higher-ranked candidate has."""
-        ids: set[str] = set()
+    def removals(self, item_ids: Sequence[str], rows: IntArray) -> dict[int, str]:
+        """Candidates whose id (or title) a higher-ranked candidate has."""
+        # Each id's first position: later (lower) positions overwrite higher ones.
+        first = dict(zip(reversed(item_ids), range(len(item_ids) - 1, -1, -1), strict=True))
+        if not self._titles and len(first) == len(item_ids):
+            return {}
+        removed: dict[int, str] = {}
         titles: set[str] = set()
-        index, item_titles = self._snapshot.item_index, self._snapshot.item_titles
-        result: FilterResult[ScoredCandidate] = FilterResult([])
-        for candidate in candidates:
-            if candidate.item_id in ids:
-                result.removed.append(Removal(candidate, "duplicate of a higher-ranked entry"))
+        item_titles = self._snapshot.item_titles
+        for position, (item_id, row) in enumerate(zip(item_ids, rows.tolist(), strict=True)):
+            if first[item_id] != position:
+                removed[position] = "duplicate of a higher-ranked entry"
                 continue
-            row = index.get(candidate.item_id, -1) if self._titles else -1
-            title = item_titles[row] if row >= 0 else ""
+            title = item_titles[row] if self._titles and row >= 0 else ""
             if title and title in titles:
-                result.removed.append(Removal(candidate, "same title as a higher-ranked item"))
-                continue
-            ids.add(candidate.item_id)
-            if title:
+                removed[position] = "same title as a higher-ranked item"
+            elif title:
                 titles.add(title)
-            result.kept.append(candidate)
-        return result
+        return removed
 
 
 class CategoryFilter:
@@ -55,20 +57,19 @@ class CategoryFilter:
         index = snapshot.category_index
         self._excluded = {index[c]: c for c in excluded if c in index}
 
-    def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
-        """Split by category membership."""
+    def removals(self, item_ids: Sequence[str], rows: IntArray) -> dict[int, str]:
+        """Candidates in an excluded category (the first of them is the reason)."""
         if not self._excluded:
-            return FilterResult(list(candidates))
-        result: FilterResult[ScoredCandidate] = FilterResult([])
-        rows = self._snapshot.lookup_items([c.item_id for c in candidates])
-        for candidate, row in zip(candidates, rows.tolist(), strict=True):
-            members = self._snapshot.item_categories.row(row)[0].tolist() if row >= 0 else []
-            hit = next((self._excluded[c] for c in members if c in self._excluded), None)
-            if hit is None:
-                result.kept.append(candidate)
-            else:
-                result.removed.append(Removal(candidate, f"category {hit} is excluded"))
-        return result
+            return {}
+        known = np.flatnonzero(rows >= 0)
+        excluded = np.fromiter(self._excluded, np.int64, len(self._excluded))
+        hits = known[self._snapshot.in_categories(rows[known], excluded)]
+        removed: dict[int, str] = {}
+        for position in hits.tolist():
+            members = self._snapshot.item_categories.row(int(rows[position]))[0].tolist()
+            hit = next(self._excluded[c] for c in members if c in self._excluded)
+            removed[position] = f"category {hit} is excluded"
+        return removed
 
 
 class UnavailableItemFilter:
@@ -79,22 +80,17 @@ class UnavailableItemFilter:
     def __init__(self, snapshot: EngagementSnapshot) -> None:
         self._snapshot = snapshot
 
-    def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
-        """Keep only active catalog items."""
-        rows = self._snapshot.lookup_items([c.item_id for c in candidates])
-        active = np.zeros(len(rows), dtype=np.bool_)
-        active[rows >= 0] = self._snapshot.item_active[rows[rows >= 0]]
-        if active.all():
-            return FilterResult(list(candidates))
-        result: FilterResult[ScoredCandidate] = FilterResult([])
-        for candidate, row, ok in zip(candidates, rows.tolist(), active.tolist(), strict=True):
-            if ok:
-                result.kept.append(candidate)
-            elif row < 0:
-                result.removed.append(Removal(candidate, "not in the catalog"))
-            else:
-                result.removed.append(Removal(candidate, "hidden or deleted in the catalog"))
-        return result
+    def removals(self, item_ids: Sequence[str], rows: IntArray) -> dict[int, str]:
+        """Candidates that are not active catalog items."""
+        known = rows >= 0
+        active = known.copy()
+        active[known] = self._snapshot.item_active[rows[known]]
+        return {
+            position: "hidden or deleted in the catalog"
+            if known[position]
+            else "not in the catalog"
+            for position in np.flatnonzero(~active).tolist()
+        }
 
 
 class SeenItemsFilter:
@@ -104,28 +100,24 @@ class SeenItemsFilter:
     name = "seen_items"
 
     def __init__(self, snapshot: EngagementSnapshot, user_id: str) -> None:
-        self._snapshot = snapshot
         row = snapshot.user_row(user_id)
-        self._reasons = (
-            (snapshot.hidden.row(row)[0], "the user hid this item"),
-            (snapshot.engaged.row(row)[0], "the user already engaged with it"),
-            (snapshot.impressed.row(row)[0], "the user was shown it recently"),
-        )
+        self._reasons = [
+            (items, why)
+            for items, why in (
+                (snapshot.hidden.row(row)[0], "the user hid this item"),
+                (snapshot.engaged.row(row)[0], "the user already engaged with it"),
+                (snapshot.impressed.row(row)[0], "the user was shown it recently"),
+            )
+            if len(items)
+        ]
 
-    def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
-        """Split by the user's engagement history."""
-        if all(len(items) == 0 for items, _ in self._reasons):
-            return FilterResult(list(candidates))
-        indices = self._snapshot.lookup_items([c.item_id for c in candidates])
-        matches = [(np.isin(indices, items).tolist(), why) for items, why in self._reasons]
-        result: FilterResult[ScoredCandidate] = FilterResult([])
-        for position, candidate in enumerate(candidates):
-            why = next((why for found, why in matches if found[position]), None)
-            if why is None:
-                result.kept.append(candidate)
-            else:
-                result.removed.append(Removal(candidate, why))
-        return result
+    def removals(self, item_ids: Sequence[str], rows: IntArray) -> dict[int, str]:
+        """Candidates in the user's engagement history (the first reason that applies)."""
+        removed: dict[int, str] = {}
+        for items, why in self._reasons:
+            for position in np.flatnonzero(np.isin(rows, items)).tolist():
+                removed.setdefault(position, why)
+        return removed
 
 
 class ServedItemsFilter:
@@ -136,14 +128,12 @@ class ServedItemsFilter:
     def __init__(self, served: Collection[int]) -> None:
         self._served = served
 
-    def apply(self, candidates: Sequence[ScoredCandidate]) -> FilterResult[ScoredCandidate]:
-        """Split by the page token's served set."""
+    def removals(self, item_ids: Sequence[str], rows: IntArray) -> dict[int, str]:
+        """Candidates the page token's served set holds."""
         if not self._served:  # a first page
-            return FilterResult(list(candidates))
-        result: FilterResult[ScoredCandidate] = FilterResult([])
-        for candidate in candidates:
-            if item_key(candidate.item_id) in self._served:
-                result.removed.append(Removal(candidate, "shown on an earlier page"))
-            else:
-                result.kept.append(candidate)
-        return result
+            return {}
+        return {
+            position: "shown on an earlier page"
+            for position, item_id in enumerate(item_ids)
+            if item_key(item_id) in self._served
+        }

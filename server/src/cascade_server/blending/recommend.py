@@ -39,7 +39,7 @@ from cascade_server.features.engagement import EngagementSnapshot
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.logs import get_logger, user_hash
 from cascade_server.pipeline.deadline import Deadline
-from cascade_server.pipeline.table import CandidateTable
+from cascade_server.pipeline.table import CandidateTable, ScoredTable
 from cascade_server.pipeline.types import (
     Candidate,
     ComponentReport,
@@ -47,7 +47,6 @@ from cascade_server.pipeline.types import (
     ReleaseInfo,
     RequestContext,
     ScoredCandidate,
-    SourceHit,
     SourceKind,
     StageName,
     Surface,
@@ -90,11 +89,11 @@ class RankingBackend(Protocol):
         *,
         heavy_top_n: int = 0,
         details: bool = True,
-        sources: Mapping[str, tuple[SourceHit, ...]] | None = None,
+        sources: CandidateTable | None = None,
     ) -> RankResult:
         """Scored candidates (relative to the seeds, if any), or StageCallError; without
-        ``details`` the candidates may come without stage and head scores. ``sources``
-        (retrieval's provenance by item id) is attached to the scored candidates."""
+        ``details`` the candidates may come without stage and head scores. The source
+        hits of ``sources`` (retrieval's candidates) are attached to them."""
         ...
 
 
@@ -344,12 +343,14 @@ class Recommender:
             )
             popular = popular[~np.isin(popular, snapshot.lookup_items(seeds))]
             popular = popular[: self._limits.candidates]
-            fallback = [
-                Candidate(snapshot.item_ids[item], [SourceHit(SourceKind.POPULAR, rank, score)])
-                for rank, (item, score) in enumerate(
-                    zip(popular.tolist(), snapshot.popularity[popular].tolist(), strict=True)
-                )
-            ]
+            n = len(popular)
+            fallback = CandidateTable(
+                [snapshot.item_ids[item] for item in popular.tolist()],
+                np.ones(n, np.int64),
+                [SourceKind.POPULAR] * n,
+                np.arange(n),
+                snapshot.popularity[popular],
+            )
             stages.append(
                 StageReport(
                     StageName.RETRIEVAL, None, time.perf_counter() - started, 0, len(fallback)
@@ -379,23 +380,22 @@ class Recommender:
         deadline: Deadline,
         degraded: list[Degradation],
         stages: list[StageReport],
-    ) -> tuple[list[ScoredCandidate], ReleaseInfo | None]:
+    ) -> tuple[Sequence[ScoredCandidate], ReleaseInfo | None]:
         if not candidates:
             return [], None
         started = time.perf_counter()
         budget = deadline.budget(self._limits.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
         table = CandidateTable.of(candidates)
-        sources = dict(zip(table.item_ids, table.sources(), strict=True))
         try:
             result = await self._ranking_circuit.call(
                 lambda: self._ranking.rank(
                     context,
-                    list(sources),
+                    table.item_ids,
                     seeds,
                     budget,
                     heavy_top_n=treatment.heavy_top_n,
                     details=context.debug or needs_heads,
-                    sources=sources,
+                    sources=table,
                 )
             )
         except StageCallError as error:
@@ -405,13 +405,10 @@ class Recommender:
                     StageName.RANKING, error.kind, error.message, fallback="retrieval_order"
                 )
             )
-            n = len(candidates)
-            ranked = [
-                ScoredCandidate(item_id, (n - i) / n, sources=sources[item_id])
-                for i, item_id in enumerate(table.item_ids)
-            ]
+            n = len(table)
+            in_order = ScoredTable(np.arange(n, 0, -1) / n, table)
             stages.append(StageReport(StageName.RANKING, None, time.perf_counter() - started, n, n))
-            return ranked, None
+            return in_order, None
         degraded += result.degraded
         ranked = result.candidates
         stages.append(

@@ -33,6 +33,7 @@ from cascade_server.blending.policy import SurfacePolicy
 from cascade_server.blending.release import ItemVectors
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.pipeline.components import Filter
+from cascade_server.pipeline.table import ScoredTable
 from cascade_server.pipeline.types import (
     BlendAction,
     ComponentReport,
@@ -121,70 +122,87 @@ class BlendingStage:
     ) -> BlendResult:
         """One page from ``candidates`` (best first)."""
         policy = request.policy
-        filters: list[Filter[ScoredCandidate]] = [
+        filters: list[Filter] = [
             UnavailableItemFilter(snapshot),
             CategoryFilter(snapshot, policy.exclude_categories),
             SeenItemsFilter(snapshot, request.user_id),
             ServedItemsFilter(request.served),
             DuplicateFilter(snapshot, policy.dedup_keys),
         ]
-        outcomes: list[CandidateOutcome] = []
+        item_ids = (
+            candidates.item_ids
+            if isinstance(candidates, ScoredTable)
+            else [c.item_id for c in candidates]
+        )
+        # What is left, as positions in ``candidates`` and as the items' snapshot rows.
+        positions = np.arange(len(candidates))
+        rows = snapshot.lookup_items(item_ids)
+        removed: list[tuple[int, str, str]] = []  # (position, filter, reason)
         reports: list[ComponentReport] = []
-        remaining = list(candidates)
         for component in filters:
             started = time.perf_counter()
-            result = component.apply(remaining)
-            remaining = result.kept
-            outcomes += [
-                CandidateOutcome(r.candidate, BlendAction.REMOVED, component.name, r.reason)
-                for r in result.removed
-            ]
+            found = component.removals([item_ids[p] for p in positions.tolist()], rows)
+            if found:
+                gone = np.fromiter(found, np.int64, len(found))
+                removed += [(int(positions[at]), component.name, why) for at, why in found.items()]
+                keep = np.ones(len(positions), np.bool_)
+                keep[gone] = False
+                positions, rows = positions[keep], rows[keep]
             reports.append(
                 ComponentReport(
-                    component.name,
-                    time.perf_counter() - started,
-                    len(result.kept),
-                    len(result.removed),
+                    component.name, time.perf_counter() - started, len(positions), len(found)
                 )
             )
 
         started = time.perf_counter()
-        placement = _Placement(snapshot, remaining, request, vectors)
-        page, positions = placement.run()
+        placement = _Placement(snapshot, candidates, positions, rows, request, vectors)
+        page, placed_at = placement.run()
         reports.append(
             ComponentReport(
                 "placement", time.perf_counter() - started, len(page), placement.capped_count()
             )
         )
-        has_more = len(page) < len(remaining)
+        has_more = len(page) < len(positions)
         if not request.explain:
             return BlendResult(page, has_more, [], reports)
-        outcomes += placement.outcomes(page, positions)
-        return BlendResult(page, has_more, _in_input_order(candidates, outcomes), reports)
+        outcomes = [
+            (position, CandidateOutcome(candidates[position], BlendAction.REMOVED, name, why))
+            for position, name, why in removed
+        ]
+        outcomes += placement.outcomes(page, placed_at)
+        outcomes.sort(key=lambda pair: pair[0])
+        return BlendResult(page, has_more, [outcome for _, outcome in outcomes], reports)
 
 
 class _Placement:
-    """The slot-by-slot placement of filtered candidates (see the module docstring)."""
+    """The slot-by-slot placement of filtered candidates (see the module docstring).
+
+    Arrays are indexed by the filtered candidates' order; ``positions`` maps that order
+    back to the input's.
+    """
 
     def __init__(
         self,
         snapshot: EngagementSnapshot,
-        candidates: list[ScoredCandidate],
+        candidates: Sequence[ScoredCandidate],
+        positions: IntArray,
+        rows: IntArray,
         request: BlendRequest,
         vectors: ItemVectors | None,
     ) -> None:
         self.candidates = candidates
+        self.positions = positions
         self.request = request
         self.policy = request.policy
-        n = len(candidates)
-        self.rows = snapshot.lookup_items([c.item_id for c in candidates])
+        n = len(positions)
+        self.rows = rows
         self.snapshot = snapshot
         codes = snapshot.item_creator_codes[self.rows]
         distinct, dense = np.unique(codes, return_inverse=True)
         self.creator_code = np.where(codes < 0, -1, dense.reshape(-1)).astype(np.int64)
         self.creator_count = np.zeros(len(distinct) + 1, np.int64)  # last: no creator
         self.primary = snapshot.item_primary_category[self.rows]
-        order = _relevance_order(candidates, self.policy.head_weights)
+        order = _relevance_order(candidates, positions, self.policy.head_weights)
         rank = np.empty(n, np.int64)
         rank[order] = np.arange(n)
         boosts = _boosts(snapshot, self.rows, self.policy)
@@ -192,7 +210,7 @@ class _Placement:
         self.rank = np.empty(n, np.int64)
         self.rank[np.argsort(-self.relevance, kind="stable")] = np.arange(n)
         self.fresh_rank = (
-            np.array([_fresh_rank(c) for c in candidates], np.float64)
+            _fresh_ranks(candidates)[positions]
             if self.policy.fresh_share > 0
             else np.full(n, np.inf)
         )
@@ -204,24 +222,27 @@ class _Placement:
         )
         self.max_similarity = np.zeros(n)
         self.placed = np.zeros(n, np.bool_)
+        self.open = self._under_cap()
+        """Neither placed nor held back by the creator cap (kept up to date by ``_place``)."""
         self.demoted = np.zeros(n, np.int8)
         self.rng = np.random.default_rng(_seed(self.policy.seed, request.random_key))
 
     def run(self) -> tuple[list[BlendedItem], dict[int, int]]:
-        """The page, and the page position of each placed candidate (by its index)."""
+        """The page, and the page position of each placed candidate (by its index among
+        the filtered candidates)."""
         page: list[BlendedItem] = []
         positions: dict[int, int] = {}
         recent: deque[int] = deque(maxlen=max(self.policy.category_spacing, 1))
         for slot in self._slots():
-            feasible = ~self.placed & self._under_cap()
-            if not feasible.any():
+            if not self.open.any():
                 break
-            choice, slot = self._choose(slot, feasible, recent)
+            choice, slot = self._choose(slot, self.open, recent)
             self._place(choice)
             if self.policy.category_spacing:
                 recent.append(int(self.primary[choice]))
             positions[choice] = len(page)
-            page.append(BlendedItem(self.candidates[choice], self._creator(choice), slot))
+            candidate = self.candidates[int(self.positions[choice])]
+            page.append(BlendedItem(candidate, self._creator(choice), slot))
         return page, positions
 
     def _creator(self, i: int) -> str:
@@ -273,7 +294,9 @@ class _Placement:
                 return int(self.rng.choice(np.flatnonzero(pool))), slot
         spaced = feasible.copy()
         if self.policy.category_spacing and recent:
-            spaced &= (self.primary < 0) | ~np.isin(self.primary, list(recent))
+            for category in set(recent):  # a few; np.isin costs more
+                if category >= 0:
+                    spaced &= self.primary != category
         if not spaced.any():  # nothing keeps the spacing: relax it
             spaced = feasible
         pool = spaced
@@ -290,19 +313,26 @@ class _Placement:
 
     def _place(self, choice: int) -> None:
         self.placed[choice] = True
-        self.creator_count[self.creator_code[choice]] += 1
+        self.open[choice] = False
+        code = self.creator_code[choice]
+        self.creator_count[code] += 1
+        if code >= 0 and self.creator_count[code] >= self.policy.max_items_per_creator:
+            self.open &= self.creator_code != code
         if self.vectors is not None:
-            similarity = np.clip(self.vectors @ self.vectors[choice], 0.0, None)
-            self.max_similarity = np.maximum(self.max_similarity, similarity)
+            # Negative similarity counts as none: the running maximum starts at 0.
+            self.max_similarity = np.maximum(
+                self.max_similarity, self.vectors @ self.vectors[choice]
+            )
 
     def outcomes(
         self, page: list[BlendedItem], positions: dict[int, int]
-    ) -> list[CandidateOutcome]:
-        """What happened to every candidate."""
+    ) -> list[tuple[int, CandidateOutcome]]:
+        """What happened to every candidate, with its position in the input."""
         capped = self._capped()
         outcomes = []
         cap = self.policy.max_items_per_creator
-        for i, candidate in enumerate(self.candidates):
+        for i, at in enumerate(self.positions.tolist()):
+            candidate = self.candidates[at]
             demoted = _DEMOTIONS[self.demoted[i]]
             score = float(self.relevance[i])
             if i in positions:
@@ -330,21 +360,22 @@ class _Placement:
                 )
             else:
                 outcome = CandidateOutcome(candidate, BlendAction.BELOW_PAGE, blend_score=score)
-            outcomes.append(outcome)
+            outcomes.append((at, outcome))
         return outcomes
 
 
 def _relevance_order(
-    candidates: Sequence[ScoredCandidate], weights: Mapping[str, float]
+    candidates: Sequence[ScoredCandidate], positions: IntArray, weights: Mapping[str, float]
 ) -> IntArray:
-    """Candidate positions, most relevant first: input order, except that candidates
-    with every weighted head are re-ordered among themselves by the weighted sum."""
-    n = len(candidates)
-    order = np.arange(n)
+    """The filtered candidates (``candidates`` at ``positions``) most relevant first, as
+    indices into ``positions``: their order, except that candidates with every weighted
+    head are re-ordered among themselves by the weighted sum."""
+    order = np.arange(len(positions))
     if not weights:
         return order
-    headed = [i for i, c in enumerate(candidates) if all(h in c.head_scores for h in weights)]
-    combined = [sum(w * candidates[i].head_scores[h] for h, w in weights.items()) for i in headed]
+    kept = [candidates[p] for p in positions.tolist()]
+    headed = [i for i, c in enumerate(kept) if all(h in c.head_scores for h in weights)]
+    combined = [sum(w * kept[i].head_scores[h] for h, w in weights.items()) for i in headed]
     ranked = [headed[k] for k in np.argsort(-np.asarray(combined), kind="stable").tolist()]
     order[headed] = ranked
     return order
@@ -364,27 +395,19 @@ def _boosts(snapshot: EngagementSnapshot, rows: IntArray, policy: SurfacePolicy)
     return boosts
 
 
-def _fresh_rank(candidate: ScoredCandidate) -> float:
-    ranks = [hit.rank for hit in candidate.sources if hit.source is SourceKind.FRESH]
-    return float(min(ranks)) if ranks else np.inf
+def _fresh_ranks(candidates: Sequence[ScoredCandidate]) -> FloatArray:
+    """Each candidate's best rank from the fresh source (inf when it did not propose it)."""
+    if isinstance(candidates, ScoredTable):
+        return candidates.hits.best_rank(SourceKind.FRESH)
+    return np.array(
+        [
+            min((h.rank for h in c.sources if h.source is SourceKind.FRESH), default=np.inf)
+            for c in candidates
+        ],
+        np.float64,
+    )
 
 
 def _seed(policy_seed: int, key: str) -> int:
     digest = hashlib.blake2b(f"{policy_seed}\x1f{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
-
-
-def _in_input_order(
-    candidates: Sequence[ScoredCandidate], outcomes: list[CandidateOutcome]
-) -> list[CandidateOutcome]:
-    """Sort outcomes by their candidate's input position.
-
-    Outcomes refer to candidate objects, and one object may be listed more than once:
-    its repeats are removed (by DuplicateFilter) before its own outcome is recorded,
-    so handing out its input positions last-first gives that outcome the first one.
-    """
-    positions: dict[int, list[int]] = {}
-    for i, candidate in enumerate(candidates):
-        positions.setdefault(id(candidate), []).append(i)
-    keys = [positions[id(o.candidate)].pop() for o in outcomes]
-    return [o for _, o in sorted(zip(keys, outcomes, strict=True), key=lambda pair: pair[0])]

@@ -1,15 +1,13 @@
-"""The component protocols stages are configured from, and what filters return."""
+"""The component protocols stages are configured from."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Protocol
 
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.pipeline.types import RequestContext, SourceKind
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,23 +46,7 @@ class CandidateSource(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Removal(Generic[T]):
-    """A candidate a filter removed, and why."""
-
-    candidate: T
-    reason: str
-
-
-@dataclass(frozen=True)
-class FilterResult(Generic[T]):
-    """What a filter kept (in input order) and what it removed; together they are the input."""
-
-    kept: list[T]
-    removed: list[Removal[T]] = field(default_factory=list)
-
-
-class Filter(Protocol[T]):
+class Filter(Protocol):
     """Removes candidates that must not be shown, saying why for each."""
 
     @property
@@ -72,6 +54,8 @@ class Filter(Protocol[T]):
         """The filter's name in traces."""
         ...
 
-    def apply(self, candidates: Sequence[T]) -> FilterResult[T]:
-        """Split ``candidates`` into kept and removed."""
+    def removals(self, item_ids: Sequence[str], rows: IntArray) -> dict[int, str]:
+        """The positions of the candidates to remove, each with the reason. ``rows`` are
+        the items' indices in the snapshot (-1 for unknown ids), aligned with
+        ``item_ids``, best candidate first."""
         ...

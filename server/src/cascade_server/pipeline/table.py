@@ -3,7 +3,9 @@
 Building a ``Candidate`` and its ``SourceHit``s for each of 500 items costs about as
 much as a candidate source's whole search, and most of them are only converted again
 (to wire columns, to item ids). A ``CandidateTable`` keeps the arrays and builds a
-``Candidate`` only when one is read.
+``Candidate`` only when one is read; a ``ScoredTable`` does the same for ranking's
+answer, so blending reads ids, scores and source ranks as arrays and builds objects
+only for the page it returns.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
-from cascade_server.pipeline.types import Candidate, SourceHit, SourceKind
+from cascade_server.pipeline.types import Candidate, ScoredCandidate, SourceHit, SourceKind
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -63,6 +65,12 @@ class CandidateTable(Sequence[Candidate]):
             np.array([h.score for h in hits], dtype=np.float64),
         )
 
+    @classmethod
+    def bare(cls, item_ids: Sequence[str]) -> CandidateTable:
+        """``item_ids`` with no source hits."""
+        counts = np.zeros(len(item_ids), dtype=np.int64)
+        return cls(item_ids, counts, [], np.zeros(0, dtype=np.int64), np.zeros(0))
+
     def sources(self) -> list[tuple[SourceHit, ...]]:
         """Each candidate's source hits."""
         # tuple.__new__ makes the named tuples without their Python-level __new__: half
@@ -72,6 +80,34 @@ class CandidateTable(Sequence[Candidate]):
         hits = list(map(tuple.__new__, itertools.repeat(SourceHit), fields))
         ends = np.cumsum(self.hit_counts).tolist()
         return [tuple(hits[start:end]) for start, end in zip([0, *ends][:-1], ends, strict=True)]
+
+    def take(self, positions: IntArray, item_ids: Sequence[str] | None = None) -> CandidateTable:
+        """The candidates at ``positions``, in their order. With ``item_ids`` (one per
+        position) the rows get those ids, and a position of -1 a row with no hits."""
+        if item_ids is None:
+            item_ids = [self.item_ids[p] for p in positions.tolist()]
+        valid = positions >= 0
+        safe = np.where(valid, positions, 0)
+        starts = (np.cumsum(self.hit_counts) - self.hit_counts)[safe] if len(self) else safe
+        counts = np.where(valid, self.hit_counts[safe] if len(self) else 0, 0)
+        ends = np.cumsum(counts)
+        hits = np.repeat(starts - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)
+        return CandidateTable(
+            item_ids,
+            counts,
+            list(map(self.hit_sources.__getitem__, hits.tolist())),
+            self.hit_ranks[hits],
+            self.hit_scores[hits],
+        )
+
+    def best_rank(self, kind: SourceKind) -> FloatArray:
+        """Each candidate's best (lowest) rank from source ``kind``; inf where it has none."""
+        best = np.full(len(self), np.inf)
+        mine = np.fromiter((s is kind for s in self.hit_sources), np.bool_, len(self.hit_sources))
+        if mine.any():
+            owner = np.repeat(np.arange(len(self)), self.hit_counts)
+            np.minimum.at(best, owner[mine], self.hit_ranks[mine].astype(np.float64))
+        return best
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -109,3 +145,64 @@ class CandidateTable(Sequence[Candidate]):
 
     def __repr__(self) -> str:
         return f"CandidateTable({list(self)!r})"
+
+
+class ScoredTable(Sequence[ScoredCandidate]):
+    """Ranked candidates as columns: ``item_ids``, their ``scores`` and their source hits
+    (``hits``, aligned with them). No stage or head scores: the callers that need those
+    ask ranking for them and get ``ScoredCandidate``s.
+
+    A read-only sequence of ``ScoredCandidate``: indexing or iterating builds the objects.
+    """
+
+    __slots__ = ("hits", "item_ids", "scores")
+
+    def __init__(self, scores: FloatArray, hits: CandidateTable) -> None:
+        if len(scores) != len(hits):
+            raise ValueError("scored columns of different lengths")
+        self.item_ids = hits.item_ids
+        self.scores = scores
+        self.hits = hits
+
+    @classmethod
+    def ranked(
+        cls, item_ids: Sequence[str], scores: FloatArray, sources: CandidateTable
+    ) -> ScoredTable:
+        """Ranking's answer (``item_ids`` with ``scores``) with each item's source hits
+        from ``sources`` (none for an item it does not hold)."""
+        where = dict(zip(sources.item_ids, range(len(sources)), strict=True))
+        positions = np.fromiter(
+            map(where.get, item_ids, itertools.repeat(-1)), np.int64, len(item_ids)
+        )
+        return cls(scores, sources.take(positions, item_ids))
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def __iter__(self) -> Iterator[ScoredCandidate]:
+        scores = self.scores.tolist()
+        for item_id, score, hits in zip(self.item_ids, scores, self.hits.sources(), strict=True):
+            yield ScoredCandidate(item_id, score, sources=hits)
+
+    @overload
+    def __getitem__(self, index: int) -> ScoredCandidate: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[ScoredCandidate]: ...
+
+    def __getitem__(self, index: int | slice) -> ScoredCandidate | list[ScoredCandidate]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        index = range(len(self))[index]
+        hits = tuple(self.hits[index].sources)
+        return ScoredCandidate(self.item_ids[index], float(self.scores[index]), sources=hits)
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ScoredTable({list(self)!r})"

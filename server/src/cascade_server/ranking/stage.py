@@ -11,6 +11,7 @@ from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.features.engagement import FloatArray, IntArray
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.pipeline.deadline import Deadline
+from cascade_server.pipeline.table import CandidateTable, ScoredTable
 from cascade_server.pipeline.types import (
     Degradation,
     ReleaseInfo,
@@ -39,7 +40,7 @@ class RankRequest:
 class RankResult:
     """Scored candidates, best first, and the ids that could not be scored."""
 
-    candidates: list[ScoredCandidate]
+    candidates: Sequence[ScoredCandidate]
     unknown_item_ids: list[str]
     release: ReleaseInfo
     degraded: list[Degradation] = field(default_factory=list)
@@ -99,8 +100,9 @@ class RankingStage:
         if request.max_results:
             order = order[: request.max_results]
         ids = [names[position] for position in order.tolist()]
-        finals = scores.final[order].tolist()
+        candidates: Sequence[ScoredCandidate]
         if request.details or request.context.debug:
+            finals = scores.final[order].tolist()
             stages = _finite(scores.stages, order)
             heads = _finite(scores.heads, order)
             candidates = [
@@ -108,7 +110,7 @@ class RankingStage:
                 for item_id, final, stage, head in zip(ids, finals, stages, heads, strict=True)
             ]
         else:
-            candidates = [ScoredCandidate(i, f) for i, f in zip(ids, finals, strict=True)]
+            candidates = ScoredTable(scores.final[order], CandidateTable.bare(ids))
         return RankResult(
             candidates=candidates,
             unknown_item_ids=unknown,

@@ -16,7 +16,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
 from cascade_server.errors import FieldViolation, InvalidArgumentError
-from cascade_server.pipeline.table import CandidateTable
+from cascade_server.pipeline.table import CandidateTable, ScoredTable
 from cascade_server.pipeline.types import (
     BlendAction,
     Candidate,
@@ -219,22 +219,24 @@ def candidates_from_columns(columns: candidate_pb2.CandidateColumns) -> Candidat
 
 def scored_to_columns(candidates: Sequence[ScoredCandidate]) -> candidate_pb2.ScoredColumns:
     """Scored candidates in the compact column form (final scores only)."""
+    if isinstance(candidates, ScoredTable):
+        return candidate_pb2.ScoredColumns(
+            item_ids=candidates.item_ids, scores=candidates.scores.tolist()
+        )
     return candidate_pb2.ScoredColumns(
         item_ids=[c.item_id for c in candidates], scores=[c.score for c in candidates]
     )
 
 
 def scored_from_columns(
-    columns: candidate_pb2.ScoredColumns, sources: Mapping[str, tuple[SourceHit, ...]]
-) -> list[ScoredCandidate]:
-    """Scored candidates from the column form, with their ``sources`` attached. Raises
-    ValueError when the columns do not line up."""
+    columns: candidate_pb2.ScoredColumns, sources: CandidateTable
+) -> ScoredTable:
+    """Scored candidates from the column form, with their source hits from ``sources``.
+    Raises ValueError when the columns do not line up."""
     if len(columns.item_ids) != len(columns.scores):
         raise ValueError("scored columns of different lengths")
-    return [
-        ScoredCandidate(item_id, score, sources=sources.get(item_id, ()))
-        for item_id, score in zip(columns.item_ids, columns.scores, strict=True)
-    ]
+    scores = np.array(columns.scores, dtype=np.float64)
+    return ScoredTable.ranked(list(columns.item_ids), scores, sources)
 
 
 def scored_to_proto(candidate: ScoredCandidate) -> candidate_pb2.ScoredCandidate:

@@ -18,12 +18,13 @@ from cascade.ranking.v1 import ranking_service_pb2
 from cascade.retrieval.v1 import retrieval_service_pb2
 from cascade_client import AsyncRankingClient, AsyncRetrievalClient, CascadeError
 from cascade_server.blending.circuit import StageCallError
+from cascade_server.pipeline.table import CandidateTable
 from cascade_server.pipeline.types import (
     Candidate,
     DegradationKind,
     ReleaseInfo,
     RequestContext,
-    SourceHit,
+    ScoredCandidate,
     SourceKind,
 )
 from cascade_server.ranking.stage import RankResult
@@ -111,9 +112,9 @@ class GrpcRankingBackend:
         *,
         heavy_top_n: int = 0,
         details: bool = True,
-        sources: Mapping[str, tuple[SourceHit, ...]] | None = None,
+        sources: CandidateTable | None = None,
     ) -> RankResult:
-        """Scored candidates from the ranking server, with ``sources`` attached."""
+        """Scored candidates from the ranking server, with ``sources``' hits attached."""
         request = ranking_service_pb2.RankCandidatesRequest(
             context=context_to_proto(context),
             item_ids=item_ids,
@@ -126,12 +127,15 @@ class GrpcRankingBackend:
             response = await next(self._clients).rank_candidates(
                 request, timeout=_timeout(timeout_s), metadata=_metadata(context)
             )
-            provenance = sources or {}
-            candidates = (
-                [scored_from_proto(c, provenance.get(c.item_id, ())) for c in response.candidates]
-                if response.candidates
-                else scored_from_columns(response.columns, provenance)
-            )
+            sources = sources or CandidateTable.of([])
+            candidates: Sequence[ScoredCandidate]
+            if response.candidates:
+                hits = dict(zip(sources.item_ids, sources.sources(), strict=True))
+                candidates = [
+                    scored_from_proto(c, hits.get(c.item_id, ())) for c in response.candidates
+                ]
+            else:
+                candidates = scored_from_columns(response.columns, sources)
         except CascadeError as error:
             raise _stage_error("ranking", error) from error
         except ValueError as error:
