@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import numpy.typing as npt
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies, PolicyError
 from cascade_server.features.engagement import EngagementSnapshot, IntArray
+from cascade_server.features.id_positions import id_positions
 from cascade_server.retrieval.models import ITEM_EMBEDDINGS_FILE, ITEMS_FILE
 
 BLENDING_ARTIFACTS = (POLICY_FILE, ITEMS_FILE, ITEM_EMBEDDINGS_FILE)
@@ -29,21 +32,23 @@ class ItemVectors:
             raise CorruptReleaseError("item embeddings hold NaN or infinite values")
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         self._unit = (embeddings / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-        self._index = {item: i for i, item in enumerate(item_ids)}
+        self._item_ids = item_ids
         self._maps: tuple[str, IntArray] | None = None
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {item: i for i, item in enumerate(self._item_ids)}
 
     def of(self, item_ids: Sequence[str]) -> npt.NDArray[np.float32]:
         """[len(item_ids), dim]; zero rows for items the release does not know."""
-        rows = np.fromiter((self._index.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+        rows = np.fromiter(map(self._index.get, item_ids, repeat(-1)), np.int64, len(item_ids))
         return self._rows(rows)
 
     def of_items(self, snapshot: EngagementSnapshot, items: IntArray) -> npt.NDArray[np.float32]:
         """Like ``of``, for snapshot item indices (the index map is built once per snapshot)."""
         cached = self._maps
         if cached is None or cached[0] != snapshot.snapshot_id:
-            mapping = np.fromiter(
-                (self._index.get(i, -1) for i in snapshot.item_ids), np.int64, snapshot.item_count
-            )
+            mapping = id_positions(snapshot.item_ids, self._item_ids)
             cached = self._maps = (snapshot.snapshot_id, mapping)
         return self._rows(cached[1][items])
 

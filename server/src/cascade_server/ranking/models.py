@@ -19,6 +19,7 @@ import numpy as np
 
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
+from cascade_server.features.id_positions import id_positions
 from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
 from cascade_server.ranking.features import FeatureSet, FloatMatrix, Users
 from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HeavyRanker
@@ -52,9 +53,8 @@ class LearnedRanker:
         heavy_top_n: int = 50,
     ) -> None:
         self.release_id = manifest.release_id
-        item_ids: list[str] = json.loads((path / ITEMS_FILE).read_text())
-        self._release_index = {item: i for i, item in enumerate(item_ids)}
-        self.n_items = len(item_ids)
+        self.item_ids: list[str] = json.loads((path / ITEMS_FILE).read_text())
+        self.n_items = len(self.item_ids)
         try:
             self.features = FeatureSet.load(path / FEATURES_FILE)
             self.booster = lgb.Booster(model_file=str(path / LIGHT_RANKER_FILE))
@@ -92,11 +92,7 @@ class LearnedRanker:
         if cached is not None and cached[0] == snapshot.snapshot_id:
             return cached[1]
         with self._lock:
-            mapping = np.fromiter(
-                (self._release_index.get(item, -1) for item in snapshot.item_ids),
-                np.int64,
-                snapshot.item_count,
-            )
+            mapping = id_positions(snapshot.item_ids, self.item_ids)
             self._maps = (snapshot.snapshot_id, mapping)
             return mapping
 

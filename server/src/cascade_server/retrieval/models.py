@@ -19,6 +19,7 @@ from annoy import AnnoyIndex
 
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
+from cascade_server.features.id_positions import id_positions
 from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
 
 ITEMS_FILE = "items.json"
@@ -74,13 +75,8 @@ class RetrievalModels:
         if maps is not None and maps.snapshot_id == snapshot.snapshot_id:
             return maps
         with self._lock:
-            release_index = {item: i for i, item in enumerate(self.item_ids)}
-            to_release = np.fromiter(
-                (release_index.get(item, -1) for item in snapshot.item_ids),
-                np.int64,
-                snapshot.item_count,
-            )
-            to_live = snapshot.lookup_items(self.item_ids)
+            to_release = id_positions(snapshot.item_ids, self.item_ids)
+            to_live = id_positions(self.item_ids, snapshot.item_ids, snapshot.item_index)
             self._maps = IndexMaps(snapshot.snapshot_id, to_release, to_live)
             return self._maps
 
