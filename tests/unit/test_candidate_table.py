@@ -101,5 +101,7 @@ def test_a_scored_table_attaches_each_ranked_items_hits():
     assert ranked[1:] == expected[1:]
     with pytest.raises(IndexError):
         ranked[3]
+    assert ranked.take(np.array([2, 0])) == [expected[2], expected[0]]
+    assert ranked.take(np.zeros(0, dtype=np.int64)) == []
     with pytest.raises(ValueError, match="different lengths"):
         ScoredTable(np.array([1.0]), retrieved)

@@ -230,8 +230,7 @@ class _Placement:
     def run(self) -> tuple[list[BlendedItem], dict[int, int]]:
         """The page, and the page position of each placed candidate (by its index among
         the filtered candidates)."""
-        page: list[BlendedItem] = []
-        positions: dict[int, int] = {}
+        chosen: list[tuple[int, Slot]] = []
         recent: deque[int] = deque(maxlen=max(self.policy.category_spacing, 1))
         for slot in self._slots():
             if not self.open.any():
@@ -240,10 +239,14 @@ class _Placement:
             self._place(choice)
             if self.policy.category_spacing:
                 recent.append(int(self.primary[choice]))
-            positions[choice] = len(page)
-            candidate = self.candidates[int(self.positions[choice])]
-            page.append(BlendedItem(candidate, self._creator(choice), slot))
-        return page, positions
+            chosen.append((choice, slot))
+        choices = np.array([choice for choice, _ in chosen], dtype=np.int64)
+        placed = _pick(self.candidates, self.positions[choices])
+        page = [
+            BlendedItem(candidate, self._creator(choice), slot)
+            for candidate, (choice, slot) in zip(placed, chosen, strict=True)
+        ]
+        return page, {choice: position for position, (choice, _) in enumerate(chosen)}
 
     def _creator(self, i: int) -> str:
         return self.snapshot.item_creators[int(self.rows[i])]
@@ -306,9 +309,12 @@ class _Placement:
             value = lam * self.relevance - (1.0 - lam) * self.max_similarity
         choice = int(np.argmax(np.where(pool, value, -np.inf)))
         passed_over = ~self.placed & (self.relevance > self.relevance[choice])
-        self.demoted[passed_over & feasible & spaced] = _CODE[Demotion.DIVERSITY]
-        self.demoted[passed_over & feasible & ~spaced] = _CODE[Demotion.CATEGORY_SPACING]
-        self.demoted[passed_over & ~feasible] = _CODE[Demotion.CREATOR_CAP]
+        why = np.where(
+            feasible,
+            np.where(spaced, _CODE[Demotion.DIVERSITY], _CODE[Demotion.CATEGORY_SPACING]),
+            _CODE[Demotion.CREATOR_CAP],
+        )
+        self.demoted[passed_over] = why[passed_over]
         return choice, Slot.RANKED
 
     def _place(self, choice: int) -> None:
@@ -393,6 +399,13 @@ def _boosts(snapshot: EngagementSnapshot, rows: IntArray, policy: SurfacePolicy)
         if found:
             boosts[i] = max(found, key=abs)
     return boosts
+
+
+def _pick(candidates: Sequence[ScoredCandidate], positions: IntArray) -> list[ScoredCandidate]:
+    """The candidates at ``positions`` (for a table, built in one step)."""
+    if isinstance(candidates, ScoredTable):
+        return list(candidates.take(positions))
+    return [candidates[p] for p in positions.tolist()]
 
 
 def _fresh_ranks(candidates: Sequence[ScoredCandidate]) -> FloatArray:

@@ -176,6 +176,10 @@ class ScoredTable(Sequence[ScoredCandidate]):
         )
         return cls(scores, sources.take(positions, item_ids))
 
+    def take(self, positions: IntArray) -> ScoredTable:
+        """The candidates at ``positions``, in their order."""
+        return ScoredTable(self.scores[positions], self.hits.take(positions))
+
     def __len__(self) -> int:
         return len(self.item_ids)
 
