@@ -105,3 +105,23 @@ def test_a_scored_table_attaches_each_ranked_items_hits():
     assert ranked.take(np.zeros(0, dtype=np.int64)) == []
     with pytest.raises(ValueError, match="different lengths"):
         ScoredTable(np.array([1.0]), retrieved)
+
+
+def test_csr_sum_rows_at_reads_the_summed_rows_at_the_columns():
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(0, 6, 40)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    csr = Csr(indptr, rng.integers(0, 60, indptr[-1]), rng.random(indptr[-1]))
+    dense = np.zeros((40, 80))
+    np.add.at(dense, (csr.entry_rows(), csr.indices), csr.data)
+    rows = np.array([3, 7, 7, 39, -1, 12])
+    columns = np.array([5, 59, 5, 79, 0, 33, 12])  # a repeat; 79 is in no row
+    expected = dense[rows[rows >= 0]].sum(axis=0)[columns]
+    np.testing.assert_allclose(csr.sum_rows_at(rows, columns), expected)
+    # The per-thread slots are left clean: a second call with other columns agrees too.
+    np.testing.assert_allclose(
+        csr.sum_rows_at(rows, np.array([1, 2])), dense[rows[rows >= 0]].sum(axis=0)[[1, 2]]
+    )
+    assert csr.sum_rows_at(rows, np.zeros(0, dtype=np.int64)).shape == (0,)
+    with pytest.raises(ValueError, match="non-negative"):
+        csr.sum_rows_at(rows, np.array([-1]))

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -133,14 +134,37 @@ class Csr:
         indices, values = self.rows(rows)
         if len(indices) == 0 or len(columns) == 0:
             return np.zeros(len(columns))
-        # Only the entries at ``columns`` are summed (found by binary search in the few
-        # columns), in the rows' order, so a row's sum never depends on other rows.
-        ordered = np.sort(columns)
-        slot = np.minimum(np.searchsorted(ordered, indices), len(ordered) - 1)
-        hit = ordered[slot] == indices
-        sums = np.bincount(slot[hit], weights=values[hit], minlength=len(ordered))
-        found: FloatArray = np.asarray(sums[np.searchsorted(ordered, columns)], dtype=np.float64)
+        if int(columns.min()) < 0:
+            raise ValueError("columns must be non-negative")
+        # Only the entries at ``columns`` are summed, in the rows' order (so a row's sum
+        # never depends on other rows), found through a per-thread array over the
+        # columns: one lookup per entry, where a binary search took nine.
+        size = max(int(indices.max()), int(columns.max())) + 1
+        slots = _column_slots(size)
+        slots[columns] = np.arange(len(columns), dtype=np.int32)  # repeats share one slot
+        try:
+            slot = slots[indices]
+            hit = slot >= 0
+            sums = np.bincount(slot[hit], weights=values[hit], minlength=len(columns))
+            found: FloatArray = np.asarray(sums[slots[columns]], dtype=np.float64)
+        finally:
+            slots[columns] = -1
         return found
+
+
+class _ColumnSlots(threading.local):
+    array: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
+
+
+_SLOTS = _ColumnSlots()
+
+
+def _column_slots(size: int) -> npt.NDArray[np.int32]:
+    """This thread's array of at least ``size`` slots, every one -1 (callers put back
+    what they set)."""
+    if len(_SLOTS.array) < size:
+        _SLOTS.array = np.full(size, -1, dtype=np.int32)
+    return _SLOTS.array
 
 
 _EMPTY_INT: Final[IntArray] = np.zeros(0, dtype=np.int64)
