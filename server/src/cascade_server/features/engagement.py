@@ -316,7 +316,7 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
     category_items = _category_items(item_categories, len(categories), popular_items, popularity)
     return EngagementSnapshot(
         item_ids=data.item_ids,
-        item_index={item: i for i, item in enumerate(data.item_ids)},
+        item_index=dict(zip(data.item_ids, range(n_items), strict=True)),
         item_creators=data.item_creators,
         item_active=active,
         user_index={user: u for u, user in enumerate(data.user_ids)},
@@ -498,8 +498,9 @@ def _categories(item_categories: Sequence[Sequence[str]], n_items: int) -> tuple
 
 
 def _creator_codes(creators: Sequence[str]) -> IntArray:
-    codes = {c: i for i, c in enumerate(dict.fromkeys(c for c in creators if c))}
-    return np.fromiter((codes.get(c, -1) for c in creators), np.int64, len(creators))
+    codes = {c: i for i, c in enumerate(dict.fromkeys(creators))}
+    codes.pop("", None)  # no creator
+    return np.fromiter(map(codes.get, creators, itertools.repeat(-1)), np.int64, len(creators))
 
 
 def _primary_categories(item_categories: Csr) -> IntArray:
@@ -558,15 +559,15 @@ def _neighbours(history: Csr, n_users: int, n_items: int, config: SignalConfig) 
     )
     counts = np.asarray(matrix.sum(axis=0)).ravel()
     co = (matrix.T @ matrix).tocsr()
-    co.setdiag(0)
-    co.eliminate_zeros()
     rows = np.repeat(np.arange(n_items), np.diff(co.indptr))
-    norm = np.sqrt(counts[rows] * counts[co.indices]) + config.shrinkage
-    sims = co.data / norm
+    off = (co.indices != rows) & (co.data != 0)  # an item is not its own neighbour
+    rows, cols, together = rows[off], co.indices[off].astype(np.int64), co.data[off]
+    sims = together / (np.sqrt(counts[rows] * counts[cols]) + config.shrinkage)
     # Top-k per row: sort every entry by (row, -similarity, column) once, then keep
-    # the first k of each row.
-    order = np.lexsort((co.indices, -sims, rows))
-    rows, cols, sims = rows[order], co.indices[order].astype(np.int64), sims[order]
-    starts = np.searchsorted(rows, rows, side="left")
-    keep = (np.arange(len(rows)) - starts) < config.neighbours_per_item
+    # the first k of each row (rows keep their place: each starts where its counts say).
+    order = np.lexsort((cols, -sims, rows))
+    rows, cols, sims = rows[order], cols[order], sims[order]
+    starts = np.zeros(n_items + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_items), out=starts[1:])
+    keep = (np.arange(len(rows)) - starts[rows]) < config.neighbours_per_item
     return _rows(rows[keep], cols[keep], sims[keep], n_items)
