@@ -167,6 +167,14 @@ class Settings(BaseSettings):
         default=30.0,
         description="How often servers check Postgres for new events and catalog changes.",
     )
+    snapshot_file: bool = Field(
+        default=True,
+        description=(
+            "Keep the serving snapshot in HOME/snapshots (one file per database, rewritten "
+            "at most every 5 minutes), so a restarted server serves from it at once and "
+            "catches up with Postgres in the background."
+        ),
+    )
     status_refresh_seconds: PositiveFloat = Field(
         default=2.0,
         description=(

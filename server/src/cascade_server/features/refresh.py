@@ -19,6 +19,7 @@ from cascade_server.features.engagement import (
     with_item_statuses,
     with_seen_events,
 )
+from cascade_server.features.snapshot_file import SnapshotCursors, SnapshotFile
 from cascade_server.logs import get_logger
 from cascade_server.metrics import SNAPSHOT_BUILDS, SNAPSHOT_SECONDS
 from cascade_server.storage.engagement_reader import EngagementData
@@ -50,6 +51,7 @@ class SnapshotHolder:
         read_status_changes: Callable[[str], tuple[list[tuple[str, str]], str]] | None = None,
         read_seen_events: Callable[[int], tuple[list[tuple[str, str, str, float]], int]]
         | None = None,
+        snapshot_file: SnapshotFile | None = None,
     ) -> None:
         self._read_data = read_data
         self._read_fingerprint = read_fingerprint
@@ -60,6 +62,7 @@ class SnapshotHolder:
         self._items_since = ""
         self._read_seen_events = read_seen_events
         self._events_after = 0
+        self._file = snapshot_file
 
     @property
     def ready(self) -> bool:
@@ -96,6 +99,34 @@ class SnapshotHolder:
             "snapshot built",
             snapshot_id=snapshot.snapshot_id,
             read_s=round(read_s, 3),
+            total_s=round(time.perf_counter() - started, 3),
+            **snapshot.stats,
+        )
+        if self._file is not None:
+            cursors = SnapshotCursors(data.fingerprint, data.items_updated_at, data.last_event_id)
+            try:
+                self._file.save(snapshot, cursors)
+            except OSError as error:  # serving goes on; the next restart builds
+                _log.warning("snapshot file not written", error=str(error))
+        return True
+
+    def load_saved(self) -> bool:
+        """Serve the snapshot file's snapshot, if there is one that fits (see
+        ``features.snapshot_file``); the next ``refresh`` catches up with the database.
+        Blocking."""
+        if self._file is None:
+            return False
+        started = time.perf_counter()
+        loaded = self._file.load()
+        if loaded is None:
+            return False
+        snapshot, cursors = loaded
+        self._snapshot, self._fingerprint = snapshot, cursors.fingerprint
+        self._items_since, self._events_after = cursors.items_updated_at, cursors.last_event_id
+        heap.freeze()
+        _log.info(
+            "snapshot loaded from file",
+            snapshot_id=snapshot.snapshot_id,
             total_s=round(time.perf_counter() - started, 3),
             **snapshot.stats,
         )
@@ -138,6 +169,13 @@ class SnapshotHolder:
         they never race each other.
         """
         announced = False
+        if not self.ready and self._file is not None:
+            try:
+                announced = await asyncio.to_thread(self.load_saved)
+            except Exception:
+                _log.exception("snapshot file not loaded; building")
+            if announced:
+                on_ready()  # serve the saved snapshot while the first refresh catches up
         tick_s = min(interval_s, status_interval_s or interval_s)
         next_full = 0.0
         while not stop.is_set():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ from cascade_server.catalog.service import CatalogService
 from cascade_server.errors import NotReadyError
 from cascade_server.features.engagement import SignalConfig
 from cascade_server.features.refresh import SnapshotHolder, SnapshotSource
+from cascade_server.features.snapshot_file import SnapshotFile
 from cascade_server.logs import get_logger
 from cascade_server.pipeline.types import SourceKind
 from cascade_server.ranking.models import RANKING_ARTIFACTS, LearnedRanker
@@ -84,13 +86,21 @@ def signal_config(settings: Settings) -> SignalConfig:
 
 
 def snapshot_holder(settings: Settings, engine: sa.Engine) -> SnapshotHolder:
-    """A snapshot holder reading ``engine`` with the settings' signal knobs."""
+    """A snapshot holder reading ``engine`` with the settings' signal knobs (and keeping
+    its snapshot in a file of this database's, when the settings say so)."""
+    config = signal_config(settings)
+    database = hashlib.sha256(engine.url.render_as_string(hide_password=True).encode())
     return SnapshotHolder(
         read_data=lambda: read_engagement(engine),
         read_fingerprint=lambda: read_fingerprint(engine),
-        config=signal_config(settings),
+        config=config,
         read_status_changes=lambda since: read_item_status_changes(engine, since),
         read_seen_events=lambda after: read_recent_seen_events(engine, after),
+        snapshot_file=SnapshotFile(
+            settings.home / "snapshots" / f"{database.hexdigest()[:16]}.npz", config
+        )
+        if settings.snapshot_file
+        else None,
     )
 
 
