@@ -87,11 +87,15 @@ class CandidateTable(Sequence[Candidate]):
         if item_ids is None:
             item_ids = [self.item_ids[p] for p in positions.tolist()]
         valid = positions >= 0
-        safe = np.where(valid, positions, 0)
-        starts = (np.cumsum(self.hit_counts) - self.hit_counts)[safe] if len(self) else safe
-        counts = np.where(valid, self.hit_counts[safe] if len(self) else 0, 0)
+        counts = np.zeros(len(positions), dtype=np.int64)
+        starts = np.zeros(len(positions), dtype=np.int64)
+        if valid.any():
+            counts[valid] = self.hit_counts[positions[valid]]
+            starts[valid] = (np.cumsum(self.hit_counts) - self.hit_counts)[positions[valid]]
         ends = np.cumsum(counts)
-        hits = np.repeat(starts - (ends - counts), counts) + np.arange(ends[-1] if len(ends) else 0)
+        # Each hit's place in this table: its row's start here, plus its offset in the row.
+        total = int(ends[-1]) if len(ends) else 0
+        hits = np.repeat(starts - (ends - counts), counts) + np.arange(total)
         return CandidateTable(
             item_ids,
             counts,

@@ -191,7 +191,7 @@ def candidates_to_columns(candidates: Sequence[Candidate]) -> candidate_pb2.Cand
     return candidate_pb2.CandidateColumns(
         item_ids=table.item_ids,
         hit_counts=table.hit_counts.tolist(),
-        hit_sources=[SOURCE_TO_PROTO[kind] for kind in table.hit_sources],
+        hit_sources=list(map(SOURCE_TO_PROTO.__getitem__, table.hit_sources)),
         hit_ranks=table.hit_ranks.tolist(),
         hit_scores=table.hit_scores.tolist(),
     )
