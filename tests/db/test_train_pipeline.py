@@ -225,7 +225,7 @@ def test_the_numpy_heavy_ranker_matches_the_saved_model(trained, tmp_path):
     shutil.copytree(heavy, without)
     (without / HEAVY_WEIGHTS_FILE).unlink()
     columns = FeatureSet.load(
-        registry.path_of(manifest.release_id) / ranking_files.FEATURES_FILE
+        registry.path_of(manifest.release_id) / ranking_files.FEATURES_DIR
     ).columns
     ours, reference = HeavyRanker(heavy, columns), HeavyRanker(without, columns)
     assert ours.heads == reference.heads

@@ -117,12 +117,28 @@ def test_users_without_history_get_zero_personal_features():
     assert np.all(values[0][:, personal] == 0)
 
 
-def test_feature_sets_round_trip_through_a_file(tmp_path):
+def test_feature_sets_round_trip_through_a_directory(tmp_path):
     histories, x = data()
     features = feature_set(x)
-    features.save(tmp_path / "features.npz")
-    loaded = FeatureSet.load(tmp_path / "features.npz")
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "99.left.over.npy").write_bytes(b"from an earlier run")
+    features.save(tmp_path / "features")
+    loaded = FeatureSet.load(tmp_path / "features")
     assert loaded.columns == features.columns
+    candidates = np.tile(np.arange(N_ITEMS), (N_USERS, 1))
+    users = Users.of(histories, N_ITEMS, QUERIES)
+    np.testing.assert_array_equal(
+        loaded.compute(users, candidates), features.compute(users, candidates)
+    )
+
+
+def test_feature_sets_of_earlier_releases_load_from_one_npz_file(tmp_path):
+    histories, x = data()
+    features = feature_set(x)
+    features.save(tmp_path / "features")
+    arrays = {f.name.removesuffix(".npy"): np.load(f) for f in (tmp_path / "features").iterdir()}
+    np.savez(tmp_path / "features.npz", **arrays)
+    loaded = FeatureSet.load(tmp_path / "features.npz")
     candidates = np.tile(np.arange(N_ITEMS), (N_USERS, 1))
     users = Users.of(histories, N_ITEMS, QUERIES)
     np.testing.assert_array_equal(

@@ -30,7 +30,8 @@ ARTIFACT_KINDS = {
     "item_embeddings.npy": "embeddings",
     "two_tower": "tensorflow_saved_model",
     "items.ann": "annoy_index",
-    "ranking_features.npz": "features",
+    "ranking_features": "features",
+    "ranking_features.npz": "features",  # releases before the directory form
     "light_ranker.txt": "lightgbm_model",
     "heavy_ranker": "tensorflow_saved_model",
     "policy.yaml": "blending_policy",

@@ -181,7 +181,8 @@ def train_ranker(
     heavy_path = build.path / HEAVY_RANKER_DIR
     shutil.rmtree(heavy_path, ignore_errors=True)
     features, booster, report = train_rankers(interactions, config, heavy_path, progress, two_tower)
-    features.save(build.path / ranking_files.FEATURES_FILE)
+    features.save(build.path / ranking_files.FEATURES_DIR)
+    (build.path / ranking_files.LEGACY_FEATURES_FILE).unlink(missing_ok=True)
     booster.save_model(str(build.path / ranking_files.LIGHT_RANKER_FILE))
     build.record("ranker", config, report)
     return report

@@ -11,6 +11,7 @@ Items are release indices; a user's history is the set of items they engaged wit
 from __future__ import annotations
 
 import functools
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,25 +297,45 @@ class FeatureSet:
         return np.concatenate([f.compute(users, candidates) for f in self.features], axis=2)
 
     def save(self, path: Path) -> None:
-        """Store every feature's arrays in one ``.npz`` file."""
+        """Store every feature's arrays in the directory ``path``, one ``.npy`` file each
+        (so a server maps them into memory instead of reading gigabytes at start). What
+        the directory held before is removed."""
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        for key, value in self._arrays().items():
+            np.save(path / f"{key}.npy", value)
+
+    def _arrays(self) -> dict[str, npt.NDArray[np.generic]]:
         arrays: dict[str, npt.NDArray[np.generic]] = {}
         for position, feature in enumerate(self.features):
             prefix = f"{position:02d}.{feature.kind}.{feature.name}"
             arrays[f"{prefix}.__marker"] = np.zeros(0)
             for key, value in feature.arrays().items():
                 arrays[f"{prefix}.{key}"] = value
-        np.savez(path, **arrays)  # type: ignore[arg-type]
+        return arrays
 
     @classmethod
     def load(cls, path: Path) -> FeatureSet:
-        """The features stored by ``save``."""
+        """The features stored by ``save`` (mapped into memory, read-only), or in the one
+        ``.npz`` file releases before the directory form hold."""
+        if path.is_dir():
+            return cls._of(
+                {
+                    file.name.removesuffix(".npy"): np.load(file, mmap_mode="r")
+                    for file in sorted(path.glob("*.npy"))
+                }
+            )
         with np.load(path, allow_pickle=False) as stored:
-            grouped: dict[tuple[str, str, str], dict[str, npt.NDArray[np.generic]]] = {}
-            for key in stored.files:
-                position, kind, name, field = key.split(".", 3)
-                group = grouped.setdefault((position, kind, name), {})
-                if field != "__marker":
-                    group[field] = stored[key]
+            return cls._of({key: stored[key] for key in stored.files})
+
+    @classmethod
+    def _of(cls, arrays: Mapping[str, npt.NDArray[np.generic]]) -> FeatureSet:
+        grouped: dict[tuple[str, str, str], dict[str, npt.NDArray[np.generic]]] = {}
+        for key, value in arrays.items():
+            position, kind, name, field = key.split(".", 3)
+            group = grouped.setdefault((position, kind, name), {})
+            if field != "__marker":
+                group[field] = value
         return cls([_restore(kind, name, a) for (_, kind, name), a in sorted(grouped.items())])
 
 

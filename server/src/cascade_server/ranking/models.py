@@ -26,12 +26,15 @@ from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HeavyRanker
 from cascade_server.ranking.scorers import Scores
 from cascade_server.settings import RankingMode
 
-FEATURES_FILE = "ranking_features.npz"
+FEATURES_DIR = "ranking_features"
+LEGACY_FEATURES_FILE = "ranking_features.npz"
+"""Where releases made before the directory form keep their features."""
 LIGHT_RANKER_FILE = "light_ranker.txt"
 ITEMS_FILE = "items.json"
 RANKING_ARTIFACTS = (
     ITEMS_FILE,
-    FEATURES_FILE,
+    FEATURES_DIR,
+    LEGACY_FEATURES_FILE,
     LIGHT_RANKER_FILE,
     HEAVY_RANKER_DIR,
     *QUERY_TOWER_ARTIFACTS,
@@ -56,7 +59,10 @@ class LearnedRanker:
         self.item_ids: list[str] = json.loads((path / ITEMS_FILE).read_text())
         self.n_items = len(self.item_ids)
         try:
-            self.features = FeatureSet.load(path / FEATURES_FILE)
+            features = path / FEATURES_DIR
+            self.features = FeatureSet.load(
+                features if features.exists() else path / LEGACY_FEATURES_FILE
+            )
             self.booster = lgb.Booster(model_file=str(path / LIGHT_RANKER_FILE))
         except (OSError, ValueError, lgb.basic.LightGBMError) as error:
             raise CorruptReleaseError(f"the ranker cannot be loaded: {error}") from error
