@@ -319,12 +319,13 @@ class FeatureSet:
         """The features stored by ``save`` (mapped into memory, read-only), or in the one
         ``.npz`` file releases before the directory form hold."""
         if path.is_dir():
-            return cls._of(
-                {
-                    file.name.removesuffix(".npy"): np.load(file, mmap_mode="r")
-                    for file in sorted(path.glob("*.npy"))
-                }
-            )
+            arrays = {
+                file.name.removesuffix(".npy"): np.load(file, mmap_mode="r")
+                for file in sorted(path.glob("*.npy"))
+            }
+            for array in arrays.values():
+                _touch(array)
+            return cls._of(arrays)
         with np.load(path, allow_pickle=False) as stored:
             return cls._of({key: stored[key] for key in stored.files})
 
@@ -337,6 +338,14 @@ class FeatureSet:
             if field != "__marker":
                 group[field] = value
         return cls([_restore(kind, name, a) for (_, kind, name), a in sorted(grouped.items())])
+
+
+def _touch(array: npt.NDArray[np.generic]) -> None:
+    """Read one byte of every page of a mapped array, so requests do not wait for the
+    pages to be mapped (about 40 ms for 1.5 GB already in the page cache, as the
+    release check leaves them)."""
+    if array.size:
+        np.asarray(array).ravel(order="K").view(np.uint8)[::4096].sum()
 
 
 def _restore(kind: str, name: str, a: Mapping[str, npt.NDArray[np.generic]]) -> Feature:
