@@ -75,7 +75,8 @@ ACTIVE_RELEASE = Gauge(
 )
 SNAPSHOT_BUILDS = Counter(
     "cascade_snapshot_builds_total",
-    "Engagement snapshots built from Postgres, by result.",
+    "Engagement snapshots built from Postgres (built, failed) or loaded from the "
+    "snapshot file (loaded), by result.",
     ["result"],
 )
 SNAPSHOT_SECONDS = Gauge(

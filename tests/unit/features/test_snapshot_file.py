@@ -80,11 +80,12 @@ def test_files_of_other_settings_or_damaged_ones_are_ignored(tmp_path):
     assert SnapshotFile(path, SignalConfig()).load() is None
 
 
-def _holder(tmp_path, read_data, fingerprint):
+def _holder(tmp_path, read_data, fingerprint, read_status_changes=None):
     return SnapshotHolder(
         read_data=read_data,
         read_fingerprint=lambda: fingerprint[0],
         config=SignalConfig(),
+        read_status_changes=read_status_changes,
         snapshot_file=SnapshotFile(tmp_path / "db.npz", SignalConfig(), min_interval_s=0),
     )
 
@@ -123,13 +124,19 @@ def test_keep_fresh_is_ready_from_the_file_before_its_first_build_finishes(tmp_p
         release.wait(10)
         return DATA
 
-    holder = _holder(tmp_path, slow_read, fingerprint)
+    def status_changes(since):
+        # What changed in the catalog since the file's cursor: i1 was deleted.
+        assert since == DATA.items_updated_at
+        return [("i1", "deleted")], "2026-11-26 11:00:00+00"
+
+    holder = _holder(tmp_path, slow_read, fingerprint, status_changes)
 
     async def run():
         ready, stop = asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(holder.keep_fresh(60, ready.set, stop))
         await asyncio.wait_for(ready.wait(), 5)  # while the build is still reading
         assert holder.ready
+        assert not holder.current().item_active[0]  # caught up before serving
         release.set()
         stop.set()
         await task

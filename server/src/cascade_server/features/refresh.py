@@ -120,6 +120,7 @@ class SnapshotHolder:
         loaded = self._file.load()
         if loaded is None:
             return False
+        SNAPSHOT_BUILDS.labels("loaded").inc()
         snapshot, cursors = loaded
         self._snapshot, self._fingerprint = snapshot, cursors.fingerprint
         self._items_since, self._events_after = cursors.items_updated_at, cursors.last_event_id
@@ -172,8 +173,10 @@ class SnapshotHolder:
         if not self.ready and self._file is not None:
             try:
                 announced = await asyncio.to_thread(self.load_saved)
+                if announced:  # items hidden or deleted since the file leave it at once
+                    await asyncio.to_thread(self.apply_changes)
             except Exception:
-                _log.exception("snapshot file not loaded; building")
+                _log.exception("snapshot file not loaded or not caught up; going on")
             if announced:
                 on_ready()  # serve the saved snapshot while the first refresh catches up
         tick_s = min(interval_s, status_interval_s or interval_s)
