@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,9 +164,17 @@ def release_watcher(
 
     def load_release(release_id: str) -> T:
         path = registry.path_of(release_id)
-        manifest = read_verified(path, artifacts)
-        if settings.release_check_in_child and name in PROBED:
-            probe(path, name)
+        # The child process's check and the checksums are independent: run them at once
+        # (about a second and a half each for a million items' index).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="release-check") as pool:
+            checked = (
+                pool.submit(probe, path, name)
+                if settings.release_check_in_child and name in PROBED
+                else None
+            )
+            manifest = read_verified(path, artifacts)
+            if checked is not None:
+                checked.result()
         return load(path, manifest)
 
     return ReleaseWatcher(
