@@ -3,7 +3,6 @@ holder serves a saved snapshot before its first build from the database."""
 
 import asyncio
 import dataclasses
-import threading
 
 import numpy as np
 import pytest
@@ -114,30 +113,32 @@ def test_a_holder_serves_the_saved_snapshot_until_the_database_moves_on(tmp_path
 
 
 @pytest.mark.timeout(30)
-def test_keep_fresh_is_ready_from_the_file_before_its_first_build_finishes(tmp_path):
+def test_keep_fresh_serves_the_file_then_rebuilds_at_its_interval(tmp_path):
     fingerprint = [DATA.fingerprint]
     _holder(tmp_path, lambda: DATA, fingerprint).refresh()  # a file from an earlier run
     fingerprint[0] = "moved on"
-    release = threading.Event()
+    reads = []
 
-    def slow_read():
-        release.wait(10)
+    def read_data():
+        reads.append(True)
         return DATA
 
     def status_changes(since):
-        # What changed in the catalog since the file's cursor: i1 was deleted.
-        assert since == DATA.items_updated_at
-        return [("i1", "deleted")], "2026-11-26 11:00:00+00"
+        # Since the file's cursor, i1 was deleted; nothing after that.
+        if since == DATA.items_updated_at:
+            return [("i1", "deleted")], "later"
+        return [], since
 
-    holder = _holder(tmp_path, slow_read, fingerprint, status_changes)
+    holder = _holder(tmp_path, read_data, fingerprint, status_changes)
 
     async def run():
         ready, stop = asyncio.Event(), asyncio.Event()
-        task = asyncio.create_task(holder.keep_fresh(60, ready.set, stop))
-        await asyncio.wait_for(ready.wait(), 5)  # while the build is still reading
-        assert holder.ready
+        task = asyncio.create_task(holder.keep_fresh(0.5, ready.set, stop, 0.05))
+        await asyncio.wait_for(ready.wait(), 5)
+        assert not reads  # served from the file, not built
         assert not holder.current().item_active[0]  # caught up before serving
-        release.set()
+        while not reads:  # rebuilt at the interval, the database having moved on
+            await asyncio.sleep(0.05)
         stop.set()
         await task
 

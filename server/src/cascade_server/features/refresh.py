@@ -178,9 +178,12 @@ class SnapshotHolder:
             except Exception:
                 _log.exception("snapshot file not loaded or not caught up; going on")
             if announced:
-                on_ready()  # serve the saved snapshot while the first refresh catches up
+                on_ready()
         tick_s = min(interval_s, status_interval_s or interval_s)
-        next_full = 0.0
+        # A snapshot from the file is rebuilt at the regular interval, like any other
+        # (changes in between are applied as usual), not at once: a rebuild right after
+        # SERVING would take the cores from the first requests (8 s at a million items).
+        next_full = time.monotonic() + interval_s if announced else 0.0
         while not stop.is_set():
             now = time.monotonic()
             try:
