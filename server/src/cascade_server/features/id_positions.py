@@ -23,7 +23,10 @@ def id_positions(
     hold distinct ids; ``index`` (id → position in ``within``) saves building one when
     the lists are not one a prefix of the other."""
     n = min(len(ids), len(within))
-    if list(itertools.islice(ids, n)) == list(itertools.islice(within, n)):
+    # The first ids decide most comparisons without copying either list.
+    if n == 0 or (
+        ids[0] == within[0] and list(itertools.islice(ids, n)) == list(itertools.islice(within, n))
+    ):
         # Distinct ids: the rest of ``ids`` cannot be in ``within``.
         positions = np.full(len(ids), -1, dtype=np.int64)
         positions[:n] = np.arange(n)

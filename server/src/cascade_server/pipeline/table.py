@@ -12,18 +12,49 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
-import numpy.typing as npt
 
+from cascade_server.features.engagement import Csr, FloatArray, IntArray
+from cascade_server.features.id_positions import id_positions
 from cascade_server.pipeline.types import Candidate, ScoredCandidate, SourceHit, SourceKind
 
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
+T = TypeVar("T")
 
 
-class CandidateTable(Sequence[Candidate]):
+class _Rows(Sequence[T]):
+    """A read-only sequence whose elements are built from columns when read: subclasses
+    give ``__len__``, ``__iter__`` (all rows at once) and ``_row`` (one row)."""
+
+    __slots__ = ()
+
+    def _row(self, index: int) -> T:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        return self._row(range(len(self))[index])  # negative indices; IndexError past the end
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self)!r})"
+
+
+class CandidateTable(_Rows[Candidate]):
     """Candidates as columns: ``item_ids``, and every candidate's source hits one
     candidate after another (``hit_counts[i]`` of them for candidate ``i``).
 
@@ -86,19 +117,11 @@ class CandidateTable(Sequence[Candidate]):
         position) the rows get those ids, and a position of -1 a row with no hits."""
         if item_ids is None:
             item_ids = [self.item_ids[p] for p in positions.tolist()]
-        valid = positions >= 0
-        counts = np.zeros(len(positions), dtype=np.int64)
-        starts = np.zeros(len(positions), dtype=np.int64)
-        if valid.any():
-            counts[valid] = self.hit_counts[positions[valid]]
-            starts[valid] = (np.cumsum(self.hit_counts) - self.hit_counts)[positions[valid]]
-        ends = np.cumsum(counts)
-        # Each hit's place in this table: its row's start here, plus its offset in the row.
-        total = int(ends[-1]) if len(ends) else 0
-        hits = np.repeat(starts - (ends - counts), counts) + np.arange(total)
+        taken = self._hits().take(positions)
+        hits = taken.indices
         return CandidateTable(
             item_ids,
-            counts,
+            np.diff(taken.indptr),
             list(map(self.hit_sources.__getitem__, hits.tolist())),
             self.hit_ranks[hits],
             self.hit_scores[hits],
@@ -109,9 +132,15 @@ class CandidateTable(Sequence[Candidate]):
         best = np.full(len(self), np.inf)
         mine = np.fromiter((s is kind for s in self.hit_sources), np.bool_, len(self.hit_sources))
         if mine.any():
-            owner = np.repeat(np.arange(len(self)), self.hit_counts)
+            owner = self._hits().entry_rows()
             np.minimum.at(best, owner[mine], self.hit_ranks[mine].astype(np.float64))
         return best
+
+    def _hits(self) -> Csr:
+        """Row ``i``: the positions of candidate ``i``'s hits in the hit columns."""
+        indptr = np.zeros(len(self) + 1, dtype=np.int64)
+        np.cumsum(self.hit_counts, out=indptr[1:])
+        return Csr(indptr, np.arange(indptr[-1]), self.hit_scores)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -120,38 +149,18 @@ class CandidateTable(Sequence[Candidate]):
         for item_id, hits in zip(self.item_ids, self.sources(), strict=True):
             yield Candidate(item_id, list(hits))
 
-    @overload
-    def __getitem__(self, index: int) -> Candidate: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Candidate]: ...
-
-    def __getitem__(self, index: int | slice) -> Candidate | list[Candidate]:
-        if isinstance(index, slice):
-            return list(self)[index]
-        index = range(len(self))[index]  # negative indices; IndexError past the end
-        start = int(self.hit_counts[:index].sum())
-        end = start + int(self.hit_counts[index])
+    def _row(self, index: int) -> Candidate:
+        hits = self._hits().row(index)[0].tolist()
         return Candidate(
             self.item_ids[index],
             [
                 SourceHit(self.hit_sources[h], int(self.hit_ranks[h]), float(self.hit_scores[h]))
-                for h in range(start, end)
+                for h in hits
             ],
         )
 
-    def __eq__(self, other: Any) -> bool:
-        if not isinstance(other, Sequence):
-            return NotImplemented
-        return list(self) == list(other)
 
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"CandidateTable({list(self)!r})"
-
-
-class ScoredTable(Sequence[ScoredCandidate]):
+class ScoredTable(_Rows[ScoredCandidate]):
     """Ranked candidates as columns: ``item_ids``, their ``scores`` and their source hits
     (``hits``, aligned with them). No stage or head scores: the callers that need those
     ask ranking for them and get ``ScoredCandidate``s.
@@ -174,11 +183,7 @@ class ScoredTable(Sequence[ScoredCandidate]):
     ) -> ScoredTable:
         """Ranking's answer (``item_ids`` with ``scores``) with each item's source hits
         from ``sources`` (none for an item it does not hold)."""
-        where = dict(zip(sources.item_ids, range(len(sources)), strict=True))
-        positions = np.fromiter(
-            map(where.get, item_ids, itertools.repeat(-1)), np.int64, len(item_ids)
-        )
-        return cls(scores, sources.take(positions, item_ids))
+        return cls(scores, sources.take(id_positions(item_ids, sources.item_ids), item_ids))
 
     def take(self, positions: IntArray) -> ScoredTable:
         """The candidates at ``positions``, in their order."""
@@ -192,25 +197,6 @@ class ScoredTable(Sequence[ScoredCandidate]):
         for item_id, score, hits in zip(self.item_ids, scores, self.hits.sources(), strict=True):
             yield ScoredCandidate(item_id, score, sources=hits)
 
-    @overload
-    def __getitem__(self, index: int) -> ScoredCandidate: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[ScoredCandidate]: ...
-
-    def __getitem__(self, index: int | slice) -> ScoredCandidate | list[ScoredCandidate]:
-        if isinstance(index, slice):
-            return list(self)[index]
-        index = range(len(self))[index]
+    def _row(self, index: int) -> ScoredCandidate:
         hits = tuple(self.hits[index].sources)
         return ScoredCandidate(self.item_ids[index], float(self.scores[index]), sources=hits)
-
-    def __eq__(self, other: Any) -> bool:
-        if not isinstance(other, Sequence):
-            return NotImplemented
-        return list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"ScoredTable({list(self)!r})"
