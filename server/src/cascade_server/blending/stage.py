@@ -137,17 +137,19 @@ class BlendingStage:
         # What is left, as positions in ``candidates`` and as the items' snapshot rows.
         positions = np.arange(len(candidates))
         rows = snapshot.lookup_items(item_ids)
+        left = list(item_ids)  # the ids at ``positions``
         removed: list[tuple[int, str, str]] = []  # (position, filter, reason)
         reports: list[ComponentReport] = []
         for component in filters:
             started = time.perf_counter()
-            found = component.removals([item_ids[p] for p in positions.tolist()], rows)
+            found = component.removals(left, rows)
             if found:
                 gone = np.fromiter(found, np.int64, len(found))
                 removed += [(int(positions[at]), component.name, why) for at, why in found.items()]
                 keep = np.ones(len(positions), np.bool_)
                 keep[gone] = False
                 positions, rows = positions[keep], rows[keep]
+                left = [item_id for item_id, kept in zip(left, keep.tolist(), strict=True) if kept]
             reports.append(
                 ComponentReport(
                     component.name, time.perf_counter() - started, len(positions), len(found)
