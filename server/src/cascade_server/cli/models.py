@@ -108,8 +108,9 @@ def train_all_command(
 ) -> None:
     """Train everything on the data in the database and publish it as one release.
 
-    Two-tower model → Annoy index (recall measured) → base models, LightGBM light ranker
-    and TensorFlow heavy ranker (validated on held-out items) → publish and activate.
+    Two-tower model → Annoy and clustered indexes (recall measured) → base models,
+    LightGBM light ranker and TensorFlow heavy ranker (validated on held-out items) →
+    publish and activate.
     Running servers swap the new release in without dropping a request.
     """
     settings = load_settings()
@@ -121,9 +122,10 @@ def train_all_command(
             index = build_item_index(engine, path, IndexConfig())
             ranker = train_ranker(engine, path, RankerConfig(negatives=negatives), progress)
         console.print(
-            f"index: {index.items:,} items, search_k {index.search_k:,}, {index.recall_at_k}; "
-            f"serves by {index.search} search (Annoy {index.annoy_ms:.2f} ms, exact "
-            f"{index.exact_ms:.2f} ms per 500-item query)"
+            f"index: {index.items:,} items; Annoy at search_k {index.search_k:,}: "
+            f"{index.recall_at_k}, {index.annoy_ms:.2f} ms; {index.clusters:,} clusters at "
+            f"{index.probes} probes: {index.clustered_recall_at_k}, {index.clustered_ms:.2f} ms; "
+            f"exact {index.exact_ms:.2f} ms per 500-item query; serves by {index.search} search"
         )
         _print_ranker_report(ranker)
         if publish_release:
@@ -144,10 +146,27 @@ def build_index_command(
     target_recall: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="The recall@500 a tuned search_k must reach.")
     ] = 0.95,
+    clusters: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Clusters of the clustered index; 0: about 4 x sqrt(items), a power of two.",
+        ),
+    ] = 0,
+    probes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Clusters searched per query; 0: the fewest whose recall@500 against exact "
+            "search reaches --target-recall.",
+        ),
+    ] = 0,
     search: Annotated[
         str,
         typer.Option(
-            help="How servers search: annoy, exact (numpy), or auto (the faster at the build)."
+            help="How servers search: annoy, clustered (the items of the clusters nearest the "
+            "query, scored exactly), exact (numpy over every item), or auto: the fastest of "
+            "those reaching --target-recall at the build."
         ),
     ] = "auto",
     jobs: Annotated[
@@ -159,22 +178,37 @@ def build_index_command(
     ] = 1,
     build_dir: BuildDir = None,
 ) -> None:
-    """Index the build's item embeddings with Annoy; report recall@K against exact search."""
+    """Index the build's item embeddings with Annoy and a clustered index; report each one's
+    recall@K against exact search and its time per query, and choose how servers search."""
     settings = load_settings()
     with migrated_engine(settings) as engine:
         report = build_item_index(
             engine,
             _build_dir(settings, build_dir),
-            IndexConfig(n_trees=trees, search_k=search_k, target_recall=target_recall, jobs=jobs),
+            IndexConfig(
+                n_trees=trees,
+                search_k=search_k,
+                target_recall=target_recall,
+                search=search,
+                clusters=clusters,
+                probes=probes,
+                jobs=jobs,
+            ),
         )
     table = Table("index", "value")
     table.add_row("items", f"{report.items:,}")
     table.add_row("trees", str(report.n_trees))
     table.add_row("search_k", f"{report.search_k:,}")
+    table.add_row("clusters / probes", f"{report.clusters:,} / {report.probes:,}")
     table.add_row("serves by", f"{report.search} search")
-    table.add_row("Annoy / exact ms", f"{report.annoy_ms:.2f} / {report.exact_ms:.2f}")
+    table.add_row(
+        "Annoy / clustered / exact ms",
+        f"{report.annoy_ms:.2f} / {report.clustered_ms:.2f} / {report.exact_ms:.2f}",
+    )
     for name, value in report.recall_at_k.items():
-        table.add_row(name, f"{value:.4f}")
+        table.add_row(f"Annoy {name}", f"{value:.4f}")
+    for name, value in report.clustered_recall_at_k.items():
+        table.add_row(f"clustered {name}", f"{value:.4f}")
     table.add_row("seconds", f"{report.build_seconds:.1f}")
     Console().print(table)
 

@@ -30,6 +30,7 @@ ARTIFACT_KINDS = {
     "item_embeddings.npy": "embeddings",
     "two_tower": "tensorflow_saved_model",
     "items.ann": "annoy_index",
+    "items.clusters.npz": "clustered_index",
     "ranking_features": "features",
     "ranking_features.npz": "features",  # releases before the directory form
     "light_ranker.txt": "lightgbm_model",

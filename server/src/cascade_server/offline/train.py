@@ -33,6 +33,7 @@ from cascade_server.offline.two_tower import TwoTowerConfig, train_two_tower
 from cascade_server.ranking import models as ranking_files
 from cascade_server.ranking.heavy import HEAVY_RANKER_DIR
 from cascade_server.retrieval import models as retrieval_files
+from cascade_server.retrieval.clustered_index import CLUSTERS_FILE
 from cascade_server.storage.engagement_reader import EngagementData, read_engagement
 
 _log = get_logger(__name__)
@@ -127,10 +128,18 @@ def build_item_index(engine: sa.Engine, build_dir: Path, config: IndexConfig) ->
         data.item_status == ACTIVE,
         build.path / retrieval_files.INDEX_FILE,
         config,
+        clusters_path=build.path / CLUSTERS_FILE,
         queries=queries,
     )
-    # The servers search as the build chose: the search_k tuned (or given), Annoy or exact.
-    chosen = dataclasses.replace(config, search_k=report.search_k, search=report.search)
+    # The servers search as the build chose: the search_k and probes tuned (or given), by
+    # Annoy, the clustered index or exact search.
+    chosen = dataclasses.replace(
+        config,
+        search_k=report.search_k,
+        search=report.search,
+        clusters=report.clusters,
+        probes=report.probes,
+    )
     build.record("index", chosen, report)
     return report
 

@@ -21,11 +21,18 @@ from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.features.id_positions import id_positions
 from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
+from cascade_server.retrieval.clustered_index import CLUSTERS_FILE, ClusteredIndex
 
 ITEMS_FILE = "items.json"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
 INDEX_FILE = "items.ann"
-RETRIEVAL_ARTIFACTS = (ITEMS_FILE, ITEM_EMBEDDINGS_FILE, INDEX_FILE, *QUERY_TOWER_ARTIFACTS)
+RETRIEVAL_ARTIFACTS = (
+    ITEMS_FILE,
+    ITEM_EMBEDDINGS_FILE,
+    INDEX_FILE,
+    CLUSTERS_FILE,
+    *QUERY_TOWER_ARTIFACTS,
+)
 """The release artifacts retrieval reads."""
 
 
@@ -49,16 +56,28 @@ class RetrievalModels:
         self.item_embeddings: npt.NDArray[np.float32] = np.load(path / ITEM_EMBEDDINGS_FILE)
         index_config = manifest.config.get("index", {})
         self.search_k = int(index_config.get("search_k", 0)) or -1
-        # Exact numpy search instead of Annoy, where the build found it faster (small
-        # catalogs: it is exact too).
-        self.exact = index_config.get("search") == "exact"
+        # How the build chose to search: Annoy, the clustered index or exact numpy search
+        # (whichever reached the target recall fastest on the build's queries).
+        self.search = str(index_config.get("search", "annoy"))
         dims = self.item_embeddings.shape[1]
         if self.item_embeddings.shape[0] != len(self.item_ids):
             raise CorruptReleaseError("item embeddings and the item list differ in length")
         if not np.isfinite(self.item_embeddings).all():
             raise CorruptReleaseError("item embeddings hold NaN or infinite values")
+        self.clustered: ClusteredIndex | None = None
+        self.probes = int(index_config.get("probes", 0))
+        if self.search == "clustered":
+            clusters = path / CLUSTERS_FILE
+            if not clusters.exists() or self.probes <= 0:
+                raise CorruptReleaseError(
+                    "the release searches a clustered index it does not hold (run "
+                    "`cascade build-index` again and publish)"
+                )
+            self.clustered = ClusteredIndex.load(clusters, len(self.item_ids), dims)
         self.index = AnnoyIndex(dims, "angular")
-        if not self.index.load(str(path / INDEX_FILE), prefault=True):
+        # Prefaulted (read into memory now) only when it serves: pages touched later would
+        # slow the first requests.
+        if not self.index.load(str(path / INDEX_FILE), prefault=self.search == "annoy"):
             raise CorruptReleaseError("the Annoy index could not be loaded")
         if self.index.get_n_items() > len(self.item_ids):
             raise CorruptReleaseError("the Annoy index holds items the release does not list")
@@ -100,7 +119,10 @@ class RetrievalModels:
 
     def nearest(self, embedding: npt.NDArray[np.float32], k: int) -> tuple[IntArray, FloatArray]:
         """The ``k`` indexed items nearest ``embedding``, with their dot-product scores."""
-        if self.exact:
+        if self.clustered is not None:
+            items, scores = self.clustered.nearest(embedding, k, self.probes)
+            return items, scores.astype(np.float64)
+        if self.search == "exact":
             scores = self.item_embeddings @ embedding
             items = top_positions(scores, k)
             return items, scores[items].astype(np.float64)

@@ -1,0 +1,116 @@
+"""A clustered (inverted-file) index over item embeddings, searched exactly within clusters.
+
+Items are grouped by their nearest centroid (spherical k-means at the build). A query
+scores the centroids, takes its ``probes`` best clusters and scores exactly the items
+in them: a few percent of the catalog, read as contiguous rows. On the two-tower
+embeddings of a million items this reaches Annoy's recall at a tenth of its time
+(docs/performance.md); the build measures both and the servers search with the faster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from cascade_server.artifacts.manifest import CorruptReleaseError
+
+CLUSTERS_FILE = "items.clusters.npz"
+
+FloatMatrix = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class ClusteredIndex:
+    """Item embeddings grouped by cluster, with the clusters' centroids."""
+
+    centroids: FloatMatrix
+    """[clusters, dimensions], unit length."""
+    offsets: IntArray
+    """[clusters + 1]: cluster ``c`` holds rows ``offsets[c]:offsets[c + 1]``."""
+    items: IntArray
+    """The item (release index, or row of the indexed matrix) of each row, cluster by cluster."""
+    vectors: FloatMatrix
+    """The items' embeddings in the same order."""
+
+    @property
+    def clusters(self) -> int:
+        return len(self.centroids)
+
+    def nearest(
+        self, embedding: npt.NDArray[np.float32], k: int, probes: int
+    ) -> tuple[IntArray, npt.NDArray[np.float32]]:
+        """The ``k`` items of the ``probes`` clusters nearest ``embedding`` with the largest
+        dot products, largest first, with those dot products."""
+        centroid_scores = self.centroids @ embedding
+        probes = min(probes, self.clusters)
+        best = (
+            np.argpartition(-centroid_scores, probes - 1)[:probes]
+            if probes < self.clusters
+            else np.arange(self.clusters)
+        )
+        rows = _ranges(self.offsets[best], self.offsets[best + 1])
+        scores = self.vectors[rows] @ embedding
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return self.items[rows[top]], scores[top]
+
+    def save(self, path: Path) -> None:
+        """Write the index as plain arrays (no pickles)."""
+        with path.open("wb") as out:
+            np.savez(
+                out,
+                centroids=self.centroids,
+                offsets=self.offsets,
+                items=self.items,
+                vectors=self.vectors,
+            )
+
+    @classmethod
+    def load(cls, path: Path, n_items: int, dimensions: int) -> ClusteredIndex:
+        """The index saved at ``path``, checked against a release of ``n_items`` items of
+        ``dimensions`` dimensions; CorruptReleaseError when it does not fit."""
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                index = cls(
+                    arrays["centroids"].astype(np.float32, copy=False),
+                    arrays["offsets"].astype(np.int64, copy=False),
+                    arrays["items"].astype(np.int64, copy=False),
+                    arrays["vectors"].astype(np.float32, copy=False),
+                )
+        except (OSError, KeyError, ValueError) as error:
+            raise CorruptReleaseError(f"the clustered index could not be read: {error}") from error
+        index.check(n_items, dimensions)
+        return index
+
+    def check(self, n_items: int, dimensions: int) -> None:
+        """Raise CorruptReleaseError unless the arrays fit together and the release."""
+        rows = len(self.items)
+        offsets = self.offsets
+        if (
+            self.centroids.ndim != 2
+            or self.centroids.shape[1] != dimensions
+            or self.vectors.shape != (rows, dimensions)
+            or offsets.shape != (self.clusters + 1,)
+            or offsets[0] != 0
+            or offsets[-1] != rows
+            or (np.diff(offsets) < 0).any()
+        ):
+            raise CorruptReleaseError("the clustered index's arrays do not fit together")
+        if rows and (self.items.min() < 0 or self.items.max() >= n_items):
+            raise CorruptReleaseError("the clustered index holds items the release does not list")
+        if not (np.isfinite(self.centroids).all() and np.isfinite(self.vectors).all()):
+            raise CorruptReleaseError("the clustered index holds NaN or infinite values")
+
+
+def _ranges(starts: IntArray, stops: IntArray) -> IntArray:
+    """The concatenation of ``range(start, stop)`` for each pair, without a Python loop."""
+    lengths = stops - starts
+    total = int(lengths.sum())
+    ends = np.cumsum(lengths)
+    rows: IntArray = np.arange(total) + np.repeat(starts - (ends - lengths), lengths)
+    return rows
