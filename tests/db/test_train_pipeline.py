@@ -1,12 +1,13 @@
 """The offline pipeline on the small demo data: train, index, publish, load, serve candidates."""
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from cascade_server.artifacts.manifest import read_verified
+from cascade_server.artifacts.manifest import CorruptReleaseError, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies
 from cascade_server.blending.release import load_blending_release
@@ -70,6 +71,7 @@ def test_training_reports_progress_and_publishes_an_active_release(trained):
     assert set(manifest.artifacts) >= {
         "two_tower",
         "items.ann",
+        "items.clusters.npz",
         "items.json",
         "item_embeddings.npy",
         POLICY_FILE,
@@ -87,6 +89,33 @@ def test_the_published_release_verifies_and_loads(trained):
     assert models.release_id == manifest.release_id
     assert models.item_embeddings.shape[1] == FAST.embedding_dim
     assert np.allclose(np.linalg.norm(models.item_embeddings, axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("search", ["annoy", "clustered", "exact"])
+def test_every_search_serves_the_release(trained, search):
+    _, registry, manifest, report, _, _ = trained
+    path = registry.path_of(manifest.release_id)
+    index = {**manifest.config["index"], "search": search, "probes": report.clusters}
+    models = RetrievalModels(path, replace(manifest, config={**manifest.config, "index": index}))
+    assert (models.clustered is not None) == (search == "clustered")
+    query = models.user_embedding("u042", np.arange(5, dtype=np.int64))
+    items, scores = models.nearest(query, 20)
+    exact = models.item_embeddings @ query
+    assert np.allclose(scores, exact[items], atol=1e-5)
+    if search != "annoy":  # probing every cluster is exact search over the indexed items
+        indexed = models.clustered.items if models.clustered else np.arange(len(exact))
+        best = indexed[np.argsort(-exact[indexed])[:20]]
+        assert set(items.tolist()) == set(best.tolist())
+
+
+def test_a_release_searching_a_clustered_index_it_lacks_is_refused(trained, tmp_path):
+    _, registry, manifest, _, _, _ = trained
+    path = tmp_path / "release"
+    shutil.copytree(registry.path_of(manifest.release_id), path)
+    (path / "items.clusters.npz").unlink()
+    index = {**manifest.config["index"], "search": "clustered"}
+    with pytest.raises(CorruptReleaseError, match="build-index"):
+        RetrievalModels(path, replace(manifest, config={**manifest.config, "index": index}))
 
 
 def test_the_ann_source_proposes_active_unseen_items_for_a_user(trained):

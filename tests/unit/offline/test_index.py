@@ -1,16 +1,20 @@
-"""The Annoy index build: exact top-k, and a search_k tuned to reach the recall asked for."""
+"""The index build: exact top-k, a search_k and probes tuned to reach the recall asked for,
+and the fastest search that reaches it chosen."""
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from cascade_server.errors import ConfigurationError
 from cascade_server.offline.index import (
+    PROBE_STEPS,
     SEARCH_K_FACTORS,
     TUNING_K,
     IndexConfig,
     build_index,
     exact_top,
 )
+from cascade_server.retrieval.clustered_index import ClusteredIndex
 from cascade_server.retrieval.models import top_positions
 
 
@@ -78,6 +82,70 @@ def test_the_faster_search_at_the_target_is_chosen_and_both_are_timed(tmp_path):
         queries=queries,
     )
     assert forced.search == "annoy"
+
+
+@pytest.mark.parametrize("target", [0.5, 0.97])
+def test_probes_are_the_fewest_tried_that_reach_the_target(tmp_path, target):
+    vectors, queries = _vectors(4000), _vectors(40, seed=9)
+    config = IndexConfig(n_trees=2, clusters=64, target_recall=target)
+    report = build_index(
+        vectors,
+        np.ones(4000, bool),
+        tmp_path / "i.ann",
+        config,
+        clusters_path=tmp_path / "c.npz",
+        queries=queries,
+    )
+    assert report.clusters == 64
+    tried = [p for p in PROBE_STEPS if p < 64] + [64]
+    assert report.probes in tried
+    assert report.clustered_recall_at_k[f"recall@{TUNING_K}"] >= target
+    index = ClusteredIndex.load(tmp_path / "c.npz", n_items=4000, dimensions=16)
+    if report.probes != tried[0]:
+        fewer = tried[tried.index(report.probes) - 1]
+        exact = exact_top(vectors, queries, TUNING_K)
+        hits = sum(
+            len(np.intersect1d(index.nearest(query, TUNING_K, fewer)[0], exact[q]))
+            for q, query in enumerate(queries)
+        )
+        assert hits / (TUNING_K * len(queries)) < target
+
+
+def test_auto_serves_by_the_fastest_search_that_reaches_the_target(tmp_path):
+    vectors, queries = _vectors(3000), _vectors(20, seed=11)
+    report = build_index(
+        vectors,
+        np.ones(3000, bool),
+        tmp_path / "i.ann",
+        IndexConfig(n_trees=4),
+        clusters_path=tmp_path / "c.npz",
+        queries=queries,
+    )
+    times = {"annoy": report.annoy_ms, "clustered": report.clustered_ms, "exact": report.exact_ms}
+    recall = {
+        "annoy": report.recall_at_k[f"recall@{TUNING_K}"],
+        "clustered": report.clustered_recall_at_k[f"recall@{TUNING_K}"],
+        "exact": 1.0,
+    }
+    assert all(ms > 0 for ms in times.values())
+    eligible = [method for method in times if recall[method] >= 0.95]
+    assert report.search == min(eligible, key=times.__getitem__)
+    forced = build_index(
+        vectors,
+        np.ones(3000, bool),
+        tmp_path / "j.ann",
+        IndexConfig(n_trees=4, search="clustered", probes=3),
+        clusters_path=tmp_path / "d.npz",
+        queries=queries,
+    )
+    assert (forced.search, forced.probes) == ("clustered", 3)
+
+
+def test_clustered_search_needs_the_clustered_index(tmp_path):
+    with pytest.raises(ConfigurationError, match="clustered"):
+        build_index(
+            _vectors(100), np.ones(100, bool), tmp_path / "i.ann", IndexConfig(search="clustered")
+        )
 
 
 def test_top_positions_are_the_largest_scores_largest_first():

