@@ -54,7 +54,8 @@ class IndexConfig:
     """Clusters of the clustered index; 0: about 4 x sqrt(items), a power of two."""
     probes: int = 0
     """Clusters searched per query; 0: tuned at build time, the smallest of
-    ``PROBE_STEPS`` (then all) whose recall@500 reaches ``target_recall``."""
+    ``PROBE_STEPS`` (then all) whose recall@500 reaches ``target_recall`` (all clusters,
+    which is exact, when there are no queries)."""
     seed: int = 42
     jobs: int = 1
     """Threads building trees. Only one thread builds the same index every time (Annoy's

@@ -57,6 +57,8 @@ class Item(Base):
     __table_args__ = (
         CheckConstraint(_one_of("status", ITEM_STATUSES), name="status"),
         Index("ix_items_status_id", "status", "id"),
+        # Servers poll for status changes since a time, and the newest change.
+        Index("ix_items_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
