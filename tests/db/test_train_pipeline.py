@@ -37,7 +37,7 @@ from cascade_server.ranking import models as ranking_files
 from cascade_server.ranking.features import FeatureSet, Users
 from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HEAVY_WEIGHTS_FILE, HeavyRanker
 from cascade_server.ranking.models import LearnedRanker
-from cascade_server.retrieval.models import RetrievalModels
+from cascade_server.retrieval.models import RetrievalModels, retrieval_artifacts
 from cascade_server.retrieval.sources import AnnoyCandidateSource
 from cascade_server.settings import RankingMode
 from cascade_server.storage.database import make_engine
@@ -96,8 +96,15 @@ def test_every_search_serves_the_release(trained, search):
     _, registry, manifest, report, _, _ = trained
     path = registry.path_of(manifest.release_id)
     index = {**manifest.config["index"], "search": search, "probes": report.clusters}
-    models = RetrievalModels(path, replace(manifest, config={**manifest.config, "index": index}))
+    models_manifest = replace(manifest, config={**manifest.config, "index": index})
+    models = RetrievalModels(path, models_manifest)
     assert (models.clustered is not None) == (search == "clustered")
+    assert (models.index is not None) == (search == "annoy")  # only the index it searches
+    hashed = retrieval_artifacts(models_manifest)
+    assert ("items.ann" in hashed, "items.clusters.npz" in hashed) == (
+        search == "annoy",
+        search == "clustered",
+    )
     query = models.user_embedding("u042", np.arange(5, dtype=np.int64))
     items, scores = models.nearest(query, 20)
     exact = models.item_embeddings @ query

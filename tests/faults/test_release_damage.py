@@ -48,7 +48,8 @@ def trained(shared_demo_database_url: str, tmp_path_factory: pytest.TempPathFact
     home = tmp_path_factory.mktemp("home")
     fast = TwoTowerConfig(epochs=1, embedding_dim=16, batch_size=1024)
     build = train_retrieval(engine, home / "build", fast, lambda step, done: None)
-    build_item_index(engine, build.path, IndexConfig(n_trees=10))
+    # Served by Annoy: a server loads only the index its release searches with.
+    build_item_index(engine, build.path, IndexConfig(n_trees=10, search="annoy"))
     train_ranker(
         engine, build.path, RankerConfig(negatives=20, max_rounds=30), lambda step, done: None
     )

@@ -29,8 +29,8 @@ PROBED = ("retrieval", "ranking")
 
 
 def _check_retrieval(path: Path) -> None:
-    """Annoy: load the retrieval models as the server would (index prefaulted, checked
-    against the item list, searched once by the warm-up)."""
+    """Annoy: load the retrieval models as the server would (the index the release
+    searches with, checked against the item list and searched once by the warm-up)."""
     from cascade_server.artifacts.manifest import read_manifest
     from cascade_server.retrieval.models import RetrievalModels
 

@@ -1,8 +1,9 @@
-"""The retrieval half of a release: the two-tower query tower, item embeddings, the Annoy index.
+"""The retrieval half of a release: the two-tower query tower, item embeddings, an item index.
 
 Loaded once per release, validated (dimensions, no NaN, index size) and warmed up
-before it serves. Items and users are known by the release's own indices; the maps
-to and from a live snapshot's indices are built once per snapshot and cached.
+before it serves; of the release's indexes (Annoy, clustered) only the one it searches
+with is loaded. Items and users are known by the release's own indices; the maps to
+and from a live snapshot's indices are built once per snapshot and cached.
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ from cascade_server.retrieval.clustered_index import CLUSTERS_FILE, ClusteredInd
 ITEMS_FILE = "items.json"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
 INDEX_FILE = "items.ann"
-RETRIEVAL_ARTIFACTS = (
-    ITEMS_FILE,
-    ITEM_EMBEDDINGS_FILE,
-    INDEX_FILE,
-    CLUSTERS_FILE,
-    *QUERY_TOWER_ARTIFACTS,
-)
-"""The release artifacts retrieval reads."""
+
+
+def search_method(manifest: Manifest) -> str:
+    """How the release's items are searched: ``annoy``, ``clustered`` or ``exact``, as
+    `cascade build-index` chose (releases from before the choice: ``annoy``)."""
+    return str(manifest.config.get("index", {}).get("search", "annoy"))
+
+
+def retrieval_artifacts(manifest: Manifest) -> tuple[str, ...]:
+    """The release artifacts retrieval reads: the item list, embeddings, query tower and
+    the one index the release searches with (exact search reads none)."""
+    index = {"annoy": (INDEX_FILE,), "clustered": (CLUSTERS_FILE,)}.get(search_method(manifest))
+    return (ITEMS_FILE, ITEM_EMBEDDINGS_FILE, *QUERY_TOWER_ARTIFACTS, *(index or ()))
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,9 @@ class RetrievalModels:
         index_config = manifest.config.get("index", {})
         self.search_k = int(index_config.get("search_k", 0)) or -1
         # How the build chose to search: Annoy, the clustered index or exact numpy search
-        # (whichever reached the target recall fastest on the build's queries).
-        self.search = str(index_config.get("search", "annoy"))
+        # (whichever reached the target recall fastest on the build's queries). Only
+        # that index is loaded.
+        self.search = search_method(manifest)
         dims = self.item_embeddings.shape[1]
         if self.item_embeddings.shape[0] != len(self.item_ids):
             raise CorruptReleaseError("item embeddings and the item list differ in length")
@@ -74,13 +81,15 @@ class RetrievalModels:
                     "`cascade build-index` again and publish)"
                 )
             self.clustered = ClusteredIndex.load(clusters, len(self.item_ids), dims)
-        self.index = AnnoyIndex(dims, "angular")
-        # Prefaulted (read into memory now) only when it serves: pages touched later would
-        # slow the first requests.
-        if not self.index.load(str(path / INDEX_FILE), prefault=self.search == "annoy"):
-            raise CorruptReleaseError("the Annoy index could not be loaded")
-        if self.index.get_n_items() > len(self.item_ids):
-            raise CorruptReleaseError("the Annoy index holds items the release does not list")
+        self.index: AnnoyIndex | None = None
+        if self.search == "annoy":
+            self.index = AnnoyIndex(dims, "angular")
+            # Prefaulted (read into memory now): pages touched later would slow the
+            # first requests.
+            if not self.index.load(str(path / INDEX_FILE), prefault=True):
+                raise CorruptReleaseError("the Annoy index could not be loaded")
+            if self.index.get_n_items() > len(self.item_ids):
+                raise CorruptReleaseError("the Annoy index holds items the release does not list")
         self.query_tower = QueryTower.of_release(
             path, int(manifest.config["two_tower"]["history_length"])
         )
@@ -122,7 +131,7 @@ class RetrievalModels:
         if self.clustered is not None:
             items, scores = self.clustered.nearest(embedding, k, self.probes)
             return items, scores.astype(np.float64)
-        if self.search == "exact":
+        if self.index is None:  # exact search
             scores = self.item_embeddings @ embedding
             items = top_positions(scores, k)
             return items, scores[items].astype(np.float64)
@@ -135,7 +144,6 @@ class RetrievalModels:
         if embedding.shape != (self.item_embeddings.shape[1],) or not np.isfinite(embedding).all():
             raise CorruptReleaseError("the query tower returns malformed embeddings")
         self.nearest(embedding, 10)
-        self.index.get_nns_by_vector(embedding.tolist(), 10)  # the index works, whatever searches
 
 
 def top_positions(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:

@@ -18,7 +18,7 @@ from cascade.catalog.v1 import catalog_service_pb2_grpc
 from cascade.ranking.v1 import ranking_service_pb2_grpc
 from cascade.retrieval.v1 import retrieval_service_pb2_grpc
 from cascade_client import AsyncRankingClient, AsyncRetrievalClient, ChannelOption
-from cascade_server.artifacts.manifest import Manifest, read_verified
+from cascade_server.artifacts.manifest import Manifest, read_manifest, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.blending.circuit import BreakerConfig
@@ -43,7 +43,7 @@ from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
 from cascade_server.release_probe import PROBED, probe
 from cascade_server.retrieval.fresh import FreshItemIndex
-from cascade_server.retrieval.models import RETRIEVAL_ARTIFACTS, RetrievalModels
+from cascade_server.retrieval.models import RetrievalModels, retrieval_artifacts
 from cascade_server.retrieval.sources import (
     CategoryPopularCandidateSource,
     CoEngagementCandidateSource,
@@ -155,11 +155,11 @@ def release_watcher(
     engine: sa.Engine,
     load: Callable[[Path, Manifest], T],
     name: str,
-    artifacts: Collection[str],
+    artifacts: Collection[str] | Callable[[Manifest], Collection[str]],
 ) -> ReleaseWatcher[T | None]:
     """Follows the active release in Postgres, loading it from ``HOME/releases`` with
     ``load`` after checking it (every artifact's size; the SHA-256 of the ``artifacts``
-    this server reads)."""
+    this server reads, or of those ``artifacts(manifest)`` names)."""
     registry = ReleaseRegistry(engine, settings.home / "releases")
 
     def load_release(release_id: str) -> T:
@@ -172,7 +172,8 @@ def release_watcher(
                 if settings.release_check_in_child and name in PROBED
                 else None
             )
-            manifest = read_verified(path, artifacts)
+            hashed = artifacts(read_manifest(path)) if callable(artifacts) else artifacts
+            manifest = read_verified(path, hashed)
             if checked is not None:
                 checked.result()
         return load(path, manifest)
@@ -190,7 +191,7 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
     """RetrievalService: the release's Annoy source (when published), co-engagement, random
     walks, the user's categories, trending, popular and fresh items."""
     holder = snapshot_holder(settings, engine)
-    models = release_watcher(settings, engine, RetrievalModels, "retrieval", RETRIEVAL_ARTIFACTS)
+    models = release_watcher(settings, engine, RetrievalModels, "retrieval", retrieval_artifacts)
     stage = RetrievalStage(
         holder,
         [
