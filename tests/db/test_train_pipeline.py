@@ -115,13 +115,16 @@ def test_every_search_serves_the_release(trained, search):
         assert set(items.tolist()) == set(best.tolist())
 
 
-def test_a_release_searching_a_clustered_index_it_lacks_is_refused(trained, tmp_path):
+def test_a_release_searching_an_index_it_cannot_serve_is_refused(trained, tmp_path):
     _, registry, manifest, _, _, _ = trained
     path = tmp_path / "release"
     shutil.copytree(registry.path_of(manifest.release_id), path)
     (path / "items.clusters.npz").unlink()
     index = {**manifest.config["index"], "search": "clustered"}
     with pytest.raises(CorruptReleaseError, match="build-index"):
+        RetrievalModels(path, replace(manifest, config={**manifest.config, "index": index}))
+    index["search"] = "brute force"
+    with pytest.raises(CorruptReleaseError, match="brute force"):
         RetrievalModels(path, replace(manifest, config={**manifest.config, "index": index}))
 
 

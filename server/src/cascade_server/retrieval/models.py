@@ -66,6 +66,8 @@ class RetrievalModels:
         # (whichever reached the target recall fastest on the build's queries). Only
         # that index is loaded.
         self.search = search_method(manifest)
+        if self.search not in ("annoy", "clustered", "exact"):
+            raise CorruptReleaseError(f"the release searches its items by {self.search!r}")
         dims = self.item_embeddings.shape[1]
         if self.item_embeddings.shape[0] != len(self.item_ids):
             raise CorruptReleaseError("item embeddings and the item list differ in length")
