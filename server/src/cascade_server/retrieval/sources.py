@@ -125,7 +125,9 @@ class CoEngagementCandidateSource:
 
 
 class AnnoyCandidateSource:
-    """Nearest neighbours of the user's two-tower embedding (or the seeds' mean embedding).
+    """Nearest neighbours of the user's two-tower embedding (or the seeds' mean embedding),
+    found by the index the release searches with (Annoy, the clustered index, or exact
+    search where the build measured that fastest; see ``RetrievalModels.nearest``).
 
     The user embedding comes from the release's query tower applied to the user's
     live history, so new engagement moves the results before the next training.
