@@ -15,7 +15,7 @@ from cascade_server.offline.index import (
     exact_top,
 )
 from cascade_server.retrieval.clustered_index import ClusteredIndex
-from cascade_server.retrieval.models import top_positions
+from cascade_server.retrieval.top_k import top_positions
 
 
 def _vectors(n: int, seed: int = 7) -> npt.NDArray[np.float32]:

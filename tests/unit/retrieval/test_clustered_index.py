@@ -7,7 +7,7 @@ import pytest
 from cascade_server.artifacts.manifest import CorruptReleaseError
 from cascade_server.offline.clustering import cluster_items, default_clusters
 from cascade_server.retrieval.clustered_index import ClusteredIndex, _ranges
-from cascade_server.retrieval.models import top_positions
+from cascade_server.retrieval.top_k import top_positions
 
 
 def _vectors(n: int, seed: int = 3, dims: int = 16) -> npt.NDArray[np.float32]:

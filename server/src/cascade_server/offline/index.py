@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from cascade_server.errors import ConfigurationError
 from cascade_server.offline.clustering import cluster_items, default_clusters
-from cascade_server.retrieval.models import top_positions
+from cascade_server.retrieval.top_k import top_positions
 
 FloatMatrix = npt.NDArray[np.float32]
 METRIC: Final = "angular"

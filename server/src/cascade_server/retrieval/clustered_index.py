@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cascade_server.artifacts.manifest import CorruptReleaseError
+from cascade_server.retrieval.top_k import top_positions
 
 CLUSTERS_FILE = "items.clusters.npz"
 
@@ -59,11 +60,8 @@ class ClusteredIndex:
         # first copies megabytes per query and took a fifth longer at a million items).
         for start, stop, end in zip(starts.tolist(), stops.tolist(), ends.tolist(), strict=True):
             np.dot(self.vectors[start:stop], embedding, out=scores[end - (stop - start) : end])
-        rows = _ranges(starts, stops)
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return self.items[rows[top]], scores[top]
+        top = top_positions(scores, k)
+        return self.items[_ranges(starts, stops)[top]], scores[top]
 
     def save(self, path: Path) -> None:
         """Write the index as plain arrays (no pickles)."""

@@ -23,6 +23,7 @@ from cascade_server.features.engagement import EngagementSnapshot, FloatArray, I
 from cascade_server.features.id_positions import id_positions
 from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
 from cascade_server.retrieval.clustered_index import CLUSTERS_FILE, ClusteredIndex
+from cascade_server.retrieval.top_k import top_positions
 
 ITEMS_FILE = "items.json"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
@@ -146,11 +147,3 @@ class RetrievalModels:
         if embedding.shape != (self.item_embeddings.shape[1],) or not np.isfinite(embedding).all():
             raise CorruptReleaseError("the query tower returns malformed embeddings")
         self.nearest(embedding, 10)
-
-
-def top_positions(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
-    """The positions of the ``k`` largest ``scores``, largest first."""
-    k = min(k, len(scores))
-    part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    order: npt.NDArray[np.int64] = part[np.argsort(-scores[part], kind="stable")]
-    return order
