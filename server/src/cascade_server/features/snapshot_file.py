@@ -3,10 +3,10 @@
 Building a snapshot reads the whole catalog and every event from Postgres and derives
 the signals: about 8 s at a million items, in every server, before it can serve. A
 server that finds a recent snapshot file of the same database and signal settings
-loads it instead, serves from it, and rebuilds from Postgres right after in the
-background (the snapshot holder does), exactly as it refreshes a snapshot that aged.
-Meanwhile it serves what it served before the restart, and the cursors stored with the
-snapshot let item status changes and seen events since be applied as usual.
+loads it instead and serves from it once the cursors stored with it have let the item
+status changes and seen events since be applied; when the database has moved on, the
+snapshot holder rebuilds from Postgres at its next regular refresh, as for any
+snapshot that aged.
 
 One ``.npz`` file (no pickles): arrays as they are, string lists as one text with
 offsets, and a JSON header naming each field's form. Written to a temporary file and
