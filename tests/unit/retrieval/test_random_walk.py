@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 from support.engagement import small_snapshot
 
 from cascade_server.features.engagement import Csr
@@ -61,3 +62,25 @@ def test_seeds_without_any_engagement_reach_nothing():
     query = RetrievalQuery(RequestContext(), -1, snapshot.lookup_items(["i5"]))
     found = RandomWalkCandidateSource().fetch(empty, query, 10)
     assert len(found.items) == 0
+
+
+def test_walkers_start_only_from_seeds_someone_engaged_with():
+    snapshot = small_snapshot()
+    # Nobody engaged with i1 any more: walks from it lead nowhere.
+    i1 = snapshot.item_index["i1"]
+    engaged = snapshot.engaged
+    keep = engaged.indices != i1
+    snapshot = dataclasses.replace(snapshot, engaged=engaged.where(keep))
+    source = RandomWalkCandidateSource(steps=2000, walkers=100)
+
+    def visits(seeds):
+        query = RetrievalQuery(RequestContext(), -1, snapshot.lookup_items(seeds))
+        found = source.fetch(snapshot, query, 10)
+        return {snapshot.item_ids[i] for i in found.items}, found.scores.sum()
+
+    both, both_share = visits(["i1", "i5"])
+    alone, alone_share = visits(["i5"])
+    assert both == alone == {"i6", "i7"}
+    # No step is spent at the dead end: the visits are as many as from i5 alone
+    # (half as many if walkers restarted at i1 half the time).
+    assert both_share == pytest.approx(alone_share, rel=0.1)

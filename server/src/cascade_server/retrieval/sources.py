@@ -87,19 +87,20 @@ class CategoryPopularCandidateSource:
         if len(top) == 0:
             return SourceResult(np.zeros(0, dtype=np.int64), np.zeros(0))
         share = weights[top] / weights[top].sum()
-        slots: list[tuple[float, int, int, float]] = []
-        for order, (category, weight) in enumerate(zip(top.tolist(), share.tolist(), strict=True)):
-            items = snapshot.category_items.row(category)[0][: limit + len(anchors)]
-            items = items[~_member(items, anchors)][:limit]
-            slots += [(rank / weight, order, int(item), weight) for rank, item in enumerate(items)]
-        chosen: dict[int, float] = {}
-        for _, _, item, weight in sorted(slots):
-            if len(chosen) >= limit:
-                break
-            chosen.setdefault(item, weight)
-        return SourceResult(
-            np.fromiter(chosen, np.int64, len(chosen)), np.fromiter(chosen.values(), np.float64)
-        )
+        # Each category's items keyed by rank / weight: interleaving them in key order
+        # (ties by category order) gives each category its share of the list.
+        lists = [snapshot.category_items.row(category)[0] for category in top.tolist()]
+        lists = [items[: limit + len(anchors)] for items in lists]
+        lists = [items[~_member(items, anchors)][:limit] for items in lists]
+        items = np.concatenate(lists)
+        order = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
+        keys = np.concatenate([np.arange(len(x)) / w for x, w in zip(lists, share, strict=True)])
+        ranked = np.lexsort((order, keys))
+        items, weights = items[ranked], share[order[ranked]]
+        # An item in several categories keeps its first (best) place.
+        _, first = np.unique(items, return_index=True)
+        first = np.sort(first)[:limit]
+        return SourceResult(items[first].astype(np.int64), weights[first])
 
 
 class CoEngagementCandidateSource:
@@ -209,21 +210,23 @@ class RandomWalkCandidateSource:
         """Every item a walker stepped on (an item once per visit)."""
         item_users = self._item_users(snapshot)
         user_items = snapshot.engaged
+        # Only starts with users lead anywhere; past them every hop has somewhere to go
+        # (a user reached through an item engaged with it, and so on).
+        starts = starts[item_users.indptr[starts + 1] > item_users.indptr[starts]]
+        if len(starts) == 0:
+            return np.zeros(0, dtype=np.int64)
         rounds = max(1, self.steps // self.walkers)
         # All random numbers at once: per round, the user picked, the item picked,
         # whether to restart, and the start item restarted from.
         draws = rng.random((rounds, 3, self.walkers))
         restarts = starts[rng.integers(0, len(starts), (rounds + 1, self.walkers))]
+        reached = np.empty((rounds, self.walkers), dtype=np.int64)
         current = restarts[0]
-        reached = []
         for r in range(rounds):
             users = _random_neighbour(item_users, current, draws[r, 0])
-            items = _random_neighbour(user_items, np.maximum(users, 0), draws[r, 1])
-            moved = (users >= 0) & (items >= 0)
-            reached.append(items[moved])
-            stay = moved & (draws[r, 2] >= self.restart)
-            current = np.where(stay, items, restarts[r + 1])
-        return np.concatenate(reached)
+            reached[r] = _random_neighbour(user_items, users, draws[r, 1])
+            current = np.where(draws[r, 2] >= self.restart, reached[r], restarts[r + 1])
+        return reached.ravel()
 
     def _item_users(self, snapshot: EngagementSnapshot) -> Csr:
         """Per item, the users who engaged with it (the transpose of ``engaged``)."""
@@ -242,17 +245,12 @@ class RandomWalkCandidateSource:
 
 
 def _random_neighbour(graph: Csr, rows: IntArray, draws: FloatArray) -> IntArray:
-    """A random neighbour of each row, picked by ``draws`` in [0, 1) (-1 where a row has
-    none)."""
-    if len(graph.indices) == 0:
-        return np.full(len(rows), -1, dtype=np.int64)
+    """A random neighbour of each row (every row has one), picked by ``draws`` in [0, 1)."""
     start = graph.indptr[rows]
-    degree = graph.indptr[rows + 1] - start
-    pick = start + (draws * degree).astype(np.int64)
-    found = degree > 0
-    neighbours = np.full(len(rows), -1, dtype=np.int64)
-    neighbours[found] = graph.indices[pick[found]]
-    return neighbours
+    picked: IntArray = graph.indices[
+        start + ((graph.indptr[rows + 1] - start) * draws).astype(np.int64)
+    ]
+    return picked
 
 
 def _member(items: IntArray, of: IntArray) -> BoolArray:
