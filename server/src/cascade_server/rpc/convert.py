@@ -13,6 +13,7 @@ from typing import cast
 
 import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
 from cascade_server.errors import FieldViolation, InvalidArgumentError
@@ -168,6 +169,26 @@ def hits_to_proto(hits: Iterable[SourceHit]) -> list[candidate_pb2.SourceHit]:
     ]
 
 
+def add_hits(
+    field: RepeatedCompositeFieldContainer[candidate_pb2.SourceHit], hits: Iterable[SourceHit]
+) -> None:
+    """Append source hits to a repeated field: each built in place, which costs half of
+    building messages and copying them in."""
+    add = field.add
+    for hit in hits:
+        add(source=SOURCE_TO_PROTO[hit.source], rank=hit.rank, score=hit.score)
+
+
+def add_candidates(
+    field: RepeatedCompositeFieldContainer[candidate_pb2.Candidate],
+    candidates: Iterable[Candidate],
+) -> None:
+    """Append candidates with their source hits to a repeated field."""
+    add = field.add
+    for candidate in candidates:
+        add_hits(add(item_id=candidate.item_id).sources, candidate.sources)
+
+
 _SOURCE_BY_NUMBER: list[SourceKind | None] = [
     SOURCES.get(candidate_pb2.CandidateSource.ValueType(number))
     for number in range(max(SOURCES) + 1)
@@ -242,16 +263,21 @@ def scored_from_columns(
     return ScoredTable.ranked(list(columns.item_ids), scores, sources)
 
 
-def scored_to_proto(candidate: ScoredCandidate) -> candidate_pb2.ScoredCandidate:
-    """A scored candidate on the wire (empty fields left unset: it is cheaper)."""
-    message = candidate_pb2.ScoredCandidate(item_id=candidate.item_id, score=candidate.score)
-    if candidate.stage_scores:
-        message.stage_scores.update(candidate.stage_scores)
-    if candidate.head_scores:
-        message.head_scores.update(candidate.head_scores)
-    if candidate.sources:
-        message.sources.extend(hits_to_proto(candidate.sources))
-    return message
+def add_scored(
+    field: RepeatedCompositeFieldContainer[candidate_pb2.ScoredCandidate],
+    candidates: Iterable[ScoredCandidate],
+) -> None:
+    """Append scored candidates to a repeated field (empty fields left unset: it is
+    cheaper)."""
+    add = field.add
+    for candidate in candidates:
+        message = add(item_id=candidate.item_id, score=candidate.score)
+        if candidate.stage_scores:
+            message.stage_scores.update(candidate.stage_scores)
+        if candidate.head_scores:
+            message.head_scores.update(candidate.head_scores)
+        if candidate.sources:
+            add_hits(message.sources, candidate.sources)
 
 
 def scored_from_proto(

@@ -14,10 +14,10 @@ from cascade_server.ranking.stage import RankingStage, RankRequest, RankResult
 from cascade_server.rpc.convert import (
     MAX_IDS,
     Violations,
+    add_scored,
     context_from_proto,
     degradations_to_proto,
     scored_to_columns,
-    scored_to_proto,
     stage_trace,
 )
 from cascade_server.rpc.executor import BlockingRunner
@@ -85,7 +85,7 @@ def response_to_proto(
     if columnar:
         response.columns.CopyFrom(scored_to_columns(result.candidates))
     else:
-        response.candidates.extend(scored_to_proto(c) for c in result.candidates)
+        add_scored(response.candidates, result.candidates)
     if debug:
         response.trace.CopyFrom(
             stage_trace(

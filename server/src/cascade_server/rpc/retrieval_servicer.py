@@ -17,10 +17,10 @@ from cascade_server.rpc.convert import (
     MAX_IDS,
     SOURCES,
     Violations,
+    add_candidates,
     candidates_to_columns,
     context_from_proto,
     degradations_to_proto,
-    hits_to_proto,
     stage_trace,
 )
 from cascade_server.rpc.executor import BlockingRunner
@@ -93,10 +93,7 @@ def response_to_proto(
     if columnar:
         response.columns.CopyFrom(candidates_to_columns(result.candidates))
     else:
-        response.candidates.extend(
-            candidate_pb2.Candidate(item_id=c.item_id, sources=hits_to_proto(c.sources))
-            for c in result.candidates
-        )
+        add_candidates(response.candidates, result.candidates)
     if debug:
         response.trace.CopyFrom(
             stage_trace(
