@@ -36,6 +36,9 @@ def configure_logging(settings: Settings, *, service: str) -> None:
     )
     structlog.configure(
         processors=[
+            # Lines below the level are dropped first, before any processor runs: a
+            # per-call debug line otherwise costs every call its timestamp and fields.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
