@@ -244,8 +244,9 @@ class Settings(BaseSettings):
         ge=1,
         le=60_000,
         description=(
-            "Time budget of each retrieval candidate source; the sources run concurrently "
-            "and one that misses its budget is skipped and reported in `degraded`."
+            "Time budget of the retrieval candidate sources (they run one after another "
+            "while each is quick; when one is slow the rest move to another thread); a "
+            "source not done within it is skipped and reported in `degraded`."
         ),
     )
     seen_ttl_hours: float = Field(

@@ -184,7 +184,7 @@ def test_a_source_over_its_budget_is_cut_while_the_others_serve():
     assert "budget" in degraded.message
 
 
-def test_sources_run_concurrently():
+def test_slow_sources_do_not_wait_for_each_other():
     sources = [
         FixedSource(kind, ["i1"], delay_s=0.3)
         for kind in (SourceKind.CO_ENGAGEMENT, SourceKind.POPULAR, SourceKind.RANDOM_WALK)
@@ -222,8 +222,8 @@ def test_a_cancelled_request_calls_off_queued_sources_and_skips_the_merge():
     started = time.perf_counter()
     with pytest.raises(CancelledWorkError, match="cancelled"):
         one_worker.retrieve(RetrievalRequest(RequestContext()), deadline)
-    assert time.perf_counter() - started < 1.0
-    assert running.done.is_set()  # a source already running finishes
+    assert time.perf_counter() - started < 0.25  # at once, not when the running one ends
+    assert running.done.wait(1.0)  # a source already running finishes
     time.sleep(0.1)
     assert not queued.done.is_set()  # a queued one never starts
     one_worker.close()

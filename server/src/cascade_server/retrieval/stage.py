@@ -1,11 +1,12 @@
-"""The retrieval stage: run the candidate sources concurrently, merge by quota with provenance."""
+"""The retrieval stage: run the candidate sources within a budget, merge by quota with provenance."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,11 +31,16 @@ from cascade_server.pipeline.types import (
 )
 from cascade_server.retrieval.fresh import FreshCandidateSource, FreshItemIndex
 from cascade_server.retrieval.models import RetrievalModels
+from cascade_server.retrieval.source_run import SourceRun
 from cascade_server.retrieval.sources import AnnoyCandidateSource
 
 _log = get_logger(__name__)
 
 DEFAULT_MAX_CANDIDATES = 500
+
+_HANDOFF_S = 0.005
+"""How long a request's sources wait on a slow one before another thread takes the rest
+(each usually takes a millisecond or two)."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,10 @@ class RetrievalResult:
 
 
 class RetrievalStage:
-    """Runs the configured sources concurrently, each within a time budget; a source that
-    fails or misses its budget is skipped and reported, the others still serve.
+    """Runs the configured sources within a time budget; a source that fails or misses
+    the budget is skipped and reported, the others still serve. A request's sources run
+    one after another on one thread while each is quick, and the rest move to another
+    thread when one is slow (``SourceRun``), so a slow source delays only itself.
 
     Candidates never include the seeds, the request's exclusions, items the user
     already engaged with, hid or was recently shown, or inactive items. Each source is
@@ -150,28 +158,38 @@ class RetrievalStage:
             wanted = []
         max_candidates = request.max_candidates or DEFAULT_MAX_CANDIDATES
         share = _Shares(wanted, max_candidates, whole=members is not None)
-        futures = [
-            self._pool.submit(
-                _timed_fetch, source, snapshot, query, share.of(limit) + len(excluded)
-            )
-            for source, limit in wanted
-        ]
-        deadline.on_cancel(lambda: [future.cancel() for future in futures])
-        wait(futures, timeout=budget)
+        run = SourceRun(
+            [
+                functools.partial(
+                    _timed_fetch, source, snapshot, query, share.of(limit) + len(excluded)
+                )
+                for source, limit in wanted
+            ],
+            self._pool,
+            _HANDOFF_S,
+        )
+        deadline.on_cancel(run.stop)
+        outcomes = run.wait(budget)
         if deadline.cancelled:  # the caller is gone: skip the merge
             deadline.check("retrieval")
-        for (source, limit), future in zip(wanted, futures, strict=True):
-            if not future.done():
-                future.cancel()
-                message = f"over its {budget * 1000:.0f} ms budget"
+        for index, ((source, limit), outcome) in enumerate(zip(wanted, outcomes, strict=True)):
+            if outcome is None:
+                message = (
+                    f"over its {budget * 1000:.0f} ms budget"
+                    if index < run.started
+                    else f"not started within the {budget * 1000:.0f} ms budget"
+                )
                 degraded.append(_skipped(source.kind, DegradationKind.DEADLINE_EXCEEDED, message))
                 continue
-            try:
-                result, seconds = future.result()
-            except Exception as error:
-                _log.exception("candidate source failed", source=source.kind.value)
-                degraded.append(_skipped(source.kind, DegradationKind.ERROR, repr(error)))
+            if isinstance(outcome, Exception):
+                _log.error(
+                    "candidate source failed",
+                    source=source.kind.value,
+                    exc_info=(type(outcome), outcome, outcome.__traceback__),
+                )
+                degraded.append(_skipped(source.kind, DegradationKind.ERROR, repr(outcome)))
                 continue
+            result, seconds = outcome
             keep = ~is_excluded[result.items]
             if members is not None:
                 keep &= members[result.items]
