@@ -3,6 +3,7 @@ holder serves a saved snapshot before its first build from the database."""
 
 import asyncio
 import dataclasses
+import gc
 
 import numpy as np
 import pytest
@@ -143,3 +144,17 @@ def test_keep_fresh_serves_the_file_then_rebuilds_at_its_interval(tmp_path):
         await task
 
     asyncio.run(run())
+
+
+def test_built_and_loaded_snapshots_keep_their_id_lists_out_of_full_collections(tmp_path):
+    # A full collection walks every entry of every tracked list; a tuple of strings is
+    # untracked after the collector's first look, so it costs nothing afterwards.
+    built = build_snapshot(DATA, SignalConfig())
+    file = SnapshotFile(tmp_path / "db.npz", SignalConfig())
+    file.save(built, CURSORS)
+    saved = file.load()
+    assert saved is not None
+    gc.collect()
+    for snapshot in (built, saved[0]):
+        for name in ("item_ids", "item_creators", "item_titles"):
+            assert not gc.is_tracked(getattr(snapshot, name)), name

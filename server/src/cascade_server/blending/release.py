@@ -79,7 +79,10 @@ def load_blending_release(path: Path, manifest: Manifest) -> BlendingRelease:
         raise CorruptReleaseError(f"release {manifest.release_id}: {error}") from error
     vectors = None
     if (path / ITEM_EMBEDDINGS_FILE).exists():
+        # The ids as a tuple: the garbage collector scans it once, not at every full
+        # collection.
         vectors = ItemVectors(
-            json.loads((path / ITEMS_FILE).read_text()), np.load(path / ITEM_EMBEDDINGS_FILE)
+            tuple(json.loads((path / ITEMS_FILE).read_text())),
+            np.load(path / ITEM_EMBEDDINGS_FILE),
         )
     return BlendingRelease(policies, vectors)

@@ -173,7 +173,15 @@ _EMPTY_FLOAT: Final[FloatArray] = np.zeros(0, dtype=np.float64)
 
 @dataclass(frozen=True)
 class EngagementSnapshot:
-    """Everything serving needs from the engagement data, immutable once built."""
+    """Everything serving needs from the engagement data, immutable once built.
+
+    The catalog-sized string sequences (``item_ids``, ``item_creators``,
+    ``item_titles``) are tuples: the garbage collector stops scanning a tuple of strings
+    after its first look, where every full collection walks each entry of a list. The
+    heap is frozen once loaded (``heap``), but a release swap's full collection and any
+    collection before the freeze walked these lists: 70 ms of the 88 ms a full
+    collection took at a million items.
+    """
 
     item_ids: Sequence[str]
     item_index: dict[str, int]
@@ -315,9 +323,9 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
     categories, item_categories = _categories(data.item_categories, n_items)
     category_items = _category_items(item_categories, len(categories), popular_items, popularity)
     return EngagementSnapshot(
-        item_ids=data.item_ids,
+        item_ids=tuple(data.item_ids),
         item_index=dict(zip(data.item_ids, range(n_items), strict=True)),
-        item_creators=data.item_creators,
+        item_creators=tuple(data.item_creators),
         item_active=active,
         user_index={user: u for u, user in enumerate(data.user_ids)},
         popularity=popularity,
@@ -332,7 +340,8 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
         categories=categories,
         item_categories=item_categories,
         category_items=category_items,
-        item_titles=[" ".join(t.casefold().split()) for t in data.item_titles] or [""] * n_items,
+        item_titles=tuple(" ".join(t.casefold().split()) for t in data.item_titles)
+        or ("",) * n_items,
         item_created=data.item_created if len(data.item_created) else np.zeros(n_items),
         item_creator_codes=_creator_codes(data.item_creators),
         item_primary_category=_primary_categories(item_categories),

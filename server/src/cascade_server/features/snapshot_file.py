@@ -165,9 +165,10 @@ def _strings(name: str, values: list[str]) -> dict[str, npt.NDArray[Any]]:
     return {f"{name}.text": np.frombuffer(text, dtype=np.uint8), f"{name}.ends": ends}
 
 
-def _read_strings(name: str, arrays: dict[str, npt.NDArray[Any]]) -> list[str]:
+def _read_strings(name: str, arrays: dict[str, npt.NDArray[Any]]) -> tuple[str, ...]:
     text = arrays[f"{name}.text"].tobytes().decode()
     ends = arrays[f"{name}.ends"].tolist()
     if (ends[-1] if ends else 0) != len(text):
         raise ValueError(f"{name}: the offsets do not fit the text")
-    return [text[start:end] for start, end in zip([0, *ends][:-1], ends, strict=True)]
+    # A tuple, as the snapshot holds them (see EngagementSnapshot).
+    return tuple(text[start:end] for start, end in zip([0, *ends][:-1], ends, strict=True))

@@ -56,7 +56,8 @@ class LearnedRanker:
         heavy_top_n: int = 50,
     ) -> None:
         self.release_id = manifest.release_id
-        self.item_ids: list[str] = json.loads((path / ITEMS_FILE).read_text())
+        # A tuple: the garbage collector scans it once, not at every full collection.
+        self.item_ids: tuple[str, ...] = tuple(json.loads((path / ITEMS_FILE).read_text()))
         self.n_items = len(self.item_ids)
         try:
             features = path / FEATURES_DIR

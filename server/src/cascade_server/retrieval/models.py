@@ -59,7 +59,8 @@ class RetrievalModels:
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.release_id = manifest.release_id
-        self.item_ids: list[str] = json.loads((path / ITEMS_FILE).read_text())
+        # A tuple: the garbage collector scans it once, not at every full collection.
+        self.item_ids: tuple[str, ...] = tuple(json.loads((path / ITEMS_FILE).read_text()))
         self.item_embeddings: npt.NDArray[np.float32] = np.load(path / ITEM_EMBEDDINGS_FILE)
         index_config = manifest.config.get("index", {})
         self.search_k = int(index_config.get("search_k", 0)) or -1

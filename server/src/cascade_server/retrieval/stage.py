@@ -1,4 +1,4 @@
-"""The retrieval stage: run the candidate sources within a budget, merge by quota with provenance."""
+"""The retrieval stage: sources run within a budget, merged by quota with provenance."""
 
 from __future__ import annotations
 
