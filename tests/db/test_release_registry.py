@@ -83,6 +83,20 @@ def test_a_corrupt_release_is_rejected_and_changes_nothing(registry):
     assert not registry.path_of("r2").exists()
 
 
+def test_a_publish_hashing_only_some_artifacts_still_checks_those_and_every_size(registry):
+    staging = stage_release(registry, "r1")
+    (staging / "items.json").write_text(json.dumps(["a", "c"]))  # same size, other bytes
+    with pytest.raises(CorruptReleaseError, match="items.json"):
+        registry.publish(staging, hashed={"items.json"})
+    staging = stage_release(registry, "r2")
+    (staging / "model" / "weights.bin").write_bytes(b"longer weights")
+    with pytest.raises(CorruptReleaseError, match="bytes"):
+        registry.publish(staging, hashed={"items.json"})
+    assert registry.active() is None
+    assert registry.publish(stage_release(registry, "r3"), hashed={"items.json"})
+    assert registry.active() == "r3"
+
+
 def test_a_missing_artifact_is_rejected(registry):
     staging = stage_release(registry, "r1")
     (staging / "items.json").unlink()

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,12 +92,16 @@ class ReleaseRegistry:
         """Where a published release lives."""
         return self.root / release_id
 
-    def publish(self, staging: Path, *, activate: bool = True) -> Manifest:
+    def publish(
+        self, staging: Path, *, activate: bool = True, hashed: Collection[str] | None = None
+    ) -> Manifest:
         """Verify, flush and move ``staging`` into place, record it, and (by default) activate it.
 
         A release that does not match its manifest is rejected and nothing changes.
+        ``hashed``: the artifacts whose checksums are checked (all when None; every
+        artifact's size is checked whatever it says).
         """
-        manifest = read_verified(staging)
+        manifest = read_verified(staging, hashed)
         target = self.path_of(manifest.release_id)
         if target.exists():
             raise ReleaseStateError(f"release {manifest.release_id} already exists at {target}")

@@ -12,12 +12,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cascade_server.artifacts.manifest import MANIFEST, DataSnapshot, Manifest, describe
+from cascade_server.artifacts.manifest import (
+    MANIFEST,
+    ArtifactEntry,
+    DataSnapshot,
+    Manifest,
+    describe,
+)
 from cascade_server.errors import CascadeError
 from cascade_server.storage.engagement_reader import EngagementData
 
@@ -106,11 +113,18 @@ class Build:
                 "(or start again with `cascade train retrieval`)"
             )
 
-    def manifest(self, release_id: str) -> Manifest:
-        """A manifest over every artifact in the build, with checksums, written to the build."""
+    def manifest(
+        self, release_id: str, known: Mapping[str, ArtifactEntry] | None = None
+    ) -> Manifest:
+        """A manifest over every artifact in the build, with checksums, written to the build.
+        ``known``: entries to take as they are, not hashed again (for files linked from a
+        release verified a moment ago)."""
         info = self.info()
+        known = known or {}
         artifacts = {
-            name: describe(self.path, kind, name)
+            name: known[name]
+            if name in known and known[name].kind == kind and known[name].path == name
+            else describe(self.path, kind, name)
             for name, kind in ARTIFACT_KINDS.items()
             if (self.path / name).exists()
         }
