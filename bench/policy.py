@@ -26,7 +26,6 @@ before training. Writes JSON and Markdown to bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -59,9 +58,10 @@ from cascade_client import BlendingClient, CatalogClient, RetrievalClient
 from cascade_server.blending.policy import BlendingPolicies
 from cascade_server.blending.release import ItemVectors
 from cascade_server.features.engagement import KIND_WEIGHT_BY_NAME
+from cascade_server.features.release_items import read_item_ids
 from cascade_server.offline.evaluate import CatalogRecall, read_ncf_cases
 from cascade_server.offline.list_metrics import coverage, intra_list_diversity, novelty, share
-from cascade_server.retrieval.models import ITEM_EMBEDDINGS_FILE, ITEMS_FILE
+from cascade_server.retrieval.models import ITEM_EMBEDDINGS_FILE
 from cascade_server.storage.database import make_engine
 from cascade_server.storage.engagement_reader import read_engagement
 from cascade_server.storage.tables import EVENT_KINDS
@@ -209,9 +209,7 @@ def _serve_and_measure(
         positive = np.isin(data.kinds, codes)
         interactions = Counter(data.item_ids[i] for i in data.event_items[positive].tolist())
         release = _active_release(home)
-        vectors = ItemVectors(
-            json.loads((release / ITEMS_FILE).read_text()), np.load(release / ITEM_EMBEDDINGS_FILE)
-        )
+        vectors = ItemVectors(read_item_ids(release), np.load(release / ITEM_EMBEDDINGS_FILE))
         n_categories = len({c for cats in data.item_categories for c in cats})
         n_creators = len({c for c in data.item_creators if c})
         results = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,7 +15,8 @@ from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies, PolicyError
 from cascade_server.features.engagement import EngagementSnapshot, IntArray
 from cascade_server.features.id_positions import id_positions
-from cascade_server.retrieval.models import ITEM_EMBEDDINGS_FILE, ITEMS_FILE
+from cascade_server.features.release_items import ITEMS_FILE, read_item_ids
+from cascade_server.retrieval.models import ITEM_EMBEDDINGS_FILE
 
 BLENDING_ARTIFACTS = (POLICY_FILE, ITEMS_FILE, ITEM_EMBEDDINGS_FILE)
 """The release artifacts blending reads."""
@@ -79,10 +79,5 @@ def load_blending_release(path: Path, manifest: Manifest) -> BlendingRelease:
         raise CorruptReleaseError(f"release {manifest.release_id}: {error}") from error
     vectors = None
     if (path / ITEM_EMBEDDINGS_FILE).exists():
-        # The ids as a tuple: the garbage collector scans it once, not at every full
-        # collection.
-        vectors = ItemVectors(
-            tuple(json.loads((path / ITEMS_FILE).read_text())),
-            np.load(path / ITEM_EMBEDDINGS_FILE),
-        )
+        vectors = ItemVectors(read_item_ids(path), np.load(path / ITEM_EMBEDDINGS_FILE))
     return BlendingRelease(policies, vectors)

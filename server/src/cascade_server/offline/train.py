@@ -19,6 +19,7 @@ from cascade_server.errors import CascadeError
 from cascade_server.features import query_tower
 from cascade_server.features.engagement import ACTIVE
 from cascade_server.features.query_tower import QueryTower
+from cascade_server.features.release_items import ITEMS_FILE
 from cascade_server.logs import get_logger
 from cascade_server.offline.build import Build, new_release_id
 from cascade_server.offline.index import IndexConfig, IndexReport, build_index
@@ -75,7 +76,7 @@ def train_retrieval(
     """Start a build: id maps, user features, the two-tower model and item embeddings."""
     data, interactions = load_training_data(engine)
     build = Build.start(build_dir, data)
-    (build.path / retrieval_files.ITEMS_FILE).write_text(json.dumps(list(data.item_ids)))
+    (build.path / ITEMS_FILE).write_text(json.dumps(list(data.item_ids)))
     (build.path / query_tower.USERS_FILE).write_text(json.dumps(list(data.user_ids)))
     np.save(build.path / query_tower.USER_FEATURES_FILE, interactions.user_features)
     result = train_two_tower(

@@ -10,7 +10,6 @@ heavy ranker improved NDCG@10 on the held-out groups, else the light ranker alon
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.features.id_positions import id_positions
 from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
+from cascade_server.features.release_items import ITEMS_FILE, read_item_ids
 from cascade_server.ranking.features import FeatureSet, FloatMatrix, Users
 from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HeavyRanker
 from cascade_server.ranking.scorers import Scores
@@ -30,7 +30,6 @@ FEATURES_DIR = "ranking_features"
 LEGACY_FEATURES_FILE = "ranking_features.npz"
 """Where releases made before the directory form keep their features."""
 LIGHT_RANKER_FILE = "light_ranker.txt"
-ITEMS_FILE = "items.json"
 RANKING_ARTIFACTS = (
     ITEMS_FILE,
     FEATURES_DIR,
@@ -56,8 +55,7 @@ class LearnedRanker:
         heavy_top_n: int = 50,
     ) -> None:
         self.release_id = manifest.release_id
-        # A tuple: the garbage collector scans it once, not at every full collection.
-        self.item_ids: tuple[str, ...] = tuple(json.loads((path / ITEMS_FILE).read_text()))
+        self.item_ids = read_item_ids(path)
         self.n_items = len(self.item_ids)
         try:
             features = path / FEATURES_DIR

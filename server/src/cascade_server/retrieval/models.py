@@ -8,7 +8,6 @@ and from a live snapshot's indices are built once per snapshot and cached.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +21,10 @@ from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.features.id_positions import id_positions
 from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
+from cascade_server.features.release_items import ITEMS_FILE, read_item_ids
 from cascade_server.retrieval.clustered_index import CLUSTERS_FILE, ClusteredIndex
 from cascade_server.retrieval.top_k import top_positions
 
-ITEMS_FILE = "items.json"
 ITEM_EMBEDDINGS_FILE = "item_embeddings.npy"
 INDEX_FILE = "items.ann"
 
@@ -59,8 +58,7 @@ class RetrievalModels:
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.release_id = manifest.release_id
-        # A tuple: the garbage collector scans it once, not at every full collection.
-        self.item_ids: tuple[str, ...] = tuple(json.loads((path / ITEMS_FILE).read_text()))
+        self.item_ids = read_item_ids(path)
         self.item_embeddings: npt.NDArray[np.float32] = np.load(path / ITEM_EMBEDDINGS_FILE)
         index_config = manifest.config.get("index", {})
         self.search_k = int(index_config.get("search_k", 0)) or -1
