@@ -70,13 +70,13 @@ class CascadeServer:
         *,
         share_port: bool = False,
         metrics_port: int | None = None,
-        runner: BlockingRunner | None = None,
+        runner: BlockingRunner,
     ) -> None:
         self.settings = settings
         self.binding = binding
-        # The warm-up runs on the requests' runner when there is one: its thread is idle
-        # afterwards and takes the first request, which then finds that thread's scratch
-        # state (per-thread arrays, the scorer's thread-local state) already made.
+        # The warm-up runs on the requests' runner: its thread is idle afterwards and
+        # takes the first request, which then finds that thread's scratch state
+        # (per-thread arrays, the scorer's thread-local state) already made.
         self._runner = runner
         # SO_REUSEPORT: several processes of one stage serve one port, and the kernel
         # spreads their callers' connections over them.
@@ -170,10 +170,7 @@ class CascadeServer:
     async def _mark_ready(self) -> None:
         if self.binding.warm is not None:
             try:
-                if self._runner is not None:
-                    await self._runner.run(self.binding.warm)
-                else:
-                    await asyncio.to_thread(self.binding.warm)
+                await self._runner.run(self.binding.warm)
             except Exception:
                 _log.exception("warm-up failed; serving cold", service=self.binding.service_name)
         heap.settle()
