@@ -29,10 +29,10 @@ from cascade_server.rpc.convert import (
     SURFACE_TO_PROTO,
     SURFACES,
     Violations,
+    add_hits,
     blend_action_to_proto,
     context_from_proto,
     degradations_to_proto,
-    hits_to_proto,
     scored_from_proto,
     stage_trace,
 )
@@ -254,22 +254,20 @@ def recommend_to_proto(result: RecommendResult, *, debug: bool) -> pb.RecommendR
 
 
 def _items(blend: BlendResult) -> list[pb.RecommendedItem]:
-    return [
-        pb.RecommendedItem(
-            item_id=item.candidate.item_id,
-            score=item.candidate.score,
-            sources=hits_to_proto(item.candidate.sources),
-            creator_id=item.creator_id,
+    items = []
+    for item in blend.items:
+        message = pb.RecommendedItem(
+            item_id=item.candidate.item_id, score=item.candidate.score, creator_id=item.creator_id
         )
-        for item in blend.items
-    ]
+        add_hits(message.sources, item.candidate.sources)
+        items.append(message)
+    return items
 
 
 def _outcome(outcome: CandidateOutcome) -> trace_pb2.CandidateTrace:
     candidate = outcome.candidate
-    return trace_pb2.CandidateTrace(
+    message = trace_pb2.CandidateTrace(
         item_id=candidate.item_id,
-        sources=hits_to_proto(candidate.sources),
         stage_scores=candidate.stage_scores,
         head_scores=candidate.head_scores,
         removed_by=outcome.removed_by,
@@ -280,3 +278,5 @@ def _outcome(outcome: CandidateOutcome) -> trace_pb2.CandidateTrace:
         blend_score=outcome.blend_score or 0.0,
         demoted_by=outcome.demoted_by.value if outcome.demoted_by else "",
     )
+    add_hits(message.sources, candidate.sources)
+    return message

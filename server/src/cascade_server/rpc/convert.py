@@ -161,19 +161,11 @@ def context_to_proto(context: RequestContext) -> context_pb2.RequestContext:
     )
 
 
-def hits_to_proto(hits: Iterable[SourceHit]) -> list[candidate_pb2.SourceHit]:
-    """Source hits on the wire."""
-    return [
-        candidate_pb2.SourceHit(source=SOURCE_TO_PROTO[h.source], rank=h.rank, score=h.score)
-        for h in hits
-    ]
-
-
 def add_hits(
     field: RepeatedCompositeFieldContainer[candidate_pb2.SourceHit], hits: Iterable[SourceHit]
 ) -> None:
-    """Append source hits to a repeated field: each built in place, which costs half of
-    building messages and copying them in."""
+    """Source hits on the wire, appended to a repeated field: each built in place, which
+    costs half of building messages and copying them in."""
     add = field.add
     for hit in hits:
         add(source=SOURCE_TO_PROTO[hit.source], rank=hit.rank, score=hit.score)
