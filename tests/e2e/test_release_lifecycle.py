@@ -44,6 +44,20 @@ def active_release(env):
     return next(line.split("│")[1].strip() for line in lines if "active" in line)
 
 
+def serves(metrics_port, component, release_id):
+    metrics = scrape(metrics_port)
+    return total(metrics, "cascade_active_release", component=component, release_id=release_id) == 1
+
+
+def release_loads(metrics_port, component):
+    """How many releases a server's component loaded, and how many it took over loaded."""
+    metrics = scrape(metrics_port)
+    return {
+        result: total(metrics, "cascade_release_loads_total", component=component, result=result)
+        for result in ("loaded", "reused")
+    }
+
+
 @pytest.fixture
 def trained_env(empty_database_url, tmp_path):
     env, ports = cascade_env(empty_database_url, tmp_path / "home", release_poll_seconds="0.5")
@@ -122,6 +136,15 @@ def test_a_release_is_served_swapped_under_traffic_rolled_back_and_protected(
 
             # A new blending policy with an experiment: a release of the same models that
             # the running servers swap in.
+            metrics_ports = {
+                stage: int(env[f"CASCADE_{stage.upper()}_METRICS_PORT"])
+                for stage in ("retrieval", "ranking")
+            }
+            for stage, port in metrics_ports.items():
+                wait_for(partial(serves, port, stage, first), 30, f"{stage}'s rollback")
+            loads_before = {
+                stage: release_loads(port, stage) for stage, port in metrics_ports.items()
+            }
             (tmp_path / "policy.yaml").write_text(POLICY)
             cascade(env, "policy", "publish", str(tmp_path / "policy.yaml"))
             third = active_release(env)
@@ -130,6 +153,15 @@ def test_a_release_is_served_swapped_under_traffic_rolled_back_and_protected(
                 blending_pb.RecommendRequest(user_id="u042", page_size=20), timeout=5
             )
             assert page.policy_version == "e2e-1"
+            # Only the policy changed: retrieval and ranking swap the new release in with
+            # the models they have loaded (blending loads the policy).
+            for stage in ("retrieval", "ranking"):
+                port = metrics_ports[stage]
+                wait_for(partial(serves, port, stage, third), 30, f"{stage}'s new policy")
+                assert release_loads(port, stage) == {
+                    "loaded": loads_before[stage]["loaded"],
+                    "reused": loads_before[stage]["reused"] + 1,
+                }
             [assignment] = page.experiments
             assert (assignment.experiment, assignment.forced) == ("cap", False)
             strict = blending.recommend(

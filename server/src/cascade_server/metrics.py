@@ -65,7 +65,8 @@ CIRCUIT_OPEN = Gauge(
 )
 RELEASE_LOADS = Counter(
     "cascade_release_loads_total",
-    "Releases a component loaded or rejected (the previous one kept serving).",
+    "Releases a component swapped in (result: loaded, or reused when its inputs were the "
+    "serving release's) or rejected (the previous one kept serving).",
     ["component", "result"],
 )
 ACTIVE_RELEASE = Gauge(

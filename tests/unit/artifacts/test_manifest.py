@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from cascade_server.artifacts.manifest import (
@@ -77,3 +79,19 @@ def test_a_server_hashes_what_it_reads_and_checks_the_size_of_the_rest(tmp_path)
     (tmp_path / "file.txt").unlink()
     with pytest.raises(CorruptReleaseError, match="'file' is missing"):
         read_verified(tmp_path, hashed=set())
+
+
+def test_inputs_cover_the_read_artifacts_config_and_metrics_only(tmp_path):
+    manifest = manifest_for(tmp_path)
+    reads_dir = manifest.inputs(["dir"])
+    other_file = dataclasses.replace(
+        manifest,
+        release_id="r2",
+        artifacts={**manifest.artifacts, "file": describe(tmp_path, "k", "dir")},
+    )
+    assert other_file.inputs(["dir"]) == reads_dir
+    assert other_file.inputs(["dir", "file"]) != manifest.inputs(["dir", "file"])
+    assert dataclasses.replace(manifest, config={"index": {"search_k": 9}}).inputs(["dir"]) != (
+        reads_dir
+    )
+    assert dataclasses.replace(manifest, metrics={"ranker": {}}).inputs(["dir"]) != reads_dir

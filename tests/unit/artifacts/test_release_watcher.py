@@ -106,3 +106,45 @@ def test_a_rejection_is_reported_once_with_its_reason():
     assert not w.refresh()
     assert not w.refresh()
     assert reported == [("bad-1", "ValueError: the index file is truncated")]
+
+
+def test_a_release_with_the_serving_ones_inputs_takes_over_what_is_loaded():
+    registry = Registry()
+    inputs = {"r1": "models v1", "r2": "models v1", "r3": "models v2", "r4": "models v2"}
+    w = ReleaseWatcher(
+        read_active=lambda: registry.active,
+        load=registry.load,
+        baseline="baseline",
+        name="t",
+        inputs=inputs.__getitem__,
+    )
+    registry.active = "r1"
+    assert w.refresh()
+    registry.active = "r2"  # e.g. only the blending policy changed
+    assert w.refresh()
+    assert (w.current().release_id, w.current().value) == ("r2", "models of r1")
+    registry.active = "r3"
+    assert w.refresh()
+    registry.active = "r4"
+    assert w.refresh()
+    assert (w.current().release_id, w.current().value) == ("r4", "models of r3")
+    assert registry.loads == ["r1", "r3"]
+
+
+def test_a_release_whose_inputs_cannot_be_read_is_rejected():
+    registry = Registry()
+
+    def inputs(release_id):
+        raise ValueError(f"cannot read the manifest of {release_id}")
+
+    w = ReleaseWatcher(
+        read_active=lambda: registry.active,
+        load=registry.load,
+        baseline="baseline",
+        name="t",
+        inputs=inputs,
+    )
+    registry.active = "r1"
+    assert not w.refresh()
+    assert "cannot read the manifest" in w.rejected["r1"]
+    assert registry.loads == []

@@ -67,6 +67,19 @@ class Manifest:
         """The manifest as stable, readable JSON."""
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
+    def inputs(self, artifacts: Collection[str]) -> str:
+        """What a component that reads ``artifacts`` takes from this release: their
+        checksums and sizes, the config and the metrics, as one string. Two releases with
+        equal inputs load into the same thing."""
+        read = {
+            name: [entry.sha256, entry.size_bytes]
+            for name, entry in self.artifacts.items()
+            if name in artifacts
+        }
+        return json.dumps(
+            {"artifacts": read, "config": self.config, "metrics": self.metrics}, sort_keys=True
+        )
+
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         """Parse a manifest; CorruptReleaseError when it is not one."""

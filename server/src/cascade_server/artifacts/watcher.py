@@ -3,7 +3,9 @@
 A server keeps serving what it has while the next release loads in a worker thread.
 Only a release that loads, validates and warms up replaces the current one, in one
 reference swap; a release that fails is logged, remembered and not retried, and the
-previous one keeps serving.
+previous one keeps serving. A release whose inputs for this component (the artifacts it
+reads, by checksum, and the release's config and metrics) equal the serving release's,
+such as one that only changes the blending policy, takes over what is already loaded.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -36,7 +38,9 @@ class ReleaseWatcher(Generic[T]):
 
     ``load(release_id)`` must return a fully validated and warmed-up value, or raise.
     Before any release is published (or after every published one failed) the
-    ``baseline`` value serves.
+    ``baseline`` value serves. ``inputs(release_id)``, when given, names what ``load``
+    would read from the release; a release with the serving one's inputs is served with
+    the loaded value, without loading it again.
     """
 
     def __init__(
@@ -47,11 +51,14 @@ class ReleaseWatcher(Generic[T]):
         baseline: T,
         name: str,
         on_reject: Callable[[str, str], None] | None = None,
+        inputs: Callable[[str], Hashable] | None = None,
     ) -> None:
         self._read_active = read_active
         self._load = load
         self._on_reject = on_reject
+        self._inputs = inputs
         self._current: Loaded[T] = Loaded(None, baseline)
+        self._current_inputs: Hashable = None
         self._rejected: dict[str, str] = {}
         self._name = name
 
@@ -71,7 +78,13 @@ class ReleaseWatcher(Generic[T]):
             return False
         started = time.perf_counter()
         try:
-            value = self._load(active)
+            inputs = self._inputs(active) if self._inputs is not None else None
+            reused = (
+                inputs is not None
+                and self._current.release_id is not None
+                and inputs == self._current_inputs
+            )
+            value = self._current.value if reused else self._load(active)
         except Exception as error:
             self._rejected[active] = f"{type(error).__name__}: {error}"
             RELEASE_LOADS.labels(self._name, "rejected").inc()
@@ -92,13 +105,16 @@ class ReleaseWatcher(Generic[T]):
             _log.info("release no longer active after loading; not swapped in", release_id=active)
             return False
         self._current = Loaded(active, value)
-        RELEASE_LOADS.labels(self._name, "loaded").inc()
+        self._current_inputs = inputs
+        RELEASE_LOADS.labels(self._name, "reused" if reused else "loaded").inc()
         set_active_release(self._name, active)
-        heap.settle()  # the replaced release's models may hold reference cycles
+        if not reused:
+            heap.settle()  # the replaced release's models may hold reference cycles
         _log.info(
-            "release loaded",
+            "release swapped in",
             release_id=active,
             component=self._name,
+            reused_loaded=reused,
             load_s=round(time.perf_counter() - started, 3),
         )
         return True

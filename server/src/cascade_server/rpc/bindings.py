@@ -159,8 +159,17 @@ def release_watcher(
 ) -> ReleaseWatcher[T | None]:
     """Follows the active release in Postgres, loading it from ``HOME/releases`` with
     ``load`` after checking it (every artifact's size; the SHA-256 of the ``artifacts``
-    this server reads, or of those ``artifacts(manifest)`` names)."""
+    this server reads, or of those ``artifacts(manifest)`` names). A release whose
+    ``artifacts`` match the serving one's (by their manifest checksums), with the same
+    config and metrics, is served with what is loaded already."""
     registry = ReleaseRegistry(engine, settings.home / "releases")
+
+    def read(manifest: Manifest) -> Collection[str]:
+        return artifacts(manifest) if callable(artifacts) else artifacts
+
+    def inputs(release_id: str) -> str:
+        manifest = read_manifest(registry.path_of(release_id))
+        return manifest.inputs(read(manifest))
 
     def load_release(release_id: str) -> T:
         path = registry.path_of(release_id)
@@ -172,8 +181,7 @@ def release_watcher(
                 if settings.release_check_in_child and name in PROBED
                 else None
             )
-            hashed = artifacts(read_manifest(path)) if callable(artifacts) else artifacts
-            manifest = read_verified(path, hashed)
+            manifest = read_verified(path, read(read_manifest(path)))
             if checked is not None:
                 checked.result()
         return load(path, manifest)
@@ -184,6 +192,7 @@ def release_watcher(
         baseline=None,
         name=name,
         on_reject=lambda release_id, reason: registry.record_rejection(release_id, name, reason),
+        inputs=inputs,
     )
 
 
