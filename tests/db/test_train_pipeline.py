@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from cascade_server.artifacts.manifest import CorruptReleaseError, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies
-from cascade_server.blending.release import load_blending_release
+from cascade_server.blending.release import BlendingReleaseLoader
 from cascade_server.features.engagement import SignalConfig, build_snapshot
 from cascade_server.features.query_tower import (
     QUERY_WEIGHTS_FILE,
@@ -219,7 +219,7 @@ def test_a_new_policy_is_published_over_the_active_models(trained):
         changed = publish_policy(registry, policies)
         assert registry.active() == changed.release_id != manifest.release_id
         after = registry.path_of(changed.release_id)
-        release = load_blending_release(after, read_verified(after))
+        release = BlendingReleaseLoader()(after, read_verified(after))
         assert release.policies.version == "tuned"
         assert release.vectors is not None
         assert before.joinpath(POLICY_FILE).read_text() == policy_text, "old release untouched"

@@ -6,15 +6,17 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from cascade_server.artifacts.manifest import CorruptReleaseError, DataSnapshot, Manifest
+from cascade_server.artifacts.manifest import CorruptReleaseError, DataSnapshot, Manifest, describe
 from cascade_server.blending.policy import (
     POLICY_FILE,
     BlendingPolicies,
     PolicyError,
     SurfacePolicy,
 )
-from cascade_server.blending.release import ItemVectors, load_blending_release
+from cascade_server.blending.release import BlendingReleaseLoader, ItemVectors
+from cascade_server.features.release_items import ITEMS_FILE
 from cascade_server.pipeline.types import SourceKind, Surface
+from cascade_server.retrieval.models import ITEM_EMBEDDINGS_FILE
 
 FILE = """
 version: "2026-11-26.1"
@@ -180,7 +182,7 @@ def _manifest():
 
 
 def test_a_release_without_a_policy_file_serves_the_default(tmp_path):
-    release = load_blending_release(tmp_path, _manifest())
+    release = BlendingReleaseLoader()(tmp_path, _manifest())
     assert release.policies.version == BlendingPolicies.default().version
     assert release.vectors is None
 
@@ -188,4 +190,26 @@ def test_a_release_without_a_policy_file_serves_the_default(tmp_path):
 def test_a_release_with_a_broken_policy_file_is_rejected(tmp_path):
     (tmp_path / POLICY_FILE).write_text("version: v\nsurfaces: {home_feed: {seed: -1}}")
     with pytest.raises(CorruptReleaseError, match=r"release r1: .*surfaces\.home_feed\.seed"):
-        load_blending_release(tmp_path, _manifest())
+        BlendingReleaseLoader()(tmp_path, _manifest())
+
+
+def _release(root, embeddings, policy_version):
+    root.mkdir()
+    (root / ITEMS_FILE).write_text('["a", "b"]')
+    np.save(root / ITEM_EMBEDDINGS_FILE, np.array(embeddings, dtype=np.float32))
+    (root / POLICY_FILE).write_text(f"version: {policy_version}\n")
+    names = (ITEMS_FILE, ITEM_EMBEDDINGS_FILE, POLICY_FILE)
+    artifacts = {name: describe(root, "k", name) for name in names}
+    return Manifest(root.name, "now", DataSnapshot("f", 0, 0, 0, None), artifacts)
+
+
+def test_a_policy_only_release_keeps_the_loaded_item_vectors(tmp_path):
+    load = BlendingReleaseLoader()
+    first = load(tmp_path / "r1", _release(tmp_path / "r1", [[3, 4], [1, 0]], "p1"))
+    policy_only = load(tmp_path / "r2", _release(tmp_path / "r2", [[3, 4], [1, 0]], "p2"))
+    assert policy_only.policies.version == "p2"
+    assert policy_only.vectors is first.vectors
+    retrained = load(tmp_path / "r3", _release(tmp_path / "r3", [[0, 4], [1, 0]], "p2"))
+    assert retrained.vectors is not None
+    assert retrained.vectors is not first.vectors
+    np.testing.assert_allclose(retrained.vectors.of(["a"]), [[0.0, 1.0]])

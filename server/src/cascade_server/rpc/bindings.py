@@ -27,7 +27,7 @@ from cascade_server.blending.recommend import Recommender, RecommendLimits
 from cascade_server.blending.release import (
     BLENDING_ARTIFACTS,
     BlendingRelease,
-    load_blending_release,
+    BlendingReleaseLoader,
 )
 from cascade_server.blending.stage import BlendingStage
 from cascade_server.catalog.repository import CatalogRepository
@@ -273,7 +273,7 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
     release's blending policy (the default one before the first release)."""
     holder = snapshot_holder(settings, engine)
     releases = release_watcher(
-        settings, engine, load_blending_release, "blending", BLENDING_ARTIFACTS
+        settings, engine, BlendingReleaseLoader(), "blending", BLENDING_ARTIFACTS
     )
     default = BlendingRelease(BlendingPolicies.default())
 
