@@ -125,3 +125,15 @@ def test_served_filter_removes_items_of_earlier_pages():
 
 def test_served_filter_with_nothing_served_keeps_everything():
     assert run(ServedItemsFilter(frozenset()), ["i1", "i1", "x"]) == (["i1", "i1", "x"], [])
+
+
+def test_seen_filter_finds_every_recent_impression_whatever_their_order():
+    # Shown newest first: z, x, w, y (index order w, x, y, z): every one is removed.
+    items = [(name, "c", "active") for name in ("w", "x", "y", "z", "v")]
+    shown = [("u", "y", "impression", 0), ("u", "w", "impression", 1)]
+    shown += [("u", "x", "impression", 2), ("u", "z", "impression", 3)]
+    snapshot = build_snapshot(make_data(items, ["u"], shown), SignalConfig(seen_ttl_hours=1000))
+    assert [snapshot.item_ids[i] for i in snapshot.impressed.row(0)[0]] == ["z", "x", "w", "y"]
+    kept, removed = run(SeenItemsFilter(snapshot, "u"), ["v", "z", "w", "y", "x"], snapshot)
+    assert kept == ["v"]
+    assert [item for item, _ in removed] == ["z", "w", "y", "x"]

@@ -199,10 +199,9 @@ class _Placement:
         n = len(positions)
         self.rows = rows
         self.snapshot = snapshot
-        codes = snapshot.item_creator_codes[self.rows]
-        distinct, dense = np.unique(codes, return_inverse=True)
-        self.creator_code = np.where(codes < 0, -1, dense.reshape(-1)).astype(np.int64)
-        self.creator_count = np.zeros(len(distinct) + 1, np.int64)  # last: no creator
+        self.creator_code = snapshot.item_creator_codes[self.rows]
+        # Indexed by creator code; the last entry (index -1) counts items with no creator.
+        self.creator_count = np.zeros(int(self.creator_code.max(initial=-1)) + 2, np.int64)
         self.primary = snapshot.item_primary_category[self.rows]
         order = _relevance_order(candidates, positions, self.policy.head_weights)
         rank = np.empty(n, np.int64)
