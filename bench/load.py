@@ -19,8 +19,10 @@ request's due time. Scenarios:
 * cold-start: each stage's server started alone on a published release: time to
   SERVING, the client's connection (timed apart), the first request's latency, then
   warm p99 of the same request;
-* swap: Recommend at 100/s while `cascade policy publish` makes a new release that
-  every server loads and swaps in; errors and p99 during the swap against before;
+* swap: Recommend at 100/s while `cascade policy publish` makes a new release (the
+  same models with a new policy: retrieval and ranking keep what they loaded, blending
+  loads the policy), or with --swap-to while an earlier release with other models is
+  activated (every server loads it); errors and p99 during the swap against before;
 * processes: Recommend at each --rates value with one process per stage, then with
   two per stage sharing each port (CASCADE_<STAGE>_PROCESSES=2, SO_REUSEPORT), the
   generator spreading its calls over several connections;
@@ -418,8 +420,12 @@ async def scenario_swap(
         served.append((due, loop.time() - began - due, release))
         return response
 
-    policy = Path(env["CASCADE_HOME"]) / "swap-policy.yaml"
-    policy.write_text("version: swap-1\nsurfaces: {home_feed: {max_items_per_creator: 2}}\n")
+    if args.swap_to:
+        command = ["release", "activate", args.swap_to]
+    else:
+        policy = Path(env["CASCADE_HOME"]) / "swap-policy.yaml"
+        policy.write_text("version: swap-1\nsurfaces: {home_feed: {max_items_per_creator: 2}}\n")
+        command = ["policy", "publish", str(policy)]
     publish_at = args.swap_duration / 4
 
     async def publish() -> float:
@@ -427,7 +433,7 @@ async def scenario_swap(
         started = loop.time() - began
         await asyncio.to_thread(
             subprocess.run,
-            [*CASCADE, "policy", "publish", str(policy)],
+            [*CASCADE, *command],
             env=env,
             check=True,
             capture_output=True,
@@ -448,6 +454,7 @@ async def scenario_swap(
     out = {
         **result.summary(),
         "errors_by_code": dict(result.errors),
+        "swap": " ".join(["cascade", *command]),
         "publish_started_s": published,
         "new_release_first_served_s": swapped[0] if swapped else None,
         "steady_p99_ms": float(np.percentile(steady, 99)) * 1000 if steady else None,
@@ -812,10 +819,11 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
     if "swap" in results:
         s = results["swap"]
         lines += [
-            f"Release swap under {s['rate']:g} Recommend/s: {s['errors']:.0f} failed of "
-            f"{s['requests']:.0f}; p99 before the swap {_ms(s['steady_p99_ms'])}, during it "
-            f"{_ms(s['during_swap_p99_ms'])} (publish at {s['publish_started_s']:.1f} s, new "
-            f"release served from {s['new_release_first_served_s']} s).",
+            f"Release swap (`{s['swap']}`) under {s['rate']:g} Recommend/s: "
+            f"{s['errors']:.0f} failed of {s['requests']:.0f}; p99 before the swap "
+            f"{_ms(s['steady_p99_ms'])}, during it {_ms(s['during_swap_p99_ms'])} (started at "
+            f"{s['publish_started_s']:.1f} s, new release served from "
+            f"{s['new_release_first_served_s']} s).",
             "",
         ]
     if "naive" in results:
@@ -888,6 +896,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0, help="Seconds of warm-up per method.")
     parser.add_argument("--swap-rate", type=float, default=100.0)
     parser.add_argument("--swap-duration", type=float, default=30.0)
+    parser.add_argument(
+        "--swap-to",
+        help="The swap scenario activates this release (one with other models than the "
+        "active one) instead of publishing a new policy.",
+    )
     parser.add_argument("--users", type=int, default=2_000, help="Demo users.")
     parser.add_argument("--items", type=int, default=20_000, help="Demo items.")
     parser.add_argument("--events", type=int, default=500_000, help="Demo events.")
