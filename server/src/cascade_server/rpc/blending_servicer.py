@@ -168,6 +168,8 @@ def overrides_from_proto(message: pb.PolicyOverrides, violations: Violations) ->
                 required=True,
             )
         overrides["exclude_categories"] = list(message.exclude_categories)
+    if not overrides:
+        return overrides
     try:
         SurfacePolicy().with_overrides(overrides, "policy_overrides")
     except PolicyError as error:
