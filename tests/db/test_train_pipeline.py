@@ -1,6 +1,8 @@
 """The offline pipeline on the small demo data: train, index, publish, load, serve candidates."""
 
+import gc
 import shutil
+import weakref
 from dataclasses import replace
 
 import numpy as np
@@ -89,6 +91,33 @@ def test_the_published_release_verifies_and_loads(trained):
     assert models.release_id == manifest.release_id
     assert models.item_embeddings.shape[1] == FAST.embedding_dim
     assert np.allclose(np.linalg.norm(models.item_embeddings, axis=1), 1.0, atol=1e-4)
+
+
+def test_a_replaced_release_is_freed_without_the_garbage_collector(trained):
+    # Servers swap releases without a full collection (cascade_server.heap): what a
+    # release loads must be freed by reference counting once dropped, caches included.
+    engine, registry, manifest, _, _, _ = trained
+    path = registry.path_of(manifest.release_id)
+    snapshot = build_snapshot(read_engagement(engine), SignalConfig())
+
+    def load_use_and_watch() -> list[weakref.ref[object]]:
+        retrieval = RetrievalModels(path, manifest)
+        retrieval.maps(snapshot)
+        ranker = LearnedRanker(path, manifest)
+        ranker.score(snapshot, snapshot.user_row("u042"), np.empty(0, np.int64), np.arange(5))
+        blending = BlendingReleaseLoader()(path, manifest)
+        assert blending.vectors is not None
+        blending.vectors.of_items(snapshot, np.arange(5))
+        parts = [retrieval, retrieval.query_tower, ranker, ranker.features, ranker.heavy]
+        parts += [*ranker.features.features, blending, blending.vectors]
+        return [weakref.ref(part) for part in parts if part is not None]
+
+    gc.disable()
+    try:
+        watched = load_use_and_watch()
+        assert [ref() for ref in watched] == [None] * len(watched)
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("search", ["annoy", "clustered", "exact"])

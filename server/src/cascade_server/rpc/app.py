@@ -173,7 +173,7 @@ class CascadeServer:
                 await self._runner.run(self.binding.warm)
             except Exception:
                 _log.exception("warm-up failed; serving cold", service=self.binding.service_name)
-        heap.settle()
+        heap.collect_and_freeze()  # nothing is served yet: the pause costs no request
         for name in ("", self.binding.service_name):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._ready.set()
