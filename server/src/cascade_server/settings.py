@@ -199,6 +199,14 @@ class Settings(BaseSettings):
             "file that crashes Annoy or LightGBM takes down the child, not the server."
         ),
     )
+    release_loads_in_turn: bool = Field(
+        default=True,
+        description=(
+            "Servers sharing a CASCADE_HOME load a release that replaces a served one one at "
+            "a time (a file lock in HOME/releases), so a swap takes less of the machine from "
+            "the requests they serve meanwhile; a server's first load does not wait."
+        ),
+    )
     release_poll_seconds: PositiveFloat = Field(
         default=5.0, description="How often servers check for a newly activated release."
     )

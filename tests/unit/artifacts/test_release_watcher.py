@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 
 from cascade_server.artifacts.watcher import ReleaseWatcher
 
@@ -148,3 +149,31 @@ def test_a_release_whose_inputs_cannot_be_read_is_rejected():
     assert not w.refresh()
     assert "cannot read the manifest" in w.rejected["r1"]
     assert registry.loads == []
+
+
+def test_only_a_load_replacing_a_served_release_waits_for_its_turn():
+    registry = Registry()
+    turns = []
+
+    @contextlib.contextmanager
+    def turn():
+        turns.append(("in", list(registry.loads)))
+        yield
+        turns.append(("out", list(registry.loads)))
+
+    inputs = {"r1": "v1", "r2": "v2", "r3": "v2"}
+    w = ReleaseWatcher(
+        read_active=lambda: registry.active,
+        load=registry.load,
+        baseline="baseline",
+        name="t",
+        inputs=inputs.__getitem__,
+        replace_turn=turn,
+    )
+    registry.active = "r1"  # the first load: nothing is served yet
+    assert w.refresh()
+    registry.active = "r2"
+    assert w.refresh()
+    registry.active = "r3"  # the same inputs: nothing to load
+    assert w.refresh()
+    assert turns == [("in", ["r1"]), ("out", ["r1", "r2"])]

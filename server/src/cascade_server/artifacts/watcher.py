@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -40,7 +41,9 @@ class ReleaseWatcher(Generic[T]):
     Before any release is published (or after every published one failed) the
     ``baseline`` value serves. ``inputs(release_id)``, when given, names what ``load``
     would read from the release; a release with the serving one's inputs is served with
-    the loaded value, without loading it again.
+    the loaded value, without loading it again. ``replace_turn()``, when given, is held
+    while loading a release that replaces a served one (not the first: a starting server
+    serves nothing yet), so servers can take turns.
     """
 
     def __init__(
@@ -52,11 +55,13 @@ class ReleaseWatcher(Generic[T]):
         name: str,
         on_reject: Callable[[str, str], None] | None = None,
         inputs: Callable[[str], Hashable] | None = None,
+        replace_turn: Callable[[], AbstractContextManager[object]] | None = None,
     ) -> None:
         self._read_active = read_active
         self._load = load
         self._on_reject = on_reject
         self._inputs = inputs
+        self._replace_turn = replace_turn
         self._current: Loaded[T] = Loaded(None, baseline)
         self._current_inputs: Hashable = None
         self._rejected: dict[str, str] = {}
@@ -84,7 +89,13 @@ class ReleaseWatcher(Generic[T]):
                 and self._current.release_id is not None
                 and inputs == self._current_inputs
             )
-            value = self._current.value if reused else self._load(active)
+            if reused:
+                value = self._current.value
+            elif self._current.release_id is not None and self._replace_turn is not None:
+                with self._replace_turn():
+                    value = self._load(active)
+            else:
+                value = self._load(active)
         except Exception as error:
             self._rejected[active] = f"{type(error).__name__}: {error}"
             RELEASE_LOADS.labels(self._name, "rejected").inc()
@@ -109,7 +120,7 @@ class ReleaseWatcher(Generic[T]):
         RELEASE_LOADS.labels(self._name, "reused" if reused else "loaded").inc()
         set_active_release(self._name, active)
         if not reused:
-            heap.settle()  # the replaced release's models may hold reference cycles
+            heap.settle()
         _log.info(
             "release swapped in",
             release_id=active,

@@ -18,6 +18,7 @@ from cascade.catalog.v1 import catalog_service_pb2_grpc
 from cascade.ranking.v1 import ranking_service_pb2_grpc
 from cascade.retrieval.v1 import retrieval_service_pb2_grpc
 from cascade_client import AsyncRankingClient, AsyncRetrievalClient, ChannelOption
+from cascade_server.artifacts.load_turns import load_turn
 from cascade_server.artifacts.manifest import Manifest, read_manifest, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.artifacts.watcher import ReleaseWatcher
@@ -193,6 +194,9 @@ def release_watcher(
         name=name,
         on_reject=lambda release_id, reason: registry.record_rejection(release_id, name, reason),
         inputs=inputs,
+        replace_turn=(
+            (lambda: load_turn(registry.root, name)) if settings.release_loads_in_turn else None
+        ),
     )
 
 
