@@ -132,13 +132,16 @@ def read_manifest(root: Path) -> Manifest:
         raise CorruptReleaseError(f"cannot read {root / MANIFEST}: {error}") from error
 
 
-def read_verified(root: Path, hashed: Collection[str] | None = None) -> Manifest:
+def read_verified(
+    root: Path, hashed: Collection[str] | None = None, *, threads: int = 2
+) -> Manifest:
     """The manifest of the release at ``root``, after checking every artifact against it:
     each must be there with its recorded size, and those named in ``hashed`` (all, when
     None) must match their SHA-256 too.
 
     A server hashes only what it loads: at a million items a release holds gigabytes,
-    most of it another stage's. Files are hashed in parallel (hashing releases the GIL).
+    most of it another stage's. Files are hashed on ``threads`` threads (hashing releases
+    the GIL).
     """
     manifest = read_manifest(root)
     for name, entry in manifest.artifacts.items():
@@ -156,7 +159,7 @@ def read_verified(root: Path, hashed: Collection[str] | None = None) -> Manifest
         for name, entry in manifest.artifacts.items()
         if hashed is None or name in hashed
     ]
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="checksum") as pool:
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="checksum") as pool:
         sums = pool.map(lambda item: checksum(root / item[1].path)[0], checked)
         for (name, entry), sha in zip(checked, sums, strict=True):
             if sha != entry.sha256:

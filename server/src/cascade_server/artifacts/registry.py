@@ -227,7 +227,8 @@ class ReleaseRegistry:
             ).scalar_one_or_none()
         if known is None:
             raise NotFoundError("release", release_id)
-        manifest = read_verified(self.path_of(release_id))
+        # One thread: an operator's command, on a machine whose servers are serving.
+        manifest = read_verified(self.path_of(release_id), threads=1)
         if manifest.release_id != release_id:
             raise CorruptReleaseError(
                 f"{self.path_of(release_id)} holds release {manifest.release_id}, not {release_id}"

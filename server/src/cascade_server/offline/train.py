@@ -169,7 +169,8 @@ def publish_policy(registry: ReleaseRegistry, policies: BlendingPolicies) -> Man
             "there is no active release to change the policy of; run `cascade train all` "
             "(set CASCADE_POLICY_FILE to train with this policy)"
         )
-    verified = read_verified(registry.path_of(active))  # never re-sign damaged model files
+    # Never re-sign damaged model files. One thread: servers are serving on this machine.
+    verified = read_verified(registry.path_of(active), threads=1)
     with registry.staging() as staging:
         shutil.copytree(registry.path_of(active), staging, copy_function=os.link)
         (staging / MANIFEST).unlink()
