@@ -11,9 +11,9 @@ that cannot write (a file-size limit stands in for a full disk) publishes nothin
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -179,16 +179,20 @@ def test_a_publish_that_cannot_write_publishes_nothing(trained, shared_demo_data
     policy.write_text("version: too-big-to-write\n")
     releases_before = {r.release_id for r in registry.list()}
 
-    def small_files() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16))  # every write past 16 bytes fails
-
+    # Every write past 16 bytes fails. The limit is set by a small Python that then
+    # becomes the CLI, not by a preexec_fn: that would run in a fork of this process,
+    # whose gRPC threads do not survive a fork (a gRPC abort in the child, seen in CI).
+    small_files = (
+        "import os, resource, sys; "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16)); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
     done = subprocess.run(
-        [*CASCADE, "policy", "publish", str(policy)],
+        [sys.executable, "-c", small_files, *CASCADE, "policy", "publish", str(policy)],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
-        preexec_fn=small_files,
     )
     assert done.returncode == 2, done.stderr
     assert "nothing was published" in done.stdout + done.stderr

@@ -162,14 +162,16 @@ def release_watcher(
     ``load`` after checking it (every artifact's size; the SHA-256 of the ``artifacts``
     this server reads, or of those ``artifacts(manifest)`` names). A release whose
     ``artifacts`` match the serving one's (by their manifest checksums), with the same
-    config and metrics, is served with what is loaded already."""
+    config and metrics, is served with what is loaded already (after checking that every
+    artifact is there with its recorded size)."""
     registry = ReleaseRegistry(engine, settings.home / "releases")
 
     def read(manifest: Manifest) -> Collection[str]:
         return artifacts(manifest) if callable(artifacts) else artifacts
 
     def inputs(release_id: str) -> str:
-        manifest = read_manifest(registry.path_of(release_id))
+        # Every artifact must be there with its size even when nothing is loaded again.
+        manifest = read_verified(registry.path_of(release_id), hashed=())
         return manifest.inputs(read(manifest))
 
     def load_release(release_id: str) -> T:
