@@ -8,12 +8,12 @@ import zlib
 import numpy as np
 
 from cascade_server.features.engagement import (
-    BoolArray,
     Csr,
     EngagementSnapshot,
     FloatArray,
     IntArray,
 )
+from cascade_server.features.membership import is_member
 from cascade_server.pipeline.components import RetrievalQuery, SourceResult
 from cascade_server.pipeline.types import SourceKind
 from cascade_server.retrieval.models import RetrievalModels
@@ -91,7 +91,7 @@ class CategoryPopularCandidateSource:
         # (ties by category order) gives each category its share of the list.
         lists = [snapshot.category_items.row(category)[0] for category in top.tolist()]
         lists = [items[: limit + len(anchors)] for items in lists]
-        lists = [items[~_member(items, anchors)][:limit] for items in lists]
+        lists = [items[~is_member(items, anchors)][:limit] for items in lists]
         items = np.concatenate(lists)
         order = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
         keys = np.concatenate([np.arange(len(x)) / w for x, w in zip(lists, share, strict=True)])
@@ -119,7 +119,7 @@ class CoEngagementCandidateSource:
         """Up to ``limit`` active co-engaged items, most similar first."""
         seeds = query.seeds if len(query.seeds) else snapshot.history.row(query.user)[0]
         items, scores = snapshot.aggregate_neighbours(seeds)
-        active = snapshot.item_active[items] & ~_member(items, seeds)
+        active = snapshot.item_active[items] & ~is_member(items, seeds)
         items, scores = items[active], scores[active]
         order = np.lexsort((items, -scores))[:limit]
         return SourceResult(items[order], scores[order])
@@ -159,7 +159,7 @@ class AnnoyCandidateSource:
         live = maps.to_live[items]
         keep = live >= 0
         keep[keep] = snapshot.item_active[live[keep]]
-        keep &= ~_member(live, query.seeds)
+        keep &= ~is_member(live, query.seeds)
         return SourceResult(live[keep][:limit], scores[keep][:limit])
 
 
@@ -251,14 +251,3 @@ def _random_neighbour(graph: Csr, rows: IntArray, draws: FloatArray) -> IntArray
         start + ((graph.indptr[rows + 1] - start) * draws).astype(np.int64)
     ]
     return picked
-
-
-def _member(items: IntArray, of: IntArray) -> BoolArray:
-    """Whether each of ``items`` is in ``of`` (a binary search in the sorted ``of``: the
-    lists sources exclude are short, and ``np.isin`` sorts both sides)."""
-    if len(of) == 0:
-        return np.zeros(len(items), dtype=np.bool_)
-    ordered = np.sort(of)
-    at = np.minimum(np.searchsorted(ordered, items), len(ordered) - 1)
-    member: BoolArray = ordered[at] == items
-    return member
