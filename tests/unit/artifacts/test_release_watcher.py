@@ -16,9 +16,13 @@ class Registry:
         return f"models of {release_id}"
 
 
-def watcher(registry):
+def watcher(registry, **options):
     return ReleaseWatcher(
-        read_active=lambda: registry.active, load=registry.load, baseline="baseline", name="t"
+        read_active=lambda: registry.active,
+        load=registry.load,
+        baseline="baseline",
+        name="t",
+        **options,
     )
 
 
@@ -96,12 +100,8 @@ def test_a_release_replaced_while_it_loaded_is_not_swapped_in():
 def test_a_rejection_is_reported_once_with_its_reason():
     registry = Registry()
     reported = []
-    w = ReleaseWatcher(
-        read_active=lambda: registry.active,
-        load=registry.load,
-        baseline="baseline",
-        name="t",
-        on_reject=lambda release_id, reason: reported.append((release_id, reason)),
+    w = watcher(
+        registry, on_reject=lambda release_id, reason: reported.append((release_id, reason))
     )
     registry.active = "bad-1"
     assert not w.refresh()
@@ -112,13 +112,7 @@ def test_a_rejection_is_reported_once_with_its_reason():
 def test_a_release_with_the_serving_ones_inputs_takes_over_what_is_loaded():
     registry = Registry()
     inputs = {"r1": "models v1", "r2": "models v1", "r3": "models v2", "r4": "models v2"}
-    w = ReleaseWatcher(
-        read_active=lambda: registry.active,
-        load=registry.load,
-        baseline="baseline",
-        name="t",
-        inputs=inputs.__getitem__,
-    )
+    w = watcher(registry, inputs=inputs.__getitem__)
     registry.active = "r1"
     assert w.refresh()
     registry.active = "r2"  # e.g. only the blending policy changed
@@ -138,13 +132,7 @@ def test_a_release_whose_inputs_cannot_be_read_is_rejected():
     def inputs(release_id):
         raise ValueError(f"cannot read the manifest of {release_id}")
 
-    w = ReleaseWatcher(
-        read_active=lambda: registry.active,
-        load=registry.load,
-        baseline="baseline",
-        name="t",
-        inputs=inputs,
-    )
+    w = watcher(registry, inputs=inputs)
     registry.active = "r1"
     assert not w.refresh()
     assert "cannot read the manifest" in w.rejected["r1"]
@@ -162,14 +150,7 @@ def test_only_a_load_replacing_a_served_release_waits_for_its_turn():
         turns.append(("out", list(registry.loads)))
 
     inputs = {"r1": "v1", "r2": "v2", "r3": "v2"}
-    w = ReleaseWatcher(
-        read_active=lambda: registry.active,
-        load=registry.load,
-        baseline="baseline",
-        name="t",
-        inputs=inputs.__getitem__,
-        replace_turn=turn,
-    )
+    w = watcher(registry, inputs=inputs.__getitem__, replace_turn=turn)
     registry.active = "r1"  # the first load: nothing is served yet
     assert w.refresh()
     registry.active = "r2"

@@ -91,11 +91,11 @@ class ReleaseWatcher(Generic[T]):
             )
             if reused:
                 value = self._current.value
-            elif self._current.release_id is not None and self._replace_turn is not None:
-                with self._replace_turn():
-                    value = self._load(active)
             else:
-                value = self._load(active)
+                # Only a load that replaces a served release waits for its turn.
+                turn = self._replace_turn if self._current.release_id is not None else None
+                with turn() if turn is not None else contextlib.nullcontext():
+                    value = self._load(active)
         except Exception as error:
             self._rejected[active] = f"{type(error).__name__}: {error}"
             RELEASE_LOADS.labels(self._name, "rejected").inc()
