@@ -167,11 +167,14 @@ class BlendingStage:
         has_more = len(page) < len(positions)
         if not request.explain:
             return BlendResult(page, has_more, [], reports)
+        # Every candidate gets an outcome: build them all in one pass (a table builds a
+        # row read alone from its columns).
+        listed = list(candidates)
         outcomes = [
-            (position, CandidateOutcome(candidates[position], BlendAction.REMOVED, name, why))
+            (position, CandidateOutcome(listed[position], BlendAction.REMOVED, name, why))
             for position, name, why in removed
         ]
-        outcomes += placement.outcomes(page, placed_at)
+        outcomes += placement.outcomes(listed, page, placed_at)
         outcomes.sort(key=lambda pair: pair[0])
         return BlendResult(page, has_more, [outcome for _, outcome in outcomes], reports)
 
@@ -332,14 +335,18 @@ class _Placement:
             )
 
     def outcomes(
-        self, page: list[BlendedItem], positions: dict[int, int]
+        self,
+        listed: Sequence[ScoredCandidate],
+        page: list[BlendedItem],
+        positions: dict[int, int],
     ) -> list[tuple[int, CandidateOutcome]]:
-        """What happened to every candidate, with its position in the input."""
+        """What happened to every candidate (``listed``: the input, as objects), with its
+        position in the input."""
         capped = self._capped()
         outcomes = []
         cap = self.policy.max_items_per_creator
         for i, at in enumerate(self.positions.tolist()):
-            candidate = self.candidates[at]
+            candidate = listed[at]
             demoted = _DEMOTIONS[self.demoted[i]]
             score = float(self.relevance[i])
             if i in positions:
