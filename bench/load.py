@@ -14,6 +14,8 @@ request's due time. Scenarios:
 * stages: RetrieveCandidates, RankCandidates (500 candidates) and BlendCandidates
   (500 ranked candidates) at each --rates value;
 * recommend: Recommend (page of 20) at each --rates value;
+* traced: Recommend with debug (the trace a caller asks for when debugging) at the
+  first --rates value, after plain Recommend at that rate as its baseline;
 * max-rate: Recommend at rising rates (10/s up to 500/s) until p99 reaches 50 ms or
   a request fails;
 * cold-start: each stage's server started alone on a published release: time to
@@ -91,6 +93,7 @@ STAGES = ("retrieval", "ranking", "blending")
 SCENARIOS = (
     "stages",
     "recommend",
+    "traced",
     "max-rate",
     "cold-start",
     "swap",
@@ -162,16 +165,22 @@ class Workload:
             stub = self.blending[i % len(self.blending)]
             return await stub.BlendCandidates(request, timeout=TIMEOUT_S)
 
-        async def recommend(i: int) -> Any:
-            request = blending_pb.RecommendRequest(user_id=self.users[i % n], page_size=20)
-            stub = self.blending[i % len(self.blending)]
-            return await stub.Recommend(request, timeout=TIMEOUT_S)
+        def recommend(debug: bool) -> Call:
+            async def call(i: int) -> Any:
+                request = blending_pb.RecommendRequest(
+                    user_id=self.users[i % n], page_size=20, debug=debug
+                )
+                stub = self.blending[i % len(self.blending)]
+                return await stub.Recommend(request, timeout=TIMEOUT_S)
+
+            return call
 
         return {
             "RetrieveCandidates": retrieve,
             "RankCandidates": rank,
             "BlendCandidates": blend,
-            "Recommend": recommend,
+            "Recommend": recommend(debug=False),
+            "Recommend (debug)": recommend(debug=True),
         }
 
     async def close(self) -> None:
@@ -236,6 +245,23 @@ async def scenario_recommend(
     points = [await measure(call, rate, args.duration, meter) for rate in args.rates]
     _print_points("Recommend", points)
     return points
+
+
+async def scenario_traced(
+    workload: Workload, meter: UsageMeter, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Recommend with ``debug`` (every stage's trace, every candidate's outcome) at the
+    first --rates value, after plain Recommend at that rate as its baseline."""
+    calls = workload.calls()
+    await open_loop(calls["Recommend (debug)"], args.rates[0], args.warmup)
+    plain = await measure(calls["Recommend"], args.rates[0], args.duration, meter)
+    traced = await measure(calls["Recommend (debug)"], args.rates[0], args.duration, meter)
+    _print_points("Recommend, then with debug", [plain, traced])
+    return {
+        "plain": plain,
+        "debug": traced,
+        "debug_over_plain_p50": traced["p50_ms"] / plain["p50_ms"],
+    }
 
 
 MAX_RATE_STEPS = (10, 15, 20, 25, 30, 40, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500)
@@ -635,6 +661,8 @@ async def _serve_and_load(
             out["stages"] = await scenario_stages(workload, meter, args)
         if "recommend" in args.scenarios:
             out["recommend"] = await scenario_recommend(workload, meter, args)
+        if "traced" in args.scenarios:
+            out["traced"] = await scenario_traced(workload, meter, args)
         if "max-rate" in args.scenarios:
             out["max_rate"] = await scenario_max_rate(workload, meter, args)
         if "cold-start" in args.scenarios:
@@ -779,6 +807,9 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
     for method, points in results.get("stages", {}).items():
         rows += [(method, p) for p in points]
     rows += [("Recommend", p) for p in results.get("recommend", [])]
+    if "traced" in results:
+        rows += [("Recommend (plain)", results["traced"]["plain"])]
+        rows += [("Recommend (debug)", results["traced"]["debug"])]
     rows += [("Recommend (max-rate)", p) for p in results.get("max_rate", {}).get("points", [])]
     for count, points in results.get("processes", {}).items():
         rows += [
@@ -796,6 +827,13 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
                 f"{p['errors']:.0f} | {p.get('degraded', 0):.0f} | {cpu} | {rss} |"
             )
         lines += ["", "Server CPU and RSS: retrieval / ranking / blending.", ""]
+    if "traced" in results:
+        lines += [
+            "Recommend with debug (traces and every candidate's outcome) against plain "
+            "Recommend at the same rate: p50 ratio "
+            f"{results['traced']['debug_over_plain_p50']:.2f}.",
+            "",
+        ]
     if "max_rate" in results:
         lines += [
             f"Highest Recommend rate with p99 < {MAX_RATE_P99_MS:g} ms and no errors: "
