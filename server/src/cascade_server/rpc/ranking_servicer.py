@@ -56,14 +56,15 @@ def request_from_proto(request: pb.RankCandidatesRequest) -> RankRequest:
     """Validate and convert; raises INVALID_ARGUMENT listing every bad field."""
     violations = Violations()
     context = context_from_proto(request.context, violations)
-    violations.ids(request.item_ids, "item_ids", max_count=MAX_IDS, required=True)
+    item_ids = list(request.item_ids)  # each read of the wire list makes new strings
+    violations.ids(item_ids, "item_ids", max_count=MAX_IDS, required=True)
     violations.bounded(request.max_results, "max_results", low=0, high=MAX_IDS)
     violations.ids(request.seed_item_ids, "seed_item_ids", max_count=50)
     violations.bounded(request.heavy_top_n, "heavy_top_n", low=0, high=MAX_IDS)
     violations.raise_if_any()
     return RankRequest(
         context,
-        list(request.item_ids),
+        item_ids,
         request.max_results,
         list(request.seed_item_ids),
         request.heavy_top_n,
