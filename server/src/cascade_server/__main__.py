@@ -1,5 +1,5 @@
 """``python -m cascade_server`` runs the ``cascade`` command line."""
 
-from cascade_server.cli import main
+from cascade_server.entry import main
 
 main()

@@ -10,6 +10,9 @@ which loads what ``COMPONENT`` would hand to a native library and uses it once
 LightGBM model). Exit 0: it works; exit 1: it does not
 (the reason is the last line of stderr); killed by a signal: it crashed the library.
 Only exit 0 lets the server load the release (and validate the rest itself).
+
+The child runs at a lower CPU priority (``priority.lower_priority``): it loads a
+release while the servers answer requests on the same cores.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade_server.artifacts.manifest import CorruptReleaseError
+from cascade_server.priority import lower_priority
 
 PROBED = ("retrieval", "ranking")
 """The components whose models go through native libraries."""
@@ -82,6 +86,7 @@ def main(argv: list[str]) -> int:
     """Check the native parts of release ``argv[0]`` for component ``argv[1]``; exit 1 with
     the reason (the parent verified the files' checksums already)."""
     path, component = Path(argv[0]), argv[1]
+    lower_priority()
     try:
         _CHECKS[component](path)
     except Exception as error:
