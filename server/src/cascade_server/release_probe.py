@@ -1,18 +1,21 @@
-"""Load a release's models in a child process before a server loads them itself.
+"""Check a release in a child process before a server loads it itself.
 
 Annoy and LightGBM are native libraries: a damaged file could crash them, and a crash
-in a server takes every request with it. A server therefore first runs::
+in a server takes every request with it. Hashing the gigabytes a server reads from a
+million-item release takes seconds of CPU. A server therefore first runs::
 
-    python -m cascade_server.release_probe RELEASE_DIR COMPONENT
+    python -m cascade_server.release_probe RELEASE_DIR COMPONENT [ARTIFACT ...]
 
-which loads what ``COMPONENT`` would hand to a native library and uses it once
-(retrieval: its models with the Annoy index, as the server loads them; ranking: the
-LightGBM model). Exit 0: it works; exit 1: it does not
-(the reason is the last line of stderr); killed by a signal: it crashed the library.
-Only exit 0 lets the server load the release (and validate the rest itself).
+which checks the SHA-256 of the named artifacts against the manifest, then loads what
+``COMPONENT`` would hand to a native library and uses it once (retrieval: its models
+with the Annoy index, as the server loads them; ranking: the LightGBM model; blending
+hands nothing to one). Exit 0: it works; exit 1: it does not (the reason is the last
+line of stderr); killed by a signal: it crashed the library. Only exit 0 lets the
+server load the release (and validate the rest itself).
 
-The child runs at a lower CPU priority (``priority.lower_priority``): it loads a
-release while the servers answer requests on the same cores.
+The child runs at a lower CPU priority (``priority.lower_priority``), in a process of
+its own: it checks a release while the servers answer requests on the same cores, and
+neither its hashing nor its loading takes a server's GIL.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
 
-from cascade_server.artifacts.manifest import CorruptReleaseError
+from cascade_server.artifacts.manifest import CorruptReleaseError, read_verified
 from cascade_server.priority import lower_priority
 
 PROBED = ("retrieval", "ranking")
@@ -57,12 +60,22 @@ _CHECKS: dict[str, Callable[[Path], None]] = {
 }
 
 
-def probe(path: Path, component: str, timeout_s: float = 600.0) -> None:
-    """Load the release at ``path`` as ``component`` would, in a child process; raise
-    CorruptReleaseError saying why when the child fails or crashes."""
+def probe(
+    path: Path, component: str, hashed: Collection[str] = (), timeout_s: float = 600.0
+) -> None:
+    """Check the ``hashed`` artifacts of the release at ``path`` and load it as
+    ``component`` would, in a child process; raise CorruptReleaseError saying why when
+    the child fails or crashes."""
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "cascade_server.release_probe", str(path), component],
+            [
+                sys.executable,
+                "-m",
+                "cascade_server.release_probe",
+                str(path),
+                component,
+                *sorted(hashed),
+            ],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -83,12 +96,16 @@ def probe(path: Path, component: str, timeout_s: float = 600.0) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Check the native parts of release ``argv[0]`` for component ``argv[1]``; exit 1 with
-    the reason (the parent verified the files' checksums already)."""
-    path, component = Path(argv[0]), argv[1]
+    """Check the checksums of artifacts ``argv[2:]`` of release ``argv[0]``, then the
+    native parts component ``argv[1]`` loads; exit 1 with the reason."""
+    path, component, hashed = Path(argv[0]), argv[1], argv[2:]
     lower_priority()
     try:
-        _CHECKS[component](path)
+        if hashed:
+            read_verified(path, hashed)
+        check = _CHECKS.get(component)
+        if check is not None:
+            check(path)
     except Exception as error:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1

@@ -195,8 +195,10 @@ class Settings(BaseSettings):
     release_check_in_child: bool = Field(
         default=True,
         description=(
-            "Load each new release in a child process before the server loads it, so a model "
-            "file that crashes Annoy or LightGBM takes down the child, not the server."
+            "Check each new release in a child process at background priority before the "
+            "server loads it: the checksums of what it reads, and its Annoy and LightGBM "
+            "models, so a file that crashes a native library takes down the child, not the "
+            "server, and hashing gigabytes does not take the server's CPU."
         ),
     )
     release_loads_in_turn: bool = Field(
