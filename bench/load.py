@@ -24,7 +24,9 @@ request's due time. Scenarios:
 * swap: Recommend at 100/s while `cascade policy publish` makes a new release (the
   same models with a new policy: retrieval and ranking keep what they loaded, blending
   loads the policy), or with --swap-to while an earlier release with other models is
-  activated (every server loads it); errors and p99 during the swap against before;
+  activated (every server loads it); errors and p99 during the swap against before,
+  and per half-second the slowest request beside each server's CPU, its release
+  check's (child process) and the command's;
 * processes: Recommend at each --rates value with one process per stage, then with
   two per stage sharing each port (CASCADE_<STAGE>_PROCESSES=2, SO_REUSEPORT), the
   generator spreading its calls over several connections;
@@ -60,7 +62,7 @@ import naive
 import numpy as np
 import psutil
 import sqlalchemy as sa
-from openloop import UsageMeter, open_loop, server_processes
+from openloop import CpuTimeline, UsageMeter, open_loop, server_processes
 from pipeline import (
     CASCADE,
     drop_database,
@@ -466,11 +468,16 @@ async def scenario_swap(
         )
         return started
 
+    timeline = CpuTimeline(meter.processes)
+    sampled = asyncio.Event()
+    sampling = asyncio.create_task(timeline.run(sampled))
     meter.start()
     result, published = await asyncio.gather(
         open_loop(recommend, args.swap_rate, args.swap_duration), publish()
     )
     usage = meter.stop()
+    sampled.set()
+    await sampling
     releases = [r for _, _, r in sorted(served) if r]
     first_release = releases[0] if releases else ""
     swapped = [due for due, _, r in sorted(served) if r and r != first_release]
@@ -487,6 +494,7 @@ async def scenario_swap(
         "during_swap_p99_ms": float(np.percentile(during, 99)) * 1000 if during else None,
         "servers": {u.name: {"cpu_cores": u.cpu_cores, "rss_mib": u.rss_mib} for u in usage},
         "timeline": [(round(d, 3), round(lat * 1000, 3)) for d, lat, _ in sorted(served)],
+        "steps": _swap_steps(served, timeline.steps, published - 1.0, swap_end + 1.0),
     }
     print(
         f"swap: errors {out['errors']:.0f}, steady p99 {out['steady_p99_ms']}, during "
@@ -495,6 +503,30 @@ async def scenario_swap(
         flush=True,
     )
     return out
+
+
+def _swap_steps(
+    served: list[tuple[float, float, str]],
+    cpu: list[tuple[float, dict[str, float]]],
+    start_s: float,
+    end_s: float,
+) -> list[dict[str, Any]]:
+    """Per CPU step between ``start_s`` and ``end_s``: the slowest request due in it and
+    each group's cores (what a swap's slow requests ran beside)."""
+    steps = []
+    begin = 0.0
+    for end, cores in cpu:
+        if start_s <= end and begin <= end_s:
+            due = [lat for d, lat, _ in served if begin <= d < end]
+            steps.append(
+                {
+                    "until_s": round(end, 2),
+                    "slowest_ms": round(max(due) * 1000, 1) if due else None,
+                    "cores": {k: round(v, 2) for k, v in sorted(cores.items()) if v >= 0.01},
+                }
+            )
+        begin = end
+    return steps
 
 
 _INDEX_CHILD = """
@@ -863,7 +895,16 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             f"{s['publish_started_s']:.1f} s, new release served from "
             f"{s['new_release_first_served_s']} s).",
             "",
+            "| until s | slowest request | CPU (cores) by process group |",
+            "|---|---|---|",
         ]
+        lines += [
+            f"| {step['until_s']:.1f} | {_ms(step['slowest_ms'])} | "
+            + ", ".join(f"{k} {v:.2f}" for k, v in step["cores"].items())
+            + " |"
+            for step in s["steps"]
+        ]
+        lines.append("")
     if "naive" in results:
         lines += [
             f"RankCandidates' work in-process, {results['naive']['candidates']} candidates "

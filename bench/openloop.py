@@ -9,6 +9,7 @@ shows its queueing in the numbers instead of slowing the generator down (the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -120,14 +121,14 @@ class UsageMeter:
     stage served by several processes: their sum)."""
 
     def __init__(self, processes: dict[str, list[psutil.Process]]) -> None:
-        self._processes = processes
+        self.processes = processes
         self._start: dict[str, float] = {}
         self._started = 0.0
 
     def start(self) -> None:
         """Begin an interval."""
         self._started = time.perf_counter()
-        self._start = {name: _cpu(group) for name, group in self._processes.items()}
+        self._start = {name: _cpu(group) for name, group in self.processes.items()}
 
     def stop(self) -> list[ProcessUsage]:
         """Each process's mean CPU use and current RSS over the interval."""
@@ -138,8 +139,55 @@ class UsageMeter:
                 (_cpu(group) - self._start[name]) / wall if wall else 0.0,
                 sum(p.memory_info().rss for p in group) / 2**20,
             )
-            for name, group in self._processes.items()
+            for name, group in self.processes.items()
         ]
+
+
+class CpuTimeline:
+    """CPU use in fixed steps, by group: each stage's server processes, the processes
+    they start (``"<stage> check"``: a release check), and this process's other
+    children but the `cascade serve` supervisor (``"command"``: a `cascade` command it
+    runs). A process counts from the step it is first seen in, so one shorter than a
+    step may be missed."""
+
+    def __init__(self, processes: dict[str, list[psutil.Process]], step_s: float = 0.5) -> None:
+        self._servers = {p.pid: name for name, group in processes.items() for p in group}
+        self._step_s = step_s
+        self._last: dict[int, float] = {}
+        self.steps: list[tuple[float, dict[str, float]]] = []
+        """(seconds since ``run`` began, {group: cores}) per step."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sample every step until ``stop`` is set."""
+        began = time.perf_counter()
+        self._sample()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._step_s)
+            used = self._sample()
+            self.steps.append(
+                (time.perf_counter() - began, {k: v / self._step_s for k, v in used.items()})
+            )
+
+    def _sample(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        groups = dict(self._servers)
+        for pid, name in self._servers.items():
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(pid).children(recursive=True):
+                    groups[child.pid] = f"{name} check"
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if child.pid not in groups and "serve" not in child.cmdline():
+                    groups[child.pid] = "command"
+        for pid, group in groups.items():
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(pid).cpu_times()
+                total = times.user + times.system
+                if pid in self._last:
+                    used[group] = used.get(group, 0.0) + total - self._last[pid]
+                self._last[pid] = total
+        return used
 
 
 def server_processes(supervisor_pid: int, names: Sequence[str]) -> dict[str, list[psutil.Process]]:
