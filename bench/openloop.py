@@ -182,8 +182,7 @@ class CpuTimeline:
                     groups[child.pid] = "command"
         for pid, group in groups.items():
             with contextlib.suppress(psutil.Error):
-                times = psutil.Process(pid).cpu_times()
-                total = times.user + times.system
+                total = _cpu_seconds(psutil.Process(pid))
                 if pid in self._last:
                     used[group] = used.get(group, 0.0) + total - self._last[pid]
                 self._last[pid] = total
@@ -202,4 +201,9 @@ def server_processes(supervisor_pid: int, names: Sequence[str]) -> dict[str, lis
 
 
 def _cpu(group: list[psutil.Process]) -> float:
-    return float(sum(t.user + t.system for t in (p.cpu_times() for p in group)))
+    return sum(_cpu_seconds(p) for p in group)
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
