@@ -177,6 +177,23 @@ def test_item_vectors_are_unit_length_and_zero_for_unknown_items():
         ItemVectors(["a"], np.array([[np.nan, 1.0]], dtype=np.float32))
 
 
+def test_item_vectors_read_from_a_mapped_file_leave_it_as_it_is(tmp_path):
+    embeddings = np.array([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]], dtype=np.float32)
+    np.save(tmp_path / "e.npy", embeddings)
+    vectors = ItemVectors(["a", "b", "c"], np.load(tmp_path / "e.npy", mmap_mode="r"))
+    first = vectors.of(["b", "a", "b"])
+    np.testing.assert_allclose(first, [[0.0, 1.0], [0.6, 0.8], [0.0, 1.0]])
+    np.testing.assert_array_equal(vectors.of(["b", "a", "b"]), first)
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), embeddings)
+
+
+def test_item_vectors_find_a_nan_in_any_part_of_a_large_table():
+    embeddings = np.ones((40_000, 4), dtype=np.float32)
+    embeddings[-1, 2] = np.inf
+    with pytest.raises(CorruptReleaseError):
+        ItemVectors([str(i) for i in range(40_000)], embeddings)
+
+
 def _manifest():
     return Manifest("r1", "now", DataSnapshot("f", 0, 0, 0, None), {})
 
