@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from cascade_server.artifacts.arrays import all_finite, load_mapped
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies, PolicyError
 from cascade_server.features.engagement import EngagementSnapshot, IntArray
@@ -37,9 +38,9 @@ class ItemVectors:
     def __init__(self, item_ids: Sequence[str], embeddings: npt.NDArray[np.float32]) -> None:
         if embeddings.ndim != 2 or embeddings.shape[0] != len(item_ids):
             raise CorruptReleaseError("item embeddings and the item list differ in length")
-        if not _all_finite(embeddings):
+        if not all_finite(embeddings):
             raise CorruptReleaseError("item embeddings hold NaN or infinite values")
-        self._embeddings = np.asarray(embeddings)  # a map's rows, without memmap's wrapper
+        self._embeddings = embeddings
         self._item_ids = item_ids
         self._maps: tuple[str, IntArray] | None = None
 
@@ -69,15 +70,6 @@ class ItemVectors:
         vectors /= np.where(norms > 0, norms, 1.0)
         vectors[rows < 0] = 0.0
         return vectors
-
-
-def _all_finite(embeddings: npt.NDArray[np.float32], rows_per_pass: int = 16_384) -> bool:
-    """Whether every value is finite, checked a few megabytes at a time (one pass over a
-    mapped file also brings its pages in before requests need them)."""
-    return all(
-        bool(np.isfinite(embeddings[start : start + rows_per_pass]).all())
-        for start in range(0, len(embeddings), rows_per_pass)
-    )
 
 
 @dataclass(frozen=True)
@@ -113,8 +105,6 @@ class BlendingReleaseLoader:
         if self._vectors is None or self._vectors[0] != inputs:
             vectors = None
             if (path / ITEM_EMBEDDINGS_FILE).exists():
-                vectors = ItemVectors(
-                    read_item_ids(path), np.load(path / ITEM_EMBEDDINGS_FILE, mmap_mode="r")
-                )
+                vectors = ItemVectors(read_item_ids(path), load_mapped(path / ITEM_EMBEDDINGS_FILE))
             self._vectors = (inputs, vectors)
         return BlendingRelease(policies, self._vectors[1])

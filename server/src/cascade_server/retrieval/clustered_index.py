@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from cascade_server.artifacts.arrays import all_finite
 from cascade_server.artifacts.manifest import CorruptReleaseError
 from cascade_server.retrieval.top_k import top_positions
 
@@ -107,7 +108,7 @@ class ClusteredIndex:
             raise CorruptReleaseError("the clustered index's arrays do not fit together")
         if rows and (self.items.min() < 0 or self.items.max() >= n_items):
             raise CorruptReleaseError("the clustered index holds items the release does not list")
-        if not (np.isfinite(self.centroids).all() and np.isfinite(self.vectors).all()):
+        if not (all_finite(self.centroids) and all_finite(self.vectors)):
             raise CorruptReleaseError("the clustered index holds NaN or infinite values")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from annoy import AnnoyIndex
 
+from cascade_server.artifacts.arrays import all_finite, load_mapped
 from cascade_server.artifacts.manifest import CorruptReleaseError, Manifest
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.features.id_positions import id_positions
@@ -59,7 +60,7 @@ class RetrievalModels:
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.release_id = manifest.release_id
         self.item_ids = read_item_ids(path)
-        self.item_embeddings: npt.NDArray[np.float32] = np.load(path / ITEM_EMBEDDINGS_FILE)
+        self.item_embeddings: npt.NDArray[np.float32] = load_mapped(path / ITEM_EMBEDDINGS_FILE)
         index_config = manifest.config.get("index", {})
         self.search_k = int(index_config.get("search_k", 0)) or -1
         # How the build chose to search: Annoy, the clustered index or exact numpy search
@@ -71,7 +72,7 @@ class RetrievalModels:
         dims = self.item_embeddings.shape[1]
         if self.item_embeddings.shape[0] != len(self.item_ids):
             raise CorruptReleaseError("item embeddings and the item list differ in length")
-        if not np.isfinite(self.item_embeddings).all():
+        if not all_finite(self.item_embeddings):
             raise CorruptReleaseError("item embeddings hold NaN or infinite values")
         self.clustered: ClusteredIndex | None = None
         self.probes = int(index_config.get("probes", 0))
