@@ -9,13 +9,14 @@ embeddings of a million items this reaches Annoy's recall at a tenth of its time
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from cascade_server.artifacts.arrays import all_finite
+from cascade_server.artifacts.arrays import all_finite, load_npz_mapped
 from cascade_server.artifacts.manifest import CorruptReleaseError
 from cascade_server.retrieval.top_k import top_positions
 
@@ -65,7 +66,7 @@ class ClusteredIndex:
         return self.items[_ranges(starts, stops)[top]], scores[top]
 
     def save(self, path: Path) -> None:
-        """Write the index as plain arrays (no pickles)."""
+        """Write the index as plain arrays (no pickles, uncompressed: ``load`` maps them)."""
         with path.open("wb") as out:
             np.savez(
                 out,
@@ -80,14 +81,14 @@ class ClusteredIndex:
         """The index saved at ``path``, checked against a release of ``n_items`` items of
         ``dimensions`` dimensions; CorruptReleaseError when it does not fit."""
         try:
-            with np.load(path, allow_pickle=False) as arrays:
-                index = cls(
-                    arrays["centroids"].astype(np.float32, copy=False),
-                    arrays["offsets"].astype(np.int64, copy=False),
-                    arrays["items"].astype(np.int64, copy=False),
-                    arrays["vectors"].astype(np.float32, copy=False),
-                )
-        except (OSError, KeyError, ValueError) as error:
+            arrays = load_npz_mapped(path)
+            index = cls(
+                arrays["centroids"].astype(np.float32, copy=False),
+                arrays["offsets"].astype(np.int64, copy=False),
+                arrays["items"].astype(np.int64, copy=False),
+                arrays["vectors"].astype(np.float32, copy=False),
+            )
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
             raise CorruptReleaseError(f"the clustered index could not be read: {error}") from error
         index.check(n_items, dimensions)
         return index
