@@ -665,7 +665,7 @@ def main() -> int:
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "catalog": {"users": args.users, "items": args.items, "events": args.events},
+        "catalog": _catalog(home, args, prepared),
         "duration_s": args.duration,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "results": results,
@@ -675,6 +675,17 @@ def main() -> int:
     _strip_samples(results)
     write_report(args.out, "load", report, _markdown(report, plots), stamp)
     return 0
+
+
+def _catalog(home: Path, args: argparse.Namespace, prepared: bool) -> dict[str, int]:
+    """The measured data's size: the sizes asked for, or what an earlier run's release
+    was trained on (the sizes asked for do not apply to a prepared home)."""
+    if prepared:
+        newest = max((home / "releases").glob("r*/manifest.json"), default=None)
+        if newest is not None:
+            data = json.loads(newest.read_text())["data"]
+            return {key: int(data[key]) for key in ("users", "items", "events")}
+    return {"users": args.users, "items": args.items, "events": args.events}
 
 
 async def _serve_and_load(

@@ -2,18 +2,23 @@
 
 import gc
 import shutil
+import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from support.engagement import FixedHolder
 
 from cascade_server.artifacts.manifest import CorruptReleaseError, read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
+from cascade_server.blending import release as blending_files
 from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies
 from cascade_server.blending.release import BlendingReleaseLoader
 from cascade_server.features.engagement import SignalConfig, build_snapshot
+from cascade_server.features.id_positions import id_positions
 from cascade_server.features.query_tower import (
     QUERY_WEIGHTS_FILE,
     TWO_TOWER_DIR,
@@ -39,8 +44,10 @@ from cascade_server.ranking import models as ranking_files
 from cascade_server.ranking.features import FeatureSet, Users
 from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HEAVY_WEIGHTS_FILE, HeavyRanker
 from cascade_server.ranking.models import LearnedRanker
+from cascade_server.retrieval import models as retrieval_files
 from cascade_server.retrieval.models import RetrievalModels, retrieval_artifacts
 from cascade_server.retrieval.sources import AnnoyCandidateSource
+from cascade_server.rpc.bindings import _prepare_vectors, prepared
 from cascade_server.settings import RankingMode
 from cascade_server.storage.database import make_engine
 from cascade_server.storage.engagement_reader import read_engagement
@@ -118,6 +125,41 @@ def test_a_replaced_release_is_freed_without_the_garbage_collector(trained):
         assert [ref() for ref in watched] == [None] * len(watched)
     finally:
         gc.enable()
+
+
+def test_a_prepared_release_has_its_maps_before_requests_and_builds_each_once(trained, monkeypatch):
+    engine, registry, manifest, _, _, _ = trained
+    path = registry.path_of(manifest.release_id)
+    snapshot = build_snapshot(read_engagement(engine), SignalConfig())
+    built = []
+
+    def slow_id_positions(*args):
+        built.append(len(args[0]))
+        time.sleep(0.02)  # long enough for every thread below to ask meanwhile
+        return id_positions(*args)
+
+    for module in (ranking_files, retrieval_files, blending_files):
+        monkeypatch.setattr(module, "id_positions", slow_id_positions)
+    holder = FixedHolder(snapshot)
+    ranker = prepared(LearnedRanker, LearnedRanker.prepare, holder)(path, manifest)
+    retrieval = prepared(RetrievalModels, RetrievalModels.prepare, holder)(path, manifest)
+    blending = prepared(BlendingReleaseLoader(), _prepare_vectors, holder)(path, manifest)
+    assert len(built) == 4  # ranking's map, retrieval's two, blending's
+
+    def serve(snapshot):
+        ranker.score(snapshot, snapshot.user_row("u042"), np.empty(0, np.int64), np.arange(5))
+        retrieval.maps(snapshot)
+        assert blending.vectors is not None
+        blending.vectors.of_items(snapshot, np.arange(5))
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(serve, [snapshot] * 6))
+    assert len(built) == 4
+    # A new snapshot: requests arriving together wait for one build of each map.
+    newer = replace(snapshot, snapshot_id="newer")
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda s: (ranker.to_release(s), retrieval.maps(s)), [newer] * 6))
+    assert len(built) == 4 + 3
 
 
 @pytest.mark.parametrize("search", ["annoy", "clustered", "exact"])

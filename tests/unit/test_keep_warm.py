@@ -1,6 +1,7 @@
 """Stages warm their caches before serving and again when their data or release changes."""
 
 import asyncio
+from pathlib import Path
 
 from support.engagement import FixedHolder, small_snapshot
 
@@ -11,7 +12,7 @@ from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
 from cascade_server.retrieval.sources import CoEngagementCandidateSource, PopularCandidateSource
 from cascade_server.retrieval.stage import RetrievalStage
-from cascade_server.rpc.bindings import keep_warm, serving_state
+from cascade_server.rpc.bindings import keep_warm, prepared, serving_state
 
 
 def test_keep_warm_warms_once_per_change_after_the_first_state():
@@ -62,3 +63,27 @@ def test_the_serving_state_names_the_snapshot_and_the_release():
     snapshot = small_snapshot()
     watcher = ReleaseWatcher(read_active=lambda: None, load=lambda _: 1, baseline=0, name="t")
     assert serving_state(FixedHolder(snapshot), watcher)() == (snapshot.snapshot_id, None)
+
+
+class _Loaded:
+    def __init__(self):
+        self.prepared_for = []
+
+    def prepare(self, snapshot):
+        self.prepared_for.append(snapshot)
+
+
+def test_a_loaded_release_is_prepared_for_the_serving_snapshot_before_it_is_swapped_in():
+    snapshot = small_snapshot()
+    load = prepared(lambda path, manifest: _Loaded(), _Loaded.prepare, FixedHolder(snapshot))
+    loaded = load(Path("release"), None)
+    assert loaded.prepared_for == [snapshot]
+
+
+def test_before_the_first_snapshot_a_release_loads_unprepared():
+    class Loading:
+        def current(self):
+            raise NotReadyError("loading")
+
+    loaded = prepared(lambda path, manifest: _Loaded(), _Loaded.prepare, Loading())(None, None)
+    assert loaded.prepared_for == []

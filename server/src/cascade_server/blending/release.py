@@ -56,11 +56,16 @@ class ItemVectors:
 
     def of_items(self, snapshot: EngagementSnapshot, items: IntArray) -> npt.NDArray[np.float32]:
         """Like ``of``, for snapshot item indices (the index map is built once per snapshot)."""
+        return self._rows(self.prepare(snapshot)[items])
+
+    def prepare(self, snapshot: EngagementSnapshot) -> IntArray:
+        """[snapshot items] → row (-1: unknown), built once per snapshot: a loader calls it
+        before a swap, so that the first requests after it do not build the map."""
         cached = self._maps
         if cached is None or cached[0] != snapshot.snapshot_id:
             mapping = id_positions(snapshot.item_ids, self._item_ids)
             cached = self._maps = (snapshot.snapshot_id, mapping)
-        return self._rows(cached[1][items])
+        return cached[1]
 
     def _rows(self, rows: IntArray) -> npt.NDArray[np.float32]:
         vectors: npt.NDArray[np.float32] = self._embeddings[np.maximum(rows, 0)].astype(

@@ -91,15 +91,24 @@ class LearnedRanker:
         self._lock = threading.Lock()
         self._warm_up()
 
+    def prepare(self, snapshot: EngagementSnapshot) -> None:
+        """Build the maps between ``snapshot`` and the release now, so that the first
+        requests after a swap do not (at a million items each map takes tens of ms)."""
+        self.to_release(snapshot)
+        if self.query_tower is not None:
+            self._model_users(snapshot)
+
     def to_release(self, snapshot: EngagementSnapshot) -> IntArray:
         """[live items] → release item index (-1 for items the release does not know)."""
         cached = self._maps
         if cached is not None and cached[0] == snapshot.snapshot_id:
             return cached[1]
-        with self._lock:
-            mapping = id_positions(snapshot.item_ids, self.item_ids)
-            self._maps = (snapshot.snapshot_id, mapping)
-            return mapping
+        with self._lock:  # one thread builds the map; the others wait and use it
+            cached = self._maps
+            if cached is None or cached[0] != snapshot.snapshot_id:
+                cached = (snapshot.snapshot_id, id_positions(snapshot.item_ids, self.item_ids))
+                self._maps = cached
+            return cached[1]
 
     def query(self, snapshot: EngagementSnapshot, user: int, seeds: IntArray) -> FloatMatrix | None:
         """[1, dim]: the query tower's embedding of the user's recent items (or of the
@@ -121,11 +130,13 @@ class LearnedRanker:
             return cached[1]
         assert self.query_tower is not None
         with self._lock:
-            mapping = np.full(len(snapshot.user_index), -1, dtype=np.int64)
-            rows = np.fromiter(snapshot.user_index.values(), np.int64, len(snapshot.user_index))
-            mapping[rows] = self.query_tower.users(list(snapshot.user_index))
-            self._user_maps = (snapshot.snapshot_id, mapping)
-            return mapping
+            cached = self._user_maps
+            if cached is None or cached[0] != snapshot.snapshot_id:
+                mapping = np.full(len(snapshot.user_index), -1, dtype=np.int64)
+                rows = np.fromiter(snapshot.user_index.values(), np.int64, len(snapshot.user_index))
+                mapping[rows] = self.query_tower.users(list(snapshot.user_index))
+                cached = self._user_maps = (snapshot.snapshot_id, mapping)
+            return cached[1]
 
     def score(
         self,

@@ -33,7 +33,7 @@ from cascade_server.blending.stage import BlendingStage
 from cascade_server.catalog.repository import CatalogRepository
 from cascade_server.catalog.service import CatalogService
 from cascade_server.errors import NotReadyError
-from cascade_server.features.engagement import SignalConfig
+from cascade_server.features.engagement import EngagementSnapshot, SignalConfig
 from cascade_server.features.refresh import SnapshotHolder, SnapshotSource
 from cascade_server.features.snapshot_file import SnapshotFile
 from cascade_server.logs import get_logger
@@ -197,11 +197,41 @@ def release_watcher(
     )
 
 
+def prepared(
+    load: Callable[[Path, Manifest], T],
+    prepare: Callable[[T, EngagementSnapshot], object],
+    holder: SnapshotSource,
+) -> Callable[[Path, Manifest], T]:
+    """``load``, then ``prepare`` what it loaded for the snapshot being served (its maps
+    to the live items) before the watcher swaps it in, so the requests right after a swap
+    find the maps built (each takes tens of ms at a million items, and they all waited
+    for it). Before the first snapshot there is nothing to prepare: the warm-up does it."""
+
+    def load_prepared(path: Path, manifest: Manifest) -> T:
+        value = load(path, manifest)
+        with contextlib.suppress(NotReadyError):
+            prepare(value, holder.current())
+        return value
+
+    return load_prepared
+
+
+def _prepare_vectors(release: BlendingRelease, snapshot: EngagementSnapshot) -> None:
+    if release.vectors is not None:
+        release.vectors.prepare(snapshot)
+
+
 def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Binding:
     """RetrievalService: the release's Annoy source (when published), co-engagement, random
     walks, the user's categories, trending, popular and fresh items."""
     holder = snapshot_holder(settings, engine)
-    models = release_watcher(settings, engine, RetrievalModels, "retrieval", retrieval_artifacts)
+    models = release_watcher(
+        settings,
+        engine,
+        prepared(RetrievalModels, RetrievalModels.prepare, holder),
+        "retrieval",
+        retrieval_artifacts,
+    )
     stage = RetrievalStage(
         holder,
         [
@@ -247,8 +277,12 @@ def ranking(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> Bi
     models = release_watcher(
         settings,
         engine,
-        lambda path, manifest: LearnedRanker(
-            path, manifest, mode=settings.ranking_mode, heavy_top_n=settings.heavy_top_n
+        prepared(
+            lambda path, manifest: LearnedRanker(
+                path, manifest, mode=settings.ranking_mode, heavy_top_n=settings.heavy_top_n
+            ),
+            LearnedRanker.prepare,
+            holder,
         ),
         "ranking",
         RANKING_ARTIFACTS,
@@ -274,7 +308,11 @@ def blending(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> B
     release's blending policy (the default one before the first release)."""
     holder = snapshot_holder(settings, engine)
     releases = release_watcher(
-        settings, engine, BlendingReleaseLoader(), "blending", BLENDING_ARTIFACTS
+        settings,
+        engine,
+        prepared(BlendingReleaseLoader(), _prepare_vectors, holder),
+        "blending",
+        BLENDING_ARTIFACTS,
     )
     default = BlendingRelease(BlendingPolicies.default())
 
