@@ -5,6 +5,7 @@ from pathlib import Path
 
 from support.engagement import FixedHolder, small_snapshot
 
+from cascade_server.artifacts.manifest import DataSnapshot, Manifest
 from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.errors import NotReadyError
 from cascade_server.pipeline.types import SourceKind
@@ -65,6 +66,9 @@ def test_the_serving_state_names_the_snapshot_and_the_release():
     assert serving_state(FixedHolder(snapshot), watcher)() == (snapshot.snapshot_id, None)
 
 
+MANIFEST = Manifest("r1", "now", DataSnapshot("f", 0, 0, 0, None), {})
+
+
 class _Loaded:
     def __init__(self):
         self.prepared_for = []
@@ -76,7 +80,7 @@ class _Loaded:
 def test_a_loaded_release_is_prepared_for_the_serving_snapshot_before_it_is_swapped_in():
     snapshot = small_snapshot()
     load = prepared(lambda path, manifest: _Loaded(), _Loaded.prepare, FixedHolder(snapshot))
-    loaded = load(Path("release"), None)
+    loaded = load(Path("release"), MANIFEST)
     assert loaded.prepared_for == [snapshot]
 
 
@@ -85,5 +89,7 @@ def test_before_the_first_snapshot_a_release_loads_unprepared():
         def current(self):
             raise NotReadyError("loading")
 
-    loaded = prepared(lambda path, manifest: _Loaded(), _Loaded.prepare, Loading())(None, None)
+    loaded = prepared(lambda path, manifest: _Loaded(), _Loaded.prepare, Loading())(
+        Path("release"), MANIFEST
+    )
     assert loaded.prepared_for == []
