@@ -1,6 +1,8 @@
 """What loading a release costs each server, in-process: wall and CPU time, the longest
 pause a 1 ms ticker thread sees (how long requests would wait on the interpreter lock),
-and the memory it adds.
+and the memory it adds: resident (RSS, which counts the pages of mapped files it
+touched: the page cache holds those, once for every process mapping the file) and
+anonymous (what it allocated for itself, from /proc/self/smaps_rollup).
 
     .venv/bin/python bench/release_load.py RELEASE_DIR
     .venv/bin/python bench/release_load.py RELEASE_DIR --components ranking --repeat 5
@@ -72,19 +74,19 @@ class Ticker:
 
 
 def measure(step: Callable[[], Any]) -> tuple[dict[str, float], Any]:
-    """Run ``step``: its wall and CPU ms, the ticker's longest pause, the RSS it added."""
+    """Run ``step``: its wall and CPU ms, the ticker's longest pause, the memory it added."""
     process = psutil.Process()
-    rss = process.memory_info().rss
+    rss, anonymous = process.memory_info().rss, _anonymous_bytes()
     with Ticker() as ticker:
         wall, cpu = time.perf_counter(), time.process_time()
         value = step()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    added = (process.memory_info().rss - rss) / 2**20
     return {
         "wall_ms": wall * 1000,
         "cpu_ms": cpu * 1000,
         "pause_ms": ticker.longest_s * 1000,
-        "rss_mib": added,
+        "rss_mib": (process.memory_info().rss - rss) / 2**20,
+        "anonymous_mib": (_anonymous_bytes() - anonymous) / 2**20,
     }, value
 
 
@@ -95,8 +97,8 @@ def main() -> int:
         if file.is_file():
             file.read_bytes()  # in the page cache, as after the release check
     print(f"release {manifest.release_id}: {args.repeat} loads each, medians\n")
-    print("| component | step | wall ms | CPU ms | longest pause ms | RSS added MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| component | step | wall ms | CPU ms | longest pause ms | RSS MiB | anonymous MiB |")
+    print("|---|---|---|---|---|---|---|")
     for component in args.components.split(","):
         load = LOADERS[component]
         rows: dict[str, list[dict[str, float]]] = {"load": [], "drop and settle": []}
@@ -111,6 +113,13 @@ def main() -> int:
             medians = [statistics.median(p[key] for p in points) for key in points[0]]
             print(f"| {component} | {step} | " + " | ".join(f"{m:.0f}" for m in medians) + " |")
     return 0
+
+
+def _anonymous_bytes() -> int:
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith("Anonymous:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/smaps_rollup has no Anonymous line")
 
 
 def _drop(held: list[object]) -> None:
