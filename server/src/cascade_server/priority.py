@@ -5,11 +5,19 @@ and activate releases, and where a server's child process checks a release befor
 loads it. That work can wait a few milliseconds where a request cannot, so it runs at a
 lower priority: the kernel's scheduler then gives the servers the CPU first and the
 rest to the background work, which loses nothing on an idle machine.
+
+Inside a server, loading a release runs on a thread beside the requests' threads, and
+priority there is the interpreter lock's: ``quick_lock_handoffs`` makes the loading
+thread hand it over sooner while it loads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import threading
+from collections.abc import Iterator
 
 BACKGROUND_NICENESS = 19
 """Added to the niceness of background work (0 is a normal process; the kernel caps it
@@ -23,3 +31,32 @@ without it)."""
 def lower_priority() -> None:
     """Make this process background work (its threads and children inherit it)."""
     os.nice(BACKGROUND_NICENESS)
+
+
+_handoffs_lock = threading.Lock()
+_handoffs: list[float] = []
+"""The switch interval before the first ``quick_lock_handoffs`` still running began."""
+
+
+@contextlib.contextmanager
+def quick_lock_handoffs(interval_s: float) -> Iterator[None]:
+    """While the block runs, a thread waiting for the interpreter lock gets it within
+    ``interval_s`` instead of Python's 5 ms (``sys.setswitchinterval``, process-wide).
+
+    A request crosses threads a dozen times (event loop, worker, gRPC's callbacks) and
+    each crossing can wait a full interval while a loading thread computes: at a million
+    items a release's load lifted requests to 120-140 ms at 5 ms, and the p99 during a
+    swap fell from 3.6-4.6x to 2.6x the steady one at 0.5 ms. Handing over that often
+    costs every request a little (steady p50 +2 ms, p99 +6 ms at 50 requests/s when set
+    for good), so it lasts only as long as the load. Overlapping blocks keep the shortest
+    interval until the last ends, which restores the one before the first."""
+    with _handoffs_lock:
+        _handoffs.append(sys.getswitchinterval())
+        sys.setswitchinterval(min(interval_s, sys.getswitchinterval()))
+    try:
+        yield
+    finally:
+        with _handoffs_lock:
+            before = _handoffs.pop()
+            if not _handoffs:
+                sys.setswitchinterval(before)

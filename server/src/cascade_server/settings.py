@@ -209,6 +209,14 @@ class Settings(BaseSettings):
             "the requests they serve meanwhile; a server's first load does not wait."
         ),
     )
+    release_load_switch_interval_ms: PositiveFloat = Field(
+        default=0.5,
+        description=(
+            "While a server loads a release beside its requests, a thread waiting for "
+            "Python's interpreter lock gets it within this many ms (Python's default: 5), "
+            "so requests do not queue behind the load at each of their thread crossings."
+        ),
+    )
     release_poll_seconds: PositiveFloat = Field(
         default=5.0, description="How often servers check for a newly activated release."
     )

@@ -38,6 +38,7 @@ from cascade_server.features.refresh import SnapshotHolder, SnapshotSource
 from cascade_server.features.snapshot_file import SnapshotFile
 from cascade_server.logs import get_logger
 from cascade_server.pipeline.types import SourceKind
+from cascade_server.priority import quick_lock_handoffs
 from cascade_server.ranking.models import RANKING_ARTIFACTS, LearnedRanker
 from cascade_server.ranking.scorers import BaselineScorer
 from cascade_server.ranking.stage import RankingStage
@@ -177,12 +178,14 @@ def release_watcher(
     def load_release(release_id: str) -> T:
         path = registry.path_of(release_id)
         if not settings.release_check_in_child:
-            return load(path, read_verified(path, read(read_manifest(path))))
-        # The checksums too are checked in the child, at background priority: hashing a
-        # million items' release took this server's cores from its requests for seconds.
-        manifest = read_verified(path, hashed=())
-        probe(path, name, read(manifest))
-        return load(path, manifest)
+            manifest = read_verified(path, read(read_manifest(path)))
+        else:
+            # The checksums too are checked in the child, at background priority: hashing
+            # a million items' release took this server's cores from its requests for seconds.
+            manifest = read_verified(path, hashed=())
+            probe(path, name, read(manifest))
+        with quick_lock_handoffs(settings.release_load_switch_interval_ms / 1000):
+            return load(path, manifest)
 
     return ReleaseWatcher(
         read_active=registry.active,
