@@ -13,8 +13,8 @@ compared with. The two-tower/Annoy source needs a trained release and is measure
 the quality benchmark's served runs instead.
 
 Back to back, the work runs with warm caches; a server between requests sleeps, and the
-same work then costs more (random walk on the demo data: 1.5 ms back to back, about
-2 ms after 20 ms idle). ``--gap-ms 20`` sleeps that long before every timed call, as
+same work then costs more (random walk on the demo data: 1.6 ms back to back, 2.7 ms
+after 20 ms idle). ``--gap-ms 20`` sleeps that long before every timed call, as
 between requests at 50/s, to measure the cost a server pays.
 """
 

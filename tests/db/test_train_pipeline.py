@@ -144,7 +144,7 @@ def test_a_prepared_release_has_its_maps_before_requests_and_builds_each_once(tr
     ranker = prepared(LearnedRanker, LearnedRanker.prepare, holder)(path, manifest)
     retrieval = prepared(RetrievalModels, RetrievalModels.prepare, holder)(path, manifest)
     blending = prepared(BlendingReleaseLoader(), _prepare_vectors, holder)(path, manifest)
-    assert len(built) == 4  # ranking's map, retrieval's two, blending's
+    assert len(built) == 3  # ranking's map, retrieval's, blending's
 
     def serve(snapshot):
         ranker.score(snapshot, snapshot.user_row("u042"), np.empty(0, np.int64), np.arange(5))
@@ -154,12 +154,31 @@ def test_a_prepared_release_has_its_maps_before_requests_and_builds_each_once(tr
 
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(serve, [snapshot] * 6))
-    assert len(built) == 4
+    assert len(built) == 3
     # A new snapshot: requests arriving together wait for one build of each map.
     newer = replace(snapshot, snapshot_id="newer")
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda s: (ranker.to_release(s), retrieval.maps(s)), [newer] * 6))
-    assert len(built) == 4 + 3
+    assert len(built) == 3 + 2
+
+
+def test_retrievals_maps_go_both_ways_when_the_catalog_changed(trained):
+    engine, registry, manifest, _, _, _ = trained
+    path = registry.path_of(manifest.release_id)
+    snapshot = build_snapshot(read_engagement(engine), SignalConfig())
+    # Items gone since training, the rest in another order, and items the release lacks.
+    live = [*reversed(snapshot.item_ids[10:]), "new-1", "new-2"]
+    changed = replace(
+        snapshot,
+        snapshot_id="changed",
+        item_ids=tuple(live),
+        item_index={item: i for i, item in enumerate(live)},
+    )
+    models = RetrievalModels(path, manifest)
+    maps = models.maps(changed)
+    assert maps.to_release.tolist() == id_positions(changed.item_ids, models.item_ids).tolist()
+    assert maps.to_live.tolist() == id_positions(models.item_ids, changed.item_ids).tolist()
+    assert maps.to_live[:10].tolist() == [-1] * 10
 
 
 @pytest.mark.parametrize("search", ["annoy", "clustered", "exact"])

@@ -46,7 +46,7 @@ def quick_lock_handoffs(interval_s: float) -> Iterator[None]:
     A request crosses threads a dozen times (event loop, worker, gRPC's callbacks) and
     each crossing can wait a full interval while a loading thread computes: at a million
     items a release's load lifted requests to 120-140 ms at 5 ms, and the p99 during a
-    swap fell from 3.6-4.6x to 2.6x the steady one at 0.5 ms. Handing over that often
+    model swap fell from 3.6-4.6x to 2.0-2.6x the steady one at 0.5 ms. Handing over that often
     costs every request a little (steady p50 +2 ms, p99 +6 ms at 50 requests/s when set
     for good), so it lasts only as long as the load. Overlapping blocks keep the shortest
     interval until the last ends, which restores the one before the first."""

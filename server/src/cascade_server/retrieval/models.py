@@ -114,7 +114,11 @@ class RetrievalModels:
             maps = self._maps
             if maps is None or maps.snapshot_id != snapshot.snapshot_id:
                 to_release = id_positions(snapshot.item_ids, self.item_ids)
-                to_live = id_positions(self.item_ids, snapshot.item_ids, snapshot.item_index)
+                # Both lists hold distinct ids: one map is the other's inverse (no second
+                # pass over a million ids).
+                known = np.flatnonzero(to_release >= 0)
+                to_live = np.full(len(self.item_ids), -1, dtype=np.int64)
+                to_live[to_release[known]] = known
                 maps = self._maps = IndexMaps(snapshot.snapshot_id, to_release, to_live)
             return maps
 
