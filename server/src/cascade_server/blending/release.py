@@ -17,6 +17,7 @@ from cascade_server.blending.policy import POLICY_FILE, BlendingPolicies, Policy
 from cascade_server.features.engagement import EngagementSnapshot, IntArray
 from cascade_server.features.id_positions import id_positions
 from cascade_server.features.release_items import ITEMS_FILE, read_item_ids
+from cascade_server.features.snapshot_cache import SnapshotCache
 from cascade_server.retrieval.models import ITEM_EMBEDDINGS_FILE
 
 VECTOR_ARTIFACTS = (ITEMS_FILE, ITEM_EMBEDDINGS_FILE)
@@ -42,7 +43,7 @@ class ItemVectors:
             raise CorruptReleaseError("item embeddings hold NaN or infinite values")
         self._embeddings = embeddings
         self._item_ids = item_ids
-        self._maps: tuple[str, IntArray] | None = None
+        self._maps = SnapshotCache[IntArray]()
 
     @cached_property
     def _index(self) -> dict[str, int]:
@@ -61,11 +62,7 @@ class ItemVectors:
     def prepare(self, snapshot: EngagementSnapshot) -> IntArray:
         """[snapshot items] → row (-1: unknown), built once per snapshot: a loader calls it
         before a swap, so that the first requests after it do not build the map."""
-        cached = self._maps
-        if cached is None or cached[0] != snapshot.snapshot_id:
-            mapping = id_positions(snapshot.item_ids, self._item_ids)
-            cached = self._maps = (snapshot.snapshot_id, mapping)
-        return cached[1]
+        return self._maps.get(snapshot, lambda live: id_positions(live.item_ids, self._item_ids))
 
     def _rows(self, rows: IntArray) -> npt.NDArray[np.float32]:
         vectors: npt.NDArray[np.float32] = self._embeddings[np.maximum(rows, 0)].astype(

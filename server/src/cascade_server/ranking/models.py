@@ -10,7 +10,6 @@ heavy ranker improved NDCG@10 on the held-out groups, else the light ranker alon
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import lightgbm as lgb
@@ -21,6 +20,7 @@ from cascade_server.features.engagement import EngagementSnapshot, FloatArray, I
 from cascade_server.features.id_positions import id_positions
 from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
 from cascade_server.features.release_items import ITEMS_FILE, read_item_ids
+from cascade_server.features.snapshot_cache import SnapshotCache
 from cascade_server.ranking.features import FeatureSet, FloatMatrix, Users
 from cascade_server.ranking.heavy import HEAVY_RANKER_DIR, HeavyRanker
 from cascade_server.ranking.scorers import Scores
@@ -86,9 +86,8 @@ class LearnedRanker:
             RankingMode.LIGHT: "light",
             RankingMode.HEAVY: "heavy",
         }[self.mode]
-        self._maps: tuple[str, IntArray] | None = None
-        self._user_maps: tuple[str, IntArray] | None = None
-        self._lock = threading.Lock()
+        self._maps = SnapshotCache[IntArray]()
+        self._user_maps = SnapshotCache[IntArray]()
         self._warm_up()
 
     def prepare(self, snapshot: EngagementSnapshot) -> None:
@@ -100,15 +99,7 @@ class LearnedRanker:
 
     def to_release(self, snapshot: EngagementSnapshot) -> IntArray:
         """[live items] → release item index (-1 for items the release does not know)."""
-        cached = self._maps
-        if cached is not None and cached[0] == snapshot.snapshot_id:
-            return cached[1]
-        with self._lock:  # one thread builds the map; the others wait and use it
-            cached = self._maps
-            if cached is None or cached[0] != snapshot.snapshot_id:
-                cached = (snapshot.snapshot_id, id_positions(snapshot.item_ids, self.item_ids))
-                self._maps = cached
-            return cached[1]
+        return self._maps.get(snapshot, lambda live: id_positions(live.item_ids, self.item_ids))
 
     def query(self, snapshot: EngagementSnapshot, user: int, seeds: IntArray) -> FloatMatrix | None:
         """[1, dim]: the query tower's embedding of the user's recent items (or of the
@@ -125,18 +116,14 @@ class LearnedRanker:
 
     def _model_users(self, snapshot: EngagementSnapshot) -> IntArray:
         """[live users] → the query tower's user index (-1 for users it was not trained on)."""
-        cached = self._user_maps
-        if cached is not None and cached[0] == snapshot.snapshot_id:
-            return cached[1]
+        return self._user_maps.get(snapshot, self._model_users_of)
+
+    def _model_users_of(self, snapshot: EngagementSnapshot) -> IntArray:
         assert self.query_tower is not None
-        with self._lock:
-            cached = self._user_maps
-            if cached is None or cached[0] != snapshot.snapshot_id:
-                mapping = np.full(len(snapshot.user_index), -1, dtype=np.int64)
-                rows = np.fromiter(snapshot.user_index.values(), np.int64, len(snapshot.user_index))
-                mapping[rows] = self.query_tower.users(list(snapshot.user_index))
-                cached = self._user_maps = (snapshot.snapshot_id, mapping)
-            return cached[1]
+        mapping = np.full(len(snapshot.user_index), -1, dtype=np.int64)
+        rows = np.fromiter(snapshot.user_index.values(), np.int64, len(snapshot.user_index))
+        mapping[rows] = self.query_tower.users(list(snapshot.user_index))
+        return mapping
 
     def score(
         self,

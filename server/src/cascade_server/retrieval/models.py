@@ -8,7 +8,6 @@ and from a live snapshot's indices are built once per snapshot and cached.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from cascade_server.features.engagement import EngagementSnapshot, FloatArray, I
 from cascade_server.features.id_positions import id_positions
 from cascade_server.features.query_tower import QUERY_TOWER_ARTIFACTS, QueryTower
 from cascade_server.features.release_items import ITEMS_FILE, read_item_ids
+from cascade_server.features.snapshot_cache import SnapshotCache
 from cascade_server.retrieval.clustered_index import CLUSTERS_FILE, ClusteredIndex
 from cascade_server.retrieval.top_k import top_positions
 
@@ -96,8 +96,7 @@ class RetrievalModels:
         self.query_tower = QueryTower.of_release(
             path, int(manifest.config["two_tower"]["history_length"])
         )
-        self._maps: IndexMaps | None = None
-        self._lock = threading.Lock()
+        self._maps = SnapshotCache[IndexMaps]()
         self._warm_up()
 
     def prepare(self, snapshot: EngagementSnapshot) -> None:
@@ -107,20 +106,16 @@ class RetrievalModels:
 
     def maps(self, snapshot: EngagementSnapshot) -> IndexMaps:
         """Index maps for ``snapshot`` (computed once per snapshot)."""
-        maps = self._maps
-        if maps is not None and maps.snapshot_id == snapshot.snapshot_id:
-            return maps
-        with self._lock:  # one thread builds the maps; the others wait and use them
-            maps = self._maps
-            if maps is None or maps.snapshot_id != snapshot.snapshot_id:
-                to_release = id_positions(snapshot.item_ids, self.item_ids)
-                # Both lists hold distinct ids: one map is the other's inverse (no second
-                # pass over a million ids).
-                known = np.flatnonzero(to_release >= 0)
-                to_live = np.full(len(self.item_ids), -1, dtype=np.int64)
-                to_live[to_release[known]] = known
-                maps = self._maps = IndexMaps(snapshot.snapshot_id, to_release, to_live)
-            return maps
+        return self._maps.get(snapshot, self._maps_of)
+
+    def _maps_of(self, snapshot: EngagementSnapshot) -> IndexMaps:
+        to_release = id_positions(snapshot.item_ids, self.item_ids)
+        # Both lists hold distinct ids: one map is the other's inverse (no second pass
+        # over a million ids).
+        known = np.flatnonzero(to_release >= 0)
+        to_live = np.full(len(self.item_ids), -1, dtype=np.int64)
+        to_live[to_release[known]] = known
+        return IndexMaps(snapshot.snapshot_id, to_release, to_live)
 
     def user_embedding(self, user_id: str, history: IntArray) -> npt.NDArray[np.float32]:
         """The query tower's embedding for a user with ``history`` (release items, oldest first)."""

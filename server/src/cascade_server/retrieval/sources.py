@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import zlib
 
 import numpy as np
@@ -14,6 +13,7 @@ from cascade_server.features.engagement import (
     IntArray,
 )
 from cascade_server.features.membership import is_member
+from cascade_server.features.snapshot_cache import SnapshotCache
 from cascade_server.pipeline.components import RetrievalQuery, SourceResult
 from cascade_server.pipeline.types import SourceKind
 from cascade_server.retrieval.models import RetrievalModels
@@ -181,8 +181,7 @@ class RandomWalkCandidateSource:
         self.steps = steps
         self.restart = restart
         self.walkers = walkers
-        self._graph: tuple[str, Csr] | None = None
-        self._lock = threading.Lock()
+        self._graph = SnapshotCache[Csr]()
 
     def fetch(
         self, snapshot: EngagementSnapshot, query: RetrievalQuery, limit: int
@@ -230,13 +229,7 @@ class RandomWalkCandidateSource:
 
     def _item_users(self, snapshot: EngagementSnapshot) -> Csr:
         """Per item, the users who engaged with it (the transpose of ``engaged``)."""
-        cached = self._graph
-        if cached is not None and cached[0] == snapshot.snapshot_id:
-            return cached[1]
-        with self._lock:
-            graph = snapshot.engaged.transpose(snapshot.item_count)
-            self._graph = (snapshot.snapshot_id, graph)
-            return graph
+        return self._graph.get(snapshot, lambda live: live.engaged.transpose(live.item_count))
 
     @staticmethod
     def _rng(user_id: str, starts: IntArray) -> np.random.Generator:
