@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
+from cascade_server.artifacts.arrays import load_mapped, load_npz_mapped
 from cascade_server.features.engagement import Csr, FloatArray, IntArray
 
 FloatMatrix = npt.NDArray[np.float64]
@@ -320,14 +321,13 @@ class FeatureSet:
         ``.npz`` file releases before the directory form hold."""
         if path.is_dir():
             arrays = {
-                file.name.removesuffix(".npy"): np.load(file, mmap_mode="r")
+                file.name.removesuffix(".npy"): load_mapped(file)
                 for file in sorted(path.glob("*.npy"))
             }
             for array in arrays.values():
                 _touch(array)
             return cls._of(arrays)
-        with np.load(path, allow_pickle=False) as stored:
-            return cls._of({key: stored[key] for key in stored.files})
+        return cls._of(load_npz_mapped(path))
 
     @classmethod
     def _of(cls, arrays: Mapping[str, npt.NDArray[np.generic]]) -> FeatureSet:
@@ -345,7 +345,7 @@ def _touch(array: npt.NDArray[np.generic]) -> None:
     pages to be mapped (about 40 ms for 1.5 GB already in the page cache, as the
     release check leaves them)."""
     if array.size:
-        np.asarray(array).ravel(order="K").view(np.uint8)[::4096].sum()
+        array.ravel(order="K").view(np.uint8)[::4096].sum()
 
 
 def _restore(kind: str, name: str, a: Mapping[str, npt.NDArray[np.generic]]) -> Feature:
