@@ -1,11 +1,12 @@
-"""Circuit breakers: a stage that keeps failing is skipped for a cool-down, then probed."""
+"""Circuit breakers: a stage that keeps failing is skipped for a cool-down, then probed;
+a hop that outlives its budget is cut off on the front door's clock."""
 
 import asyncio
 
 import pytest
 from support.backends import FailingStage
 
-from cascade_server.blending.circuit import BreakerConfig, CircuitBreaker, StageCallError
+from cascade_server.blending.circuit import BreakerConfig, CircuitBreaker, StageCallError, within
 from cascade_server.pipeline.types import DegradationKind, StageName
 
 
@@ -114,3 +115,40 @@ def test_the_front_door_stops_calling_a_failing_stage_and_still_answers():
         assert [d.stage for d in result.degraded] == [StageName.RANKING]
     assert ranking.calls == 5  # the default: five failures open the circuit
     assert "circuit is open" in result.degraded[0].message
+
+
+def test_a_call_past_its_budget_is_cut_off_and_cancelled():
+    cancelled = []
+
+    async def slow() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        return "late"
+
+    async def main() -> None:
+        with pytest.raises(StageCallError) as raised:
+            await within(0.00002, "ranking", slow())
+        assert raised.value.kind == DegradationKind.DEADLINE_EXCEEDED
+        assert "ranking did not answer within its budget of 0.02 ms" in raised.value.message
+
+    asyncio.run(main())
+    assert cancelled == [True]
+
+
+def test_a_call_inside_its_budget_answers_and_its_own_timeouts_pass_through():
+    async def quick() -> str:
+        await asyncio.sleep(0)
+        return "answer"
+
+    async def times_out_by_itself() -> str:
+        raise TimeoutError("the call's own timeout")
+
+    async def main() -> None:
+        assert await within(5.0, "ranking", quick()) == "answer"
+        with pytest.raises(TimeoutError, match="own timeout"):
+            await within(5.0, "ranking", times_out_by_itself())
+
+    asyncio.run(main())

@@ -5,10 +5,15 @@ seconds: requests take the stage's fallback at once instead of each waiting for 
 own failure (a dead server costs a connect timeout per call, an overloaded one more
 load). After the cool-down one call goes through as a probe; success closes the
 circuit, failure opens it for another cool-down.
+
+``within`` cuts a call off when its hop budget runs out, on the front door's own clock:
+a transport's deadline is not exact enough for a budget of microseconds (a fast reply
+can come back inside it), and the budget is the front door's promise, not the server's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +34,24 @@ class StageCallError(Exception):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+
+async def within(budget_s: float, stage: str, call: Awaitable[T]) -> T:
+    """``call``'s result, or StageCallError(DEADLINE_EXCEEDED) once ``budget_s`` has passed.
+
+    The call is cancelled when cut off (a gRPC call cancels its RPC).
+    """
+    timeout = asyncio.timeout(budget_s)
+    try:
+        async with timeout:
+            return await call
+    except TimeoutError as error:
+        if not timeout.expired():
+            raise
+        raise StageCallError(
+            DegradationKind.DEADLINE_EXCEEDED,
+            f"{stage} did not answer within its budget of {budget_s * 1000:.3g} ms",
+        ) from error
 
 
 @dataclass(frozen=True)

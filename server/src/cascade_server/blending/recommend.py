@@ -23,7 +23,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cascade_server.blending.circuit import BreakerConfig, CircuitBreaker, StageCallError
+from cascade_server.blending.circuit import (
+    BreakerConfig,
+    CircuitBreaker,
+    StageCallError,
+    within,
+)
 from cascade_server.blending.paging import (
     MAX_SERVED,
     decode_token,
@@ -319,13 +324,17 @@ class Recommender:
         budget = deadline.budget(self._limits.retrieval_timeout_s, reserve_s=_BLEND_RESERVE_S)
         try:
             result = await self._retrieval_circuit.call(
-                lambda: self._retrieval.retrieve(
-                    context,
-                    seeds,
-                    min(2000, self._limits.candidates + served_count),
+                lambda: within(
                     budget,
-                    category_id=category_id,
-                    source_limits=treatment.source_limits,
+                    "retrieval",
+                    self._retrieval.retrieve(
+                        context,
+                        seeds,
+                        min(2000, self._limits.candidates + served_count),
+                        budget,
+                        category_id=category_id,
+                        source_limits=treatment.source_limits,
+                    ),
                 )
             )
         except StageCallError as error:
@@ -388,14 +397,18 @@ class Recommender:
         table = CandidateTable.of(candidates)
         try:
             result = await self._ranking_circuit.call(
-                lambda: self._ranking.rank(
-                    context,
-                    table.item_ids,
-                    seeds,
+                lambda: within(
                     budget,
-                    heavy_top_n=treatment.heavy_top_n,
-                    details=context.debug or needs_heads,
-                    sources=table,
+                    "ranking",
+                    self._ranking.rank(
+                        context,
+                        table.item_ids,
+                        seeds,
+                        budget,
+                        heavy_top_n=treatment.heavy_top_n,
+                        details=context.debug or needs_heads,
+                        sources=table,
+                    ),
                 )
             )
         except StageCallError as error:
