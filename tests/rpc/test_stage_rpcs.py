@@ -47,6 +47,9 @@ def test_retrieve_candidates_in_columns_are_the_same_candidates(retrieval):
     assert list(columns.columns.hit_sources) == [h.source for h in hits]
     assert list(columns.columns.hit_ranks) == [h.rank for h in hits]
     assert list(columns.columns.hit_scores) == pytest.approx([h.score for h in hits])
+    # Each item's row in retrieval's catalog snapshot travels with it (a hint for ranking).
+    assert len(columns.columns.item_rows) == len(rows.candidates)
+    assert len(set(columns.columns.item_rows)) == len(rows.candidates)
 
 
 def test_retrieve_candidates_honours_limits_exclusions_and_seeds(retrieval):
@@ -141,6 +144,21 @@ def test_rank_candidates_in_columns_carry_the_final_scores_in_order(ranking):
     assert debug.candidates[0].head_scores
 
 
+def test_rank_candidates_scores_the_same_whatever_rows_the_caller_hints(ranking):
+    request = ranking_pb.RankCandidatesRequest(
+        context=context(user_id="u042"), item_ids=[f"i{n:04d}" for n in range(1, 201)]
+    )
+    request.columnar = True
+    plain = ranking.rank_candidates(request)
+    # Rows in catalog order, the same off by one, and nonsense: only time may differ.
+    for hint in (range(200), range(1, 201), [10**6] * 100 + [-5] * 100):
+        request.ClearField("item_rows")
+        request.item_rows.extend(hint)
+        hinted = ranking.rank_candidates(request)
+        assert list(hinted.columns.item_ids) == list(plain.columns.item_ids)
+        assert list(hinted.columns.scores) == list(plain.columns.scores)
+
+
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [
@@ -148,6 +166,7 @@ def test_rank_candidates_in_columns_carry_the_final_scores_in_order(ranking):
         ({"item_ids": ["i"] * 2001}, "item_ids"),
         ({"item_ids": ["x" * 129]}, "item_ids[0]"),
         ({"item_ids": ["i0001"], "max_results": -1}, "max_results"),
+        ({"item_ids": ["i0001", "i0002"], "item_rows": [0]}, "item_rows"),
     ],
 )
 def test_rank_candidates_rejects_bad_requests(ranking, request_fields, field):

@@ -70,31 +70,31 @@ class InProcessRanking:
     async def rank(
         self,
         context: RequestContext,
-        item_ids: Sequence[str],
+        candidates: CandidateTable,
         seed_item_ids: Sequence[str],
         timeout_s: float,
         *,
         heavy_top_n: int = 0,
         details: bool = True,
-        sources: CandidateTable | None = None,
     ) -> RankResult:
-        """Scores from the stage, with ``sources``' hits attached; its errors become
+        """Scores from the stage, with the candidates' hits attached; its errors become
         StageCallError as over the network."""
-        self.calls.append((context, list(item_ids), timeout_s))
+        self.calls.append((context, list(candidates.item_ids), timeout_s))
         try:
             result = self.stage.rank(
                 RankRequest(
                     context,
-                    list(item_ids),
+                    list(candidates.item_ids),
                     seed_item_ids=list(seed_item_ids),
                     heavy_top_n=heavy_top_n,
                     details=details,
+                    item_rows=candidates.item_rows,
                 ),
                 Deadline.after(timeout_s),
             )
         except CascadeError as error:
             raise StageCallError(DegradationKind.ERROR, error.message) from error
-        provenance = dict(zip(sources.item_ids, sources.sources(), strict=True)) if sources else {}
+        provenance = dict(zip(candidates.item_ids, candidates.sources(), strict=True))
         return dataclasses.replace(
             result,
             candidates=[
@@ -131,13 +131,12 @@ class FailingStage:
     async def rank(
         self,
         context: RequestContext,
-        item_ids: Sequence[str],
+        candidates: CandidateTable,
         seed_item_ids: Sequence[str],
         timeout_s: float,
         *,
         heavy_top_n: int = 0,
         details: bool = True,
-        sources: CandidateTable | None = None,
     ) -> RankResult:
         """Always fails."""
         raise self._fail("ranking")

@@ -87,6 +87,25 @@ def test_lookup_items_marks_unknown_ids():
     assert snapshot.lookup_items(["i2", "nope"]).tolist() == [1, -1]
 
 
+@pytest.mark.parametrize(
+    "hint",
+    [
+        [0, 1, 2, 3, 4, 5],  # all right
+        [1, 0, 99, -1, 4, 0],  # swapped, past the end, negative, one right, unknown id's
+        [3, 3, 3, 3, 3, 3],
+        [0, 1],  # not one per id: not used
+    ],
+)
+def test_lookup_items_keeps_only_the_hinted_rows_that_hold_the_id(hint):
+    snapshot = small_snapshot()
+    item_ids = [*snapshot.item_ids[:5], "nope"]
+    expected = snapshot.lookup_items(item_ids)
+    assert expected.tolist() == [0, 1, 2, 3, 4, -1]
+    looked_up = snapshot.lookup_items(item_ids, np.array(hint))
+    assert looked_up.tolist() == expected.tolist()
+    assert looked_up.dtype == np.int64
+
+
 def test_empty_database_builds_an_empty_snapshot():
     snapshot = build_snapshot(make_data([], [], []), SignalConfig())
     assert len(snapshot.popular_items) == 0

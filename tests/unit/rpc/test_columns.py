@@ -1,5 +1,6 @@
 """The column form of candidate lists: what goes in comes out, and bad columns are refused."""
 
+import numpy as np
 import pytest
 
 from cascade.common.v1 import candidate_pb2
@@ -24,6 +25,26 @@ def test_candidates_survive_the_column_form():
     )
     assert list(wire.hit_counts) == [2, 1, 1]
     assert candidates_from_columns(wire) == candidates
+    assert candidates_from_columns(wire).item_rows is None
+
+
+def test_the_senders_rows_travel_with_the_candidates():
+    table = CandidateTable.of([Candidate("a", []), Candidate("b", [])])
+    table.item_rows = np.array([7, 3])
+    wire = candidate_pb2.CandidateColumns.FromString(
+        candidates_to_columns(table).SerializeToString()
+    )
+    assert list(wire.item_rows) == [7, 3]
+    received = candidates_from_columns(wire)
+    assert received.item_ids == ["a", "b"]
+    assert received.item_rows is not None
+    assert received.item_rows.tolist() == [7, 3]
+    # Ranking's answer keeps each item's row (and -1 for an item retrieval did not send).
+    scored = scored_from_columns(
+        candidate_pb2.ScoredColumns(item_ids=["b", "x", "a"], scores=[3.0, 2.0, 1.0]), received
+    )
+    assert scored.hits.item_rows is not None
+    assert scored.hits.item_rows.tolist() == [3, -1, 7]
 
 
 def test_hits_from_unknown_sources_are_dropped_not_shifted():
@@ -62,6 +83,7 @@ def test_hits_from_unknown_sources_are_dropped_not_shifted():
             "hit_ranks": [0, 1],
             "hit_scores": [0.1],
         },
+        {"item_ids": ["a"], "hit_counts": [0], "item_rows": [1, 2]},
     ],
 )
 def test_columns_that_do_not_line_up_are_refused(fields):

@@ -88,17 +88,16 @@ class RankingBackend(Protocol):
     async def rank(
         self,
         context: RequestContext,
-        item_ids: Sequence[str],
+        candidates: CandidateTable,
         seed_item_ids: Sequence[str],
         timeout_s: float,
         *,
         heavy_top_n: int = 0,
         details: bool = True,
-        sources: CandidateTable | None = None,
     ) -> RankResult:
-        """Scored candidates (relative to the seeds, if any), or StageCallError; without
-        ``details`` the candidates may come without stage and head scores. The source
-        hits of ``sources`` (retrieval's candidates) are attached to them."""
+        """``candidates`` scored (relative to the seeds, if any), with their source
+        hits attached, or StageCallError; without ``details`` they may come without
+        stage and head scores."""
         ...
 
 
@@ -359,6 +358,7 @@ class Recommender:
                 [SourceKind.POPULAR] * n,
                 np.arange(n),
                 snapshot.popularity[popular],
+                item_rows=popular,
             )
             stages.append(
                 StageReport(
@@ -402,12 +402,11 @@ class Recommender:
                     "ranking",
                     self._ranking.rank(
                         context,
-                        table.item_ids,
+                        table,
                         seeds,
                         budget,
                         heavy_top_n=treatment.heavy_top_n,
                         details=context.debug or needs_heads,
-                        sources=table,
                     ),
                 )
             )

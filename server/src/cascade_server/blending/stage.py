@@ -129,14 +129,14 @@ class BlendingStage:
             ServedItemsFilter(request.served),
             DuplicateFilter(snapshot, policy.dedup_keys),
         ]
-        item_ids = (
-            candidates.item_ids
-            if isinstance(candidates, ScoredTable)
-            else [c.item_id for c in candidates]
-        )
+        hint = None
+        if isinstance(candidates, ScoredTable):
+            item_ids, hint = candidates.item_ids, candidates.hits.item_rows
+        else:
+            item_ids = [c.item_id for c in candidates]
         # What is left, as positions in ``candidates`` and as the items' snapshot rows.
         positions = np.arange(len(candidates))
-        rows = snapshot.lookup_items(item_ids)
+        rows = snapshot.lookup_items(item_ids, hint)
         left = list(item_ids)  # the ids at ``positions``
         removed: list[tuple[int, str, str]] = []  # (position, filter, reason)
         reports: list[ComponentReport] = []

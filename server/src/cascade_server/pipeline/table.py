@@ -58,10 +58,14 @@ class CandidateTable(_Rows[Candidate]):
     """Candidates as columns: ``item_ids``, and every candidate's source hits one
     candidate after another (``hit_counts[i]`` of them for candidate ``i``).
 
+    ``item_rows``, when known, holds each item's row in the catalog snapshot of the
+    stage that found it: a hint that spares the next stage looking the ids up
+    (``EngagementSnapshot.lookup_items`` checks it; -1 where unknown).
+
     A read-only sequence of ``Candidate``: indexing or iterating builds the objects.
     """
 
-    __slots__ = ("hit_counts", "hit_ranks", "hit_scores", "hit_sources", "item_ids")
+    __slots__ = ("hit_counts", "hit_ranks", "hit_scores", "hit_sources", "item_ids", "item_rows")
 
     def __init__(
         self,
@@ -70,16 +74,20 @@ class CandidateTable(_Rows[Candidate]):
         hit_sources: Sequence[SourceKind],
         hit_ranks: IntArray,
         hit_scores: FloatArray,
+        item_rows: IntArray | None = None,
     ) -> None:
         if len(hit_counts) != len(item_ids) or not (
             int(hit_counts.sum()) == len(hit_sources) == len(hit_ranks) == len(hit_scores)
         ):
             raise ValueError("candidate columns of different lengths")
+        if item_rows is not None and len(item_rows) != len(item_ids):
+            raise ValueError("candidate ids and rows of different lengths")
         self.item_ids = item_ids
         self.hit_counts = hit_counts
         self.hit_sources = hit_sources
         self.hit_ranks = hit_ranks
         self.hit_scores = hit_scores
+        self.item_rows = item_rows
 
     @classmethod
     def of(cls, candidates: Iterable[Candidate]) -> CandidateTable:
@@ -114,17 +122,24 @@ class CandidateTable(_Rows[Candidate]):
 
     def take(self, positions: IntArray, item_ids: Sequence[str] | None = None) -> CandidateTable:
         """The candidates at ``positions``, in their order. With ``item_ids`` (one per
-        position) the rows get those ids, and a position of -1 a row with no hits."""
+        position) the rows get those ids, and a position of -1 a row with no hits (and
+        row -1)."""
         if item_ids is None:
             item_ids = [self.item_ids[p] for p in positions.tolist()]
         taken = self._hits().take(positions)
         hits = taken.indices
+        rows = None
+        if self.item_rows is not None:
+            rows = np.full(len(positions), -1, dtype=np.int64)
+            known = positions >= 0
+            rows[known] = self.item_rows[positions[known]]
         return CandidateTable(
             item_ids,
             np.diff(taken.indptr),
             list(map(self.hit_sources.__getitem__, hits.tolist())),
             self.hit_ranks[hits],
             self.hit_scores[hits],
+            rows,
         )
 
     def best_rank(self, kind: SourceKind) -> FloatArray:

@@ -34,6 +34,8 @@ class RankRequest:
     """How many light-ranked candidates the heavy ranker re-scores; 0: the server's."""
     details: bool = True
     """Whether candidates carry their stage and head scores (or only the final score)."""
+    item_rows: IntArray | None = None
+    """A guess at each of ``item_ids``' snapshot rows (see ``lookup_items``), or None."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,11 @@ class RankingStage:
         if loaded is not None and loaded.value is not None and loaded.release_id:
             scorer, release_id = loaded.value, loaded.release_id
         item_ids = list(dict.fromkeys(request.item_ids))
-        indices = snapshot.lookup_items(item_ids)
+        hint = request.item_rows if len(item_ids) == len(request.item_ids) else None
+        indices = snapshot.lookup_items(item_ids, hint)
         known = indices >= 0
-        unknown = [item for item, ok in zip(item_ids, known.tolist(), strict=True) if not ok]
+        flags = known.tolist()
+        unknown = [item for item, ok in zip(item_ids, flags, strict=True) if not ok]
         items = indices[known]
         deadline.check("ranking")
         seeds = snapshot.lookup_items(request.seed_item_ids)
@@ -92,7 +96,8 @@ class RankingStage:
             snapshot, user, seeds[seeds >= 0], items, heavy_top_n=request.heavy_top_n
         )
         name = scorer.name
-        names = [snapshot.item_ids[item] for item in items.tolist()]
+        # The known ids are the snapshot's own (looked up or checked): no catalog reads.
+        names = [i for i, ok in zip(item_ids, flags, strict=True) if ok] if unknown else item_ids
         order = np.argsort(-scores.final, kind="stable")
         ordered = scores.final[order]
         if np.any(ordered[1:] == ordered[:-1]):  # ties: by id (sorting ids costs more)

@@ -291,6 +291,7 @@ def _merge(
         [kinds[k] for k in source[entries].tolist()],
         rank[entries],
         scores[entries].astype(np.float64),
+        item_rows=chosen,
     )
 
 

@@ -207,12 +207,13 @@ def candidates_to_columns(candidates: Sequence[Candidate]) -> candidate_pb2.Cand
         hit_sources=list(map(SOURCE_TO_PROTO.__getitem__, table.hit_sources)),
         hit_ranks=table.hit_ranks.tolist(),
         hit_scores=table.hit_scores.tolist(),
+        item_rows=[] if table.item_rows is None else table.item_rows.tolist(),
     )
 
 
 def candidates_from_columns(columns: candidate_pb2.CandidateColumns) -> CandidateTable:
-    """Candidates from the column form; unknown sources are dropped. Raises ValueError
-    when the columns do not line up."""
+    """Candidates from the column form (with the sender's rows, when it sent them);
+    unknown sources are dropped. Raises ValueError when the columns do not line up."""
     counts = np.array(columns.hit_counts, dtype=np.int64)
     sources = [
         _SOURCE_BY_NUMBER[n] if n < len(_SOURCE_BY_NUMBER) else None for n in columns.hit_sources
@@ -228,8 +229,9 @@ def candidates_from_columns(columns: candidate_pb2.CandidateColumns) -> Candidat
         owner = np.repeat(np.arange(len(counts)), counts)
         counts = np.bincount(owner[known], minlength=len(counts))
         sources, ranks, scores = [s for s in sources if s is not None], ranks[known], scores[known]
+    rows = np.array(columns.item_rows, dtype=np.int64) if columns.item_rows else None
     return CandidateTable(
-        list(columns.item_ids), counts, cast(list[SourceKind], sources), ranks, scores
+        list(columns.item_ids), counts, cast(list[SourceKind], sources), ranks, scores, rows
     )
 
 

@@ -106,42 +106,42 @@ class GrpcRankingBackend:
     async def rank(
         self,
         context: RequestContext,
-        item_ids: Sequence[str],
+        candidates: CandidateTable,
         seed_item_ids: Sequence[str],
         timeout_s: float,
         *,
         heavy_top_n: int = 0,
         details: bool = True,
-        sources: CandidateTable | None = None,
     ) -> RankResult:
-        """Scored candidates from the ranking server, with ``sources``' hits attached."""
+        """``candidates`` scored by the ranking server, with their source hits attached
+        (and their rows passed on, when known, to spare it the id lookups)."""
         request = ranking_service_pb2.RankCandidatesRequest(
             context=context_to_proto(context),
-            item_ids=item_ids,
+            item_ids=candidates.item_ids,
             seed_item_ids=seed_item_ids,
             heavy_top_n=heavy_top_n,
             omit_score_details=not details,
             columnar=not details,
+            item_rows=[] if candidates.item_rows is None else candidates.item_rows.tolist(),
         )
         try:
             response = await next(self._clients).rank_candidates(
                 request, timeout=_timeout(timeout_s), metadata=_metadata(context)
             )
-            sources = sources or CandidateTable.of([])
-            candidates: Sequence[ScoredCandidate]
+            scored: Sequence[ScoredCandidate]
             if response.candidates:
-                hits = dict(zip(sources.item_ids, sources.sources(), strict=True))
-                candidates = [
+                hits = dict(zip(candidates.item_ids, candidates.sources(), strict=True))
+                scored = [
                     scored_from_proto(c, hits.get(c.item_id, ())) for c in response.candidates
                 ]
             else:
-                candidates = scored_from_columns(response.columns, sources)
+                scored = scored_from_columns(response.columns, candidates)
         except CascadeError as error:
             raise _stage_error("ranking", error) from error
         except ValueError as error:
             raise _malformed("ranking", error) from error
         return RankResult(
-            candidates=candidates,
+            candidates=scored,
             unknown_item_ids=list(response.unknown_item_ids),
             release=ReleaseInfo(response.release_id, response.scorer),
             degraded=degradations_from_proto(response.degraded),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from grpc import aio
 
 from cascade.ranking.v1 import ranking_service_pb2 as pb, ranking_service_pb2_grpc as pb_grpc
@@ -61,6 +62,12 @@ def request_from_proto(request: pb.RankCandidatesRequest) -> RankRequest:
     violations.bounded(request.max_results, "max_results", low=0, high=MAX_IDS)
     violations.ids(request.seed_item_ids, "seed_item_ids", max_count=50)
     violations.bounded(request.heavy_top_n, "heavy_top_n", low=0, high=MAX_IDS)
+    if request.item_rows and len(request.item_rows) != len(item_ids):
+        violations.add(
+            "item_rows",
+            f"has {len(request.item_rows)} entries for {len(item_ids)} item_ids: send one "
+            "row per item id, or none",
+        )
     violations.raise_if_any()
     return RankRequest(
         context,
@@ -69,6 +76,7 @@ def request_from_proto(request: pb.RankCandidatesRequest) -> RankRequest:
         list(request.seed_item_ids),
         request.heavy_top_n,
         details=not (request.omit_score_details or request.columnar),
+        item_rows=np.array(request.item_rows, dtype=np.int64) if request.item_rows else None,
     )
 
 

@@ -259,6 +259,7 @@ class CandidateColumns(_message.Message):
     HIT_SOURCES_FIELD_NUMBER: _builtins.int
     HIT_RANKS_FIELD_NUMBER: _builtins.int
     HIT_SCORES_FIELD_NUMBER: _builtins.int
+    ITEM_ROWS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The external ids of the items, in order."""
@@ -279,6 +280,15 @@ class CandidateColumns(_message.Message):
     def hit_scores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Each hit's score from its source (see SourceHit.score)."""
 
+    @_builtins.property
+    def item_rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Optional: each item's row in the sender's catalog snapshot, a hint for a
+        server that reads the same catalog. Pass it on with the ids (for example in
+        RankCandidatesRequest.item_rows): a receiver checks each row against its own
+        catalog (much cheaper than looking the id up) and looks up the ids whose rows
+        do not match. Empty, or one per item.
+        """
+
     def __init__(
         self,
         *,
@@ -287,10 +297,11 @@ class CandidateColumns(_message.Message):
         hit_sources: _abc.Iterable[Global___CandidateSource.ValueType] | None = ...,
         hit_ranks: _abc.Iterable[_builtins.int] | None = ...,
         hit_scores: _abc.Iterable[_builtins.float] | None = ...,
+        item_rows: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit_counts", b"hit_counts", "hit_ranks", b"hit_ranks", "hit_scores", b"hit_scores", "hit_sources", b"hit_sources", "item_ids", b"item_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit_counts", b"hit_counts", "hit_ranks", b"hit_ranks", "hit_scores", b"hit_scores", "hit_sources", b"hit_sources", "item_ids", b"item_ids", "item_rows", b"item_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

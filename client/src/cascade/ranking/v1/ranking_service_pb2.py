@@ -27,7 +27,7 @@ from cascade.common.v1 import context_pb2 as cascade_dot_common_dot_v1_dot_conte
 from cascade.common.v1 import trace_pb2 as cascade_dot_common_dot_v1_dot_trace__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(cascade/ranking/v1/ranking_service.proto\x12\x12\x63\x61scade.ranking.v1\x1a!cascade/common/v1/candidate.proto\x1a\x1f\x63\x61scade/common/v1/context.proto\x1a\x1d\x63\x61scade/common/v1/trace.proto\"\xcc\x01\n\x15RankCandidatesRequest\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.cascade.common.v1.RequestContext\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x13\n\x0bmax_results\x18\x03 \x01(\x05\x12\x15\n\rseed_item_ids\x18\x04 \x03(\t\x12\x13\n\x0bheavy_top_n\x18\x05 \x01(\x05\x12\x1a\n\x12omit_score_details\x18\x06 \x01(\x08\x12\x10\n\x08\x63olumnar\x18\x07 \x01(\x08\"\xa1\x02\n\x16RankCandidatesResponse\x12\x36\n\ncandidates\x18\x01 \x03(\x0b\x32\".cascade.common.v1.ScoredCandidate\x12\x18\n\x10unknown_item_ids\x18\x02 \x03(\t\x12\x12\n\nrelease_id\x18\x03 \x01(\t\x12\x0e\n\x06scorer\x18\x04 \x01(\t\x12\x30\n\x08\x64\x65graded\x18\x05 \x03(\x0b\x32\x1e.cascade.common.v1.Degradation\x12,\n\x05trace\x18\x06 \x01(\x0b\x32\x1d.cascade.common.v1.StageTrace\x12\x31\n\x07\x63olumns\x18\x07 \x01(\x0b\x32 .cascade.common.v1.ScoredColumns2y\n\x0eRankingService\x12g\n\x0eRankCandidates\x12).cascade.ranking.v1.RankCandidatesRequest\x1a*.cascade.ranking.v1.RankCandidatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(cascade/ranking/v1/ranking_service.proto\x12\x12\x63\x61scade.ranking.v1\x1a!cascade/common/v1/candidate.proto\x1a\x1f\x63\x61scade/common/v1/context.proto\x1a\x1d\x63\x61scade/common/v1/trace.proto\"\xdf\x01\n\x15RankCandidatesRequest\x12\x32\n\x07\x63ontext\x18\x01 \x01(\x0b\x32!.cascade.common.v1.RequestContext\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\x13\n\x0bmax_results\x18\x03 \x01(\x05\x12\x15\n\rseed_item_ids\x18\x04 \x03(\t\x12\x13\n\x0bheavy_top_n\x18\x05 \x01(\x05\x12\x1a\n\x12omit_score_details\x18\x06 \x01(\x08\x12\x10\n\x08\x63olumnar\x18\x07 \x01(\x08\x12\x11\n\titem_rows\x18\x08 \x03(\x05\"\xa1\x02\n\x16RankCandidatesResponse\x12\x36\n\ncandidates\x18\x01 \x03(\x0b\x32\".cascade.common.v1.ScoredCandidate\x12\x18\n\x10unknown_item_ids\x18\x02 \x03(\t\x12\x12\n\nrelease_id\x18\x03 \x01(\t\x12\x0e\n\x06scorer\x18\x04 \x01(\t\x12\x30\n\x08\x64\x65graded\x18\x05 \x03(\x0b\x32\x1e.cascade.common.v1.Degradation\x12,\n\x05trace\x18\x06 \x01(\x0b\x32\x1d.cascade.common.v1.StageTrace\x12\x31\n\x07\x63olumns\x18\x07 \x01(\x0b\x32 .cascade.common.v1.ScoredColumns2y\n\x0eRankingService\x12g\n\x0eRankCandidates\x12).cascade.ranking.v1.RankCandidatesRequest\x1a*.cascade.ranking.v1.RankCandidatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cascade.ranking.v1.ranking_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RANKCANDIDATESREQUEST']._serialized_start=164
-  _globals['_RANKCANDIDATESREQUEST']._serialized_end=368
-  _globals['_RANKCANDIDATESRESPONSE']._serialized_start=371
-  _globals['_RANKCANDIDATESRESPONSE']._serialized_end=660
-  _globals['_RANKINGSERVICE']._serialized_start=662
-  _globals['_RANKINGSERVICE']._serialized_end=783
+  _globals['_RANKCANDIDATESREQUEST']._serialized_end=387
+  _globals['_RANKCANDIDATESRESPONSE']._serialized_start=390
+  _globals['_RANKCANDIDATESRESPONSE']._serialized_end=679
+  _globals['_RANKINGSERVICE']._serialized_start=681
+  _globals['_RANKINGSERVICE']._serialized_end=802
 # @@protoc_insertion_point(module_scope)

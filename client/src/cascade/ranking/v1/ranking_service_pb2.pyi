@@ -34,6 +34,7 @@ class RankCandidatesRequest(_message.Message):
     HEAVY_TOP_N_FIELD_NUMBER: _builtins.int
     OMIT_SCORE_DETAILS_FIELD_NUMBER: _builtins.int
     COLUMNAR_FIELD_NUMBER: _builtins.int
+    ITEM_ROWS_FIELD_NUMBER: _builtins.int
     max_results: _builtins.int
     """The most scored candidates to return, 0 to 2,000. Zero returns every known
     item.
@@ -74,6 +75,15 @@ class RankCandidatesRequest(_message.Message):
         ignored.
         """
 
+    @_builtins.property
+    def item_rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Optional: empty, or one entry per `item_ids` entry giving that item's row in
+        the catalog snapshot of the server that proposed it (as in
+        CandidateColumns.item_rows). Rows that match the ranking server's own catalog
+        spare it looking the ids up; the others are looked up as usual, so a wrong
+        row costs time, never a wrong score.
+        """
+
     def __init__(
         self,
         *,
@@ -84,10 +94,11 @@ class RankCandidatesRequest(_message.Message):
         heavy_top_n: _builtins.int = ...,
         omit_score_details: _builtins.bool = ...,
         columnar: _builtins.bool = ...,
+        item_rows: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columnar", b"columnar", "context", b"context", "heavy_top_n", b"heavy_top_n", "item_ids", b"item_ids", "max_results", b"max_results", "omit_score_details", b"omit_score_details", "seed_item_ids", b"seed_item_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columnar", b"columnar", "context", b"context", "heavy_top_n", b"heavy_top_n", "item_ids", b"item_ids", "item_rows", b"item_rows", "max_results", b"max_results", "omit_score_details", b"omit_score_details", "seed_item_ids", b"seed_item_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
