@@ -240,21 +240,21 @@ class EngagementSnapshot:
 
         ``hint`` (one per id, or None) guesses each index, as a server that read the
         same catalog found it: a guess is kept where this catalog has that id there,
-        and only the other ids are looked up. Checking a guess reads one list entry;
-        a lookup in a million-entry dict costs about four times as much (0.14 against
-        0.58 ms for 500 ids with cold caches).
+        and only the other ids are looked up. Checking the guesses reads one list
+        entry per id; looking ids up in a million-entry dict costs about three times
+        as much (0.18 against 0.59 ms for 500 ids with cold caches).
         """
         if hint is None or len(hint) != len(item_ids):
             found = map(self.item_index.get, item_ids, itertools.repeat(-1))
             return np.fromiter(found, np.int64, len(item_ids))
         rows = np.array(hint, dtype=np.int64)
-        safe = np.where((rows >= 0) & (rows < len(self.item_ids)), rows, 0)
-        at_row = map(self.item_ids.__getitem__, safe.tolist())
-        wrong = np.fromiter(map(operator.ne, at_row, item_ids), np.bool_, len(item_ids))
-        wrong |= safe != rows
-        if wrong.any():
-            misses = np.flatnonzero(wrong)
-            rows[misses] = self.lookup_items([item_ids[i] for i in misses.tolist()])
+        in_range = (rows >= 0) & (rows < len(self.item_ids))
+        at_rows = list(map(self.item_ids.__getitem__, np.where(in_range, rows, 0).tolist()))
+        if in_range.all() and at_rows == list(item_ids):  # one comparison in C: the usual case
+            return rows
+        wrong = ~in_range | np.fromiter(map(operator.ne, at_rows, item_ids), np.bool_, len(rows))
+        misses = np.flatnonzero(wrong)
+        rows[misses] = self.lookup_items([item_ids[i] for i in misses.tolist()])
         return rows
 
     @cached_property
