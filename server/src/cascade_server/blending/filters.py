@@ -29,23 +29,25 @@ class DuplicateFilter:
 
     def removals(self, item_ids: Sequence[str], rows: IntArray) -> dict[int, str]:
         """Candidates whose id (or title) a higher-ranked candidate has."""
+        n = len(item_ids)
+        reasons: dict[int, str] = {}
         # Each id's first position: later (lower) positions overwrite higher ones.
-        first = dict(zip(reversed(item_ids), range(len(item_ids) - 1, -1, -1), strict=True))
-        if not self._titles and len(first) == len(item_ids):
-            return {}
-        removed: dict[int, str] = {}
-        titles: set[str] = set()
-        item_titles = self._snapshot.item_titles
-        for position, (item_id, row) in enumerate(zip(item_ids, rows.tolist(), strict=True)):
-            if first[item_id] != position:
-                removed[position] = "duplicate of a higher-ranked entry"
-                continue
-            title = item_titles[row] if self._titles and row >= 0 else ""
-            if title and title in titles:
-                removed[position] = "same title as a higher-ranked item"
-            elif title:
-                titles.add(title)
-        return removed
+        first = dict(zip(reversed(item_ids), range(n - 1, -1, -1), strict=True))
+        if len(first) != n:
+            at = np.fromiter(map(first.__getitem__, item_ids), np.int64, n)
+            repeats = np.flatnonzero(at != np.arange(n)).tolist()
+            reasons = dict.fromkeys(repeats, "duplicate of a higher-ranked entry")
+        if self._titles:
+            # A title's first candidate is never an id's repeat (the id's first entry has
+            # the same title and comes before it): first positions over every candidate.
+            codes = np.full(n, -1, np.int64)
+            known = rows >= 0
+            codes[known] = self._snapshot.item_title_codes[rows[known]]
+            firsts = np.zeros(n, np.bool_)
+            firsts[np.unique(codes, return_index=True)[1]] = True
+            for p in np.flatnonzero((codes >= 0) & ~firsts).tolist():
+                reasons.setdefault(p, "same title as a higher-ranked item")
+        return dict(sorted(reasons.items()))
 
 
 class CategoryFilter:

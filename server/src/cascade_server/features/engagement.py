@@ -220,6 +220,8 @@ class EngagementSnapshot:
     """Each item's creation time in seconds since the epoch (0 when unknown)."""
     item_creator_codes: IntArray
     """Each item's creator as a dense code (-1 for items without a creator)."""
+    item_title_codes: IntArray
+    """Each item's (normalised) title as a dense code (-1 for items without a title)."""
     item_primary_category: IntArray
     """Each item's first category id (-1 for items without one)."""
     snapshot_id: str
@@ -320,6 +322,7 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
     trending = _trending(data, positive, n_items, newest, popularity, config)
     by_trend = np.lexsort((np.arange(n_items), -trending))
     trending_items = by_trend[active[by_trend] & (trending[by_trend] > 0)].astype(np.int64)
+    titles = tuple(" ".join(t.casefold().split()) for t in data.item_titles) or ("",) * n_items
 
     users, items, last_seen = distinct_pairs(
         data.event_users[positive], data.event_items[positive], data.timestamps[positive]
@@ -358,10 +361,10 @@ def build_snapshot(data: EngagementData, config: SignalConfig) -> EngagementSnap
         categories=categories,
         item_categories=item_categories,
         category_items=category_items,
-        item_titles=tuple(" ".join(t.casefold().split()) for t in data.item_titles)
-        or ("",) * n_items,
+        item_titles=titles,
         item_created=data.item_created if len(data.item_created) else np.zeros(n_items),
-        item_creator_codes=_creator_codes(data.item_creators),
+        item_creator_codes=_codes(data.item_creators),
+        item_title_codes=_codes(titles),
         item_primary_category=_primary_categories(item_categories),
         snapshot_id="baseline-" + hashlib.sha256(data.fingerprint.encode()).hexdigest()[:10],
         data_as_of=datetime.fromtimestamp(newest, UTC) if newest is not None else None,
@@ -524,10 +527,11 @@ def _categories(item_categories: Sequence[Sequence[str]], n_items: int) -> tuple
     return names, Csr(indptr, codes, np.ones(len(codes)))
 
 
-def _creator_codes(creators: Sequence[str]) -> IntArray:
-    codes = {c: i for i, c in enumerate(dict.fromkeys(creators))}
-    codes.pop("", None)  # no creator
-    return np.fromiter(map(codes.get, creators, itertools.repeat(-1)), np.int64, len(creators))
+def _codes(values: Sequence[str]) -> IntArray:
+    """Each value as a dense code, -1 for the empty string (no creator, no title)."""
+    codes = {c: i for i, c in enumerate(dict.fromkeys(values))}
+    codes.pop("", None)
+    return np.fromiter(map(codes.get, values, itertools.repeat(-1)), np.int64, len(values))
 
 
 def _primary_categories(item_categories: Csr) -> IntArray:
