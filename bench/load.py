@@ -132,10 +132,19 @@ class Workload:
     async def prepare(self) -> None:
         """Each user's 500 retrieval candidates and their ranking, fetched once."""
         for user in self.users:
-            retrieved = await self.retrieval.RetrieveCandidates(
-                retrieval_pb.RetrieveCandidatesRequest(context=_context(user), max_candidates=500),
-                timeout=10,
+            request = retrieval_pb.RetrieveCandidatesRequest(
+                context=_context(user), max_candidates=500
             )
+            for attempt in range(3):  # servers still starting may skip late sources
+                retrieved = await self.retrieval.RetrieveCandidates(request, timeout=10)
+                if retrieved.candidates:
+                    break
+                await asyncio.sleep(1.0 + attempt)
+            else:
+                raise RuntimeError(
+                    f"retrieval proposed no candidates for {user} three times; degraded: "
+                    f"{[d.message for d in retrieved.degraded]}"
+                )
             items = [c.item_id for c in retrieved.candidates]
             self.candidates.append(items)
             ranked = await self.ranking.RankCandidates(
