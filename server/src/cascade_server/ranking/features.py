@@ -15,11 +15,10 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from scipy import sparse
 
 from cascade_server.artifacts.arrays import load_mapped, load_npz_mapped
 from cascade_server.features.engagement import Csr, FloatArray, IntArray
@@ -29,15 +28,16 @@ FloatCube = npt.NDArray[np.float64]
 """[users, candidates, columns]."""
 IntMatrix = npt.NDArray[np.int64]
 """[users, candidates] release item indices."""
+_NO_ITEMS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
 class Users:
-    """A batch of users: their engaged items as one binary users x items CSR matrix, and
-    their two-tower query embeddings when a feature needs them."""
+    """A batch of users: each one's engaged items (distinct, sorted) as the rows of a
+    ``Csr``, and their two-tower query embeddings when a feature needs them."""
 
-    histories: Any
-    """``scipy.sparse.csr_matrix`` [n_users, n_items] of 0/1."""
+    histories: Csr
+    """Row ``u``: user ``u``'s items (release indices), each once, in index order."""
     queries: FloatMatrix | None = None
     """[n_users, dim] query-tower embeddings (``features.query_tower``)."""
 
@@ -45,22 +45,30 @@ class Users:
     def of(
         cls, histories: Sequence[IntArray], n_items: int, queries: FloatMatrix | None = None
     ) -> Users:
-        """The batch for these users' item lists (release indices)."""
-        lengths = [len(h) for h in histories]
+        """The batch for these users' item lists (release indices below ``n_items``)."""
+        lengths = np.array([len(h) for h in histories], dtype=np.int64)
+        items = np.concatenate(histories).astype(np.int64) if histories else _NO_ITEMS
+        if len(items) and (int(items.min()) < 0 or int(items.max()) >= n_items):
+            raise ValueError(f"history items must be release indices below {n_items}")
+        # (user, item) pairs as one key each: np.unique sorts them and drops repeats.
+        owner = np.repeat(np.arange(len(histories), dtype=np.int64), lengths)
+        owner, items = np.divmod(np.unique(owner * n_items + items), max(n_items, 1))
         indptr = np.zeros(len(histories) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
-        indices = np.concatenate(histories) if histories else np.zeros(0, dtype=np.int64)
-        data = np.ones(len(indices), dtype=np.float64)
-        matrix = sparse.csr_matrix((data, indices, indptr), shape=(len(histories), n_items))
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
-        return cls(matrix, queries)
+        np.cumsum(np.bincount(owner, minlength=len(histories)), out=indptr[1:])
+        return cls(Csr(indptr, items, np.ones(len(items))), queries)
+
+    @property
+    def count(self) -> int:
+        """How many users the batch holds."""
+        return self.histories.n_rows
+
+    def lengths(self) -> IntArray:
+        """How many distinct items each user has."""
+        return np.diff(self.histories.indptr)
 
     def history(self, row: int) -> IntArray:
         """One user's items."""
-        start, end = self.histories.indptr[row], self.histories.indptr[row + 1]
-        items: IntArray = self.histories.indices[start:end].astype(np.int64)
-        return items
+        return self.histories.row(row)[0]
 
 
 class Feature(Protocol):
@@ -153,7 +161,7 @@ class FactorFeature:
         return solved
 
     def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
-        n = users.histories.shape[0]
+        n = users.count
         vectors = np.stack([self.user_vector(users.history(r)) for r in range(n)])
         # Multiply then sum over k: each row's arithmetic is the same whatever the batch
         # size, so a request's scores equal the training batch's bit for bit.
@@ -239,8 +247,8 @@ class CategoryAffinityFeature:
     def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
         # Per user, how many of their items fall in each category: one bincount over
         # (user, category) pairs (no per-call sparse product).
-        n_users, n_categories = users.histories.shape[0], self._n_categories
-        lengths = np.diff(users.histories.indptr)
+        n_users, n_categories = users.count, self._n_categories
+        lengths = users.lengths()
         owner = np.repeat(np.arange(n_users, dtype=np.int64), lengths)
         categories = self.item_categories[users.histories.indices]
         pairs = (owner[:, None] * n_categories + categories)[categories > 0]
@@ -268,7 +276,7 @@ class UserActivityFeature:
         return [self.name]
 
     def compute(self, users: Users, candidates: IntMatrix) -> FloatCube:
-        lengths = np.asarray(users.histories.sum(axis=1)).ravel()
+        lengths = users.lengths()
         return np.broadcast_to(np.log1p(lengths)[:, None, None], (*candidates.shape, 1)).copy()
 
     def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
