@@ -293,6 +293,37 @@ def test_when_retrieval_fails_popular_items_of_the_snapshot_are_ranked():
     assert result.stages[0].release is None
 
 
+def test_when_retrieval_skips_every_source_popular_items_fill_the_page():
+    # A real retrieval stage given no time skips each source and proposes nothing (as a
+    # server still warming up or past its capacity may): the front door falls back.
+    timeouts = RecommendLimits(
+        retrieval_timeout_s=1e-9, ranking_timeout_s=1.0, page_token_ttl_s=3600.0
+    )
+    recommender = Recommender(
+        FixedHolder(FRONT),
+        InProcessRetrieval(RETRIEVAL),
+        InProcessRanking(RANKING),
+        BlendingStage(),
+        timeouts,
+        lambda: policy_release(max_items_per_creator=2),
+    )
+    result = recommend(recommender, "u1", page_size=10)
+    items = page(result)
+    assert len(items) == 10
+    assert set(items) <= set(popular_ids(FRONT))
+    assert U1_SEEN.isdisjoint(items)
+    skipped = [d for d in result.degraded if d.component]
+    assert {d.component for d in skipped} == {"co_engagement", "popular"}
+    assert all(d.reason == DegradationKind.DEADLINE_EXCEEDED for d in skipped)
+    [failure] = [d for d in result.degraded if not d.component]
+    assert (failure.stage, failure.reason, failure.fallback) == (
+        StageName.RETRIEVAL,
+        DegradationKind.DEADLINE_EXCEEDED,
+        "popular_cache",
+    )
+    assert failure.message == "retrieval proposed no candidates: 2 of its sources were skipped"
+
+
 def test_when_both_fail_the_page_is_the_popular_list():
     retrieval, ranking = DownRetrieval(), SlowRanking()
     result = recommend(make_recommender(retrieval=retrieval, ranking=ranking, cap=100), "u1")

@@ -338,34 +338,23 @@ class Recommender:
             )
         except StageCallError as error:
             _log.warning("retrieval failed; serving popular items", reason=error.kind.value)
-            degraded.append(
-                Degradation(
-                    StageName.RETRIEVAL, error.kind, error.message, fallback="popular_cache"
-                )
+            failure = Degradation(
+                StageName.RETRIEVAL, error.kind, error.message, fallback="popular_cache"
             )
-            # Like retrieval, never propose the seeds themselves.
-            popular = (
-                snapshot.category_items.row(snapshot.category_of(category_id))[0]
-                if category_id
-                else snapshot.popular_items
+            return self._popular(snapshot, seeds, category_id, failure, started, degraded, stages)
+        if not result.candidates and result.degraded:
+            # Every source that could have proposed something was skipped (a server still
+            # warming up, or one past its capacity): as good as a failure.
+            _log.warning("retrieval proposed nothing; serving popular items")
+            degraded += result.degraded
+            failure = Degradation(
+                StageName.RETRIEVAL,
+                result.degraded[0].reason,
+                f"retrieval proposed no candidates: {len(result.degraded)} of its sources "
+                "were skipped",
+                fallback="popular_cache",
             )
-            popular = popular[~np.isin(popular, snapshot.lookup_items(seeds))]
-            popular = popular[: self._limits.candidates]
-            n = len(popular)
-            fallback = CandidateTable(
-                [snapshot.item_ids[item] for item in popular.tolist()],
-                np.ones(n, np.int64),
-                [SourceKind.POPULAR] * n,
-                np.arange(n),
-                snapshot.popularity[popular],
-                item_rows=popular,
-            )
-            stages.append(
-                StageReport(
-                    StageName.RETRIEVAL, None, time.perf_counter() - started, 0, len(fallback)
-                )
-            )
-            return fallback, None
+            return self._popular(snapshot, seeds, category_id, failure, started, degraded, stages)
         degraded += result.degraded
         stages.append(
             StageReport(
@@ -378,6 +367,40 @@ class Recommender:
             )
         )
         return result.candidates, result.release
+
+    def _popular(
+        self,
+        snapshot: EngagementSnapshot,
+        seeds: list[str],
+        category_id: str,
+        failure: Degradation,
+        started: float,
+        degraded: list[Degradation],
+        stages: list[StageReport],
+    ) -> tuple[Sequence[Candidate], ReleaseInfo | None]:
+        """Retrieval's fallback: the popular items of the front door's own snapshot (of
+        the category, when there is one), never the seeds."""
+        degraded.append(failure)
+        popular = (
+            snapshot.category_items.row(snapshot.category_of(category_id))[0]
+            if category_id
+            else snapshot.popular_items
+        )
+        popular = popular[~np.isin(popular, snapshot.lookup_items(seeds))]
+        popular = popular[: self._limits.candidates]
+        n = len(popular)
+        fallback = CandidateTable(
+            [snapshot.item_ids[item] for item in popular.tolist()],
+            np.ones(n, np.int64),
+            [SourceKind.POPULAR] * n,
+            np.arange(n),
+            snapshot.popularity[popular],
+            item_rows=popular,
+        )
+        stages.append(
+            StageReport(StageName.RETRIEVAL, None, time.perf_counter() - started, 0, len(fallback))
+        )
+        return fallback, None
 
     async def _rank(
         self,
