@@ -88,6 +88,7 @@ from cascade.retrieval.v1 import (
     retrieval_service_pb2 as retrieval_pb,
     retrieval_service_pb2_grpc as retrieval_grpc,
 )
+from cascade_server.artifacts.manifest import read_manifest
 from cascade_server.storage.database import make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -692,8 +693,8 @@ def _catalog(home: Path, args: argparse.Namespace, prepared: bool) -> dict[str, 
     if prepared:
         newest = max((home / "releases").glob("r*/manifest.json"), default=None)
         if newest is not None:
-            data = json.loads(newest.read_text())["data"]
-            return {key: int(data[key]) for key in ("users", "items", "events")}
+            data = read_manifest(newest.parent).data
+            return {"users": data.users, "items": data.items, "events": data.events}
     return {"users": args.users, "items": args.items, "events": args.events}
 
 
