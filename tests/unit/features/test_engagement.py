@@ -12,6 +12,7 @@ from cascade_server.features.engagement import (
     with_item_statuses,
     with_seen_events,
 )
+from cascade_server.features.id_bytes import NO_ID_BYTES
 
 
 def ids(snapshot, indices):
@@ -96,14 +97,27 @@ def test_lookup_items_marks_unknown_ids():
         [0, 1],  # not one per id: not used
     ],
 )
-def test_lookup_items_keeps_only_the_hinted_rows_that_hold_the_id(hint):
+@pytest.mark.parametrize("id_bytes", [True, False], ids=["id bytes", "id tuple"])
+def test_lookup_items_keeps_only_the_hinted_rows_that_hold_the_id(hint, id_bytes):
     snapshot = small_snapshot()
-    item_ids = [*snapshot.item_ids[:5], "nope"]
+    if not id_bytes:  # as for a catalog whose ids do not fit the byte array
+        snapshot = dataclasses.replace(snapshot, item_id_bytes=NO_ID_BYTES)
+    item_ids = [*snapshot.item_ids[:4], snapshot.item_ids[4] + "\0", "nope"]
     expected = snapshot.lookup_items(item_ids)
-    assert expected.tolist() == [0, 1, 2, 3, 4, -1]
+    assert expected.tolist() == [0, 1, 2, 3, -1, -1]
     looked_up = snapshot.lookup_items(item_ids, np.array(hint))
     assert looked_up.tolist() == expected.tolist()
     assert looked_up.dtype == np.int64
+
+
+@pytest.mark.parametrize("id_bytes", [True, False], ids=["id bytes", "id tuple"])
+def test_item_ids_of_reads_the_ids_at_indices(id_bytes):
+    snapshot = small_snapshot()
+    if not id_bytes:
+        snapshot = dataclasses.replace(snapshot, item_id_bytes=NO_ID_BYTES)
+    items = np.array([3, 0, 3, 7])
+    assert snapshot.item_ids_of(items) == [snapshot.item_ids[i] for i in items.tolist()]
+    assert snapshot.item_ids_of(np.zeros(0, dtype=np.int64)) == []
 
 
 def test_empty_database_builds_an_empty_snapshot():

@@ -390,7 +390,7 @@ class Recommender:
         popular = popular[: self._limits.candidates]
         n = len(popular)
         fallback = CandidateTable(
-            [snapshot.item_ids[item] for item in popular.tolist()],
+            snapshot.item_ids_of(popular),
             np.ones(n, np.int64),
             [SourceKind.POPULAR] * n,
             np.arange(n),

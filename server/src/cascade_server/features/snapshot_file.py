@@ -33,7 +33,7 @@ from cascade_server.logs import get_logger
 
 _log = get_logger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _HEADER = "__header__"
 
 

@@ -70,7 +70,7 @@ class RankingStage:
         with history over popular items."""
         snapshot = self._holder.current()
         user_id = snapshot.user_with_history()
-        items = [snapshot.item_ids[i] for i in snapshot.popular_items[:100].tolist()]
+        items = snapshot.item_ids_of(snapshot.popular_items[:100])
         if items:
             self.rank(RankRequest(RequestContext(user_id=user_id), items), Deadline.after(5.0))
 

