@@ -28,6 +28,10 @@ MAX_WIDTH = 64
 NO_ID_BYTES: IdBytes = np.zeros(0, dtype="S1")
 """The array of a catalog whose ids do not fit one."""
 
+_IDS_PER_SLICE = 65_536
+"""Ids copied into the array at once: a copy holds the interpreter lock throughout, so
+a server's request threads wait at most one slice's (a few ms) while a snapshot builds."""
+
 
 def id_bytes(ids: Sequence[str]) -> IdBytes:
     """``ids`` as UTF-8 in one fixed-width array, or ``NO_ID_BYTES`` when one of them is
@@ -35,9 +39,16 @@ def id_bytes(ids: Sequence[str]) -> IdBytes:
     encoded = [item.encode() for item in ids]
     if not encoded:
         return NO_ID_BYTES
-    if max(map(len, encoded)) > MAX_WIDTH or any(item.endswith(b"\0") for item in encoded):
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    width = int(lengths.max())
+    if width > MAX_WIDTH:
         return NO_ID_BYTES
-    return np.array(encoded)
+    column = np.empty(len(encoded), dtype=f"S{max(width, 1)}")
+    for start in range(0, len(encoded), _IDS_PER_SLICE):
+        column[start : start + _IDS_PER_SLICE] = encoded[start : start + _IDS_PER_SLICE]
+    if not (np.char.str_len(column) == lengths).all():  # a trailing NUL was dropped
+        return NO_ID_BYTES
+    return column
 
 
 def ids_at(column: IdBytes, rows: IntArray) -> list[str]:
