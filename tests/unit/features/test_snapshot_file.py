@@ -80,6 +80,14 @@ def test_files_of_other_settings_or_damaged_ones_are_ignored(tmp_path):
     assert SnapshotFile(path, SignalConfig()).load() is None
 
 
+def test_a_file_whose_id_bytes_do_not_fit_its_ids_is_ignored(tmp_path):
+    path = tmp_path / "db.npz"
+    snapshot = build_snapshot(DATA, SignalConfig())
+    short = dataclasses.replace(snapshot, item_id_bytes=snapshot.item_id_bytes[:-1])
+    SnapshotFile(path, SignalConfig()).save(short, CURSORS)
+    assert SnapshotFile(path, SignalConfig()).load() is None
+
+
 def _holder(tmp_path, read_data, fingerprint, read_status_changes=None):
     return SnapshotHolder(
         read_data=read_data,

@@ -149,6 +149,8 @@ def _decode(arrays: dict[str, npt.NDArray[Any]], header: dict[str, Any]) -> Enga
             values[name] = dict(zip(keys, range(len(keys)), strict=True))
         else:
             values[name] = _read_strings(name, arrays)
+    if len(values["item_id_bytes"]) not in (0, len(values["item_ids"])):
+        raise ValueError("item_id_bytes does not hold one entry per item")
     as_of = header["data_as_of"]
     return EngagementSnapshot(
         **values,
