@@ -37,10 +37,9 @@ a server's request threads wait at most one slice's (a few ms) while a snapshot 
 def id_bytes(ids: Sequence[str]) -> IdBytes:
     """``ids`` as UTF-8 in one fixed-width array, or ``NO_ID_BYTES`` when one of them is
     longer than ``MAX_WIDTH`` bytes or ends in a NUL byte."""
-    encoded = [item.encode() for item in ids]
+    encoded, lengths = _encoded(ids)
     if not encoded:
         return NO_ID_BYTES
-    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
     width = int(lengths.max())
     if width > MAX_WIDTH:
         return NO_ID_BYTES
@@ -61,10 +60,15 @@ def matches(column: IdBytes, rows: IntArray, ids: Sequence[str]) -> BoolArray:
     """Whether each of ``ids`` is the id at its row (valid rows of a non-empty
     ``column``): the same bytes and the same length, so an id that differs from the
     catalog's only by trailing NUL bytes does not match."""
-    encoded = [item.encode() for item in ids]
+    encoded, lengths = _encoded(ids)
     if not encoded:
         return np.zeros(0, dtype=np.bool_)
     found = column[rows]
-    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
     same: BoolArray = (found == np.array(encoded)) & (np.char.str_len(found) == lengths)
     return same
+
+
+def _encoded(ids: Sequence[str]) -> tuple[list[bytes], IntArray]:
+    """Each id as UTF-8, and each one's length in bytes."""
+    encoded = [item.encode() for item in ids]
+    return encoded, np.fromiter(map(len, encoded), np.int64, len(encoded))
