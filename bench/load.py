@@ -12,7 +12,9 @@ process on the same two cores) sends at a fixed rate and counts latency from eac
 request's due time. Scenarios:
 
 * stages: RetrieveCandidates, RankCandidates (500 candidates) and BlendCandidates
-  (500 ranked candidates) at each --rates value;
+  (500 ranked candidates) at each --rates value, one message per candidate; retrieval
+  and ranking also in the compact form the front door uses (columns; ranking is given
+  retrieval's catalog rows with the ids);
 * recommend: Recommend (page of 20) at each --rates value;
 * traced: Recommend with debug (the trace a caller asks for when debugging) at the
   first --rates value, after plain Recommend at that rate as its baseline;
@@ -128,17 +130,19 @@ class Workload:
         self.blending = [blending_grpc.BlendingServiceStub(c) for c in self.channels[2:]]
         self.users = users
         self.candidates: list[list[str]] = []
+        self.rows: list[list[int]] = []
+        """Each user's candidates' rows in retrieval's catalog, as the front door passes them."""
         self.ranked: list[Any] = []
 
     async def prepare(self) -> None:
         """Each user's 500 retrieval candidates and their ranking, fetched once."""
         for user in self.users:
             request = retrieval_pb.RetrieveCandidatesRequest(
-                context=_context(user), max_candidates=500
+                context=_context(user), max_candidates=500, columnar=True
             )
             for attempt in range(3):  # servers still starting may skip late sources
                 retrieved = await self.retrieval.RetrieveCandidates(request, timeout=10)
-                if retrieved.candidates:
+                if retrieved.columns.item_ids:
                     break
                 await asyncio.sleep(1.0 + attempt)
             else:
@@ -146,8 +150,9 @@ class Workload:
                     f"retrieval proposed no candidates for {user} three times; degraded: "
                     f"{[d.message for d in retrieved.degraded]}"
                 )
-            items = [c.item_id for c in retrieved.candidates]
+            items = list(retrieved.columns.item_ids)
             self.candidates.append(items)
+            self.rows.append(list(retrieved.columns.item_rows))
             ranked = await self.ranking.RankCandidates(
                 ranking_pb.RankCandidatesRequest(context=_context(user), item_ids=items),
                 timeout=10,
@@ -158,17 +163,26 @@ class Workload:
         """One request function per measured method; ``i`` picks the user."""
         n = len(self.users)
 
-        async def retrieve(i: int) -> Any:
-            request = retrieval_pb.RetrieveCandidatesRequest(
-                context=_context(self.users[i % n]), max_candidates=500
-            )
-            return await self.retrieval.RetrieveCandidates(request, timeout=TIMEOUT_S)
+        def retrieve(columnar: bool) -> Call:
+            async def call(i: int) -> Any:
+                request = retrieval_pb.RetrieveCandidatesRequest(
+                    context=_context(self.users[i % n]), max_candidates=500, columnar=columnar
+                )
+                return await self.retrieval.RetrieveCandidates(request, timeout=TIMEOUT_S)
 
-        async def rank(i: int) -> Any:
-            request = ranking_pb.RankCandidatesRequest(
-                context=_context(self.users[i % n]), item_ids=self.candidates[i % n]
-            )
-            return await self.ranking.RankCandidates(request, timeout=TIMEOUT_S)
+            return call
+
+        def rank(columnar: bool) -> Call:
+            async def call(i: int) -> Any:
+                request = ranking_pb.RankCandidatesRequest(
+                    context=_context(self.users[i % n]), item_ids=self.candidates[i % n]
+                )
+                if columnar:
+                    request.columnar = True
+                    request.item_rows.extend(self.rows[i % n])
+                return await self.ranking.RankCandidates(request, timeout=TIMEOUT_S)
+
+            return call
 
         async def blend(i: int) -> Any:
             request = blending_pb.BlendCandidatesRequest(
@@ -188,8 +202,10 @@ class Workload:
             return call
 
         return {
-            "RetrieveCandidates": retrieve,
-            "RankCandidates": rank,
+            "RetrieveCandidates": retrieve(columnar=False),
+            "RetrieveCandidates (columns)": retrieve(columnar=True),
+            "RankCandidates": rank(columnar=False),
+            "RankCandidates (columns)": rank(columnar=True),
             "BlendCandidates": blend,
             "Recommend": recommend(debug=False),
             "Recommend (debug)": recommend(debug=True),
@@ -235,12 +251,24 @@ async def measure(
     return point
 
 
+STAGE_METHODS = (
+    "RetrieveCandidates",
+    "RetrieveCandidates (columns)",
+    "RankCandidates",
+    "RankCandidates (columns)",
+    "BlendCandidates",
+)
+"""Each stage's call as a caller makes it: one message per candidate with every score, and
+for retrieval and ranking also the compact form the front door uses (candidates in
+columns; ranking gets retrieval's rows with the ids and answers with final scores)."""
+
+
 async def scenario_stages(
     workload: Workload, meter: UsageMeter, args: argparse.Namespace
 ) -> dict[str, Any]:
     calls = workload.calls()
     out: dict[str, Any] = {}
-    for method in ("RetrieveCandidates", "RankCandidates", "BlendCandidates"):
+    for method in STAGE_METHODS:
         await open_loop(calls[method], args.rates[0], args.warmup)  # warm-up, not reported
         out[method] = [
             await measure(calls[method], rate, args.duration, meter) for rate in args.rates
