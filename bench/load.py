@@ -506,6 +506,10 @@ async def scenario_swap(
         )
         return started
 
+    # Warm at the swap's rate first, so "before the swap" is the steady state it is
+    # compared with, not the servers' first seconds at this rate.
+    await open_loop(workload.calls()["Recommend"], args.swap_rate, args.warmup)
+    began = loop.time()
     timeline = CpuTimeline(meter.processes)
     sampled = asyncio.Event()
     sampling = asyncio.create_task(timeline.run(sampled))
