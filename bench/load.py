@@ -473,7 +473,6 @@ async def scenario_swap(
     n = len(workload.users)
     served: list[tuple[float, float, str]] = []  # (due offset, latency, release)
     loop = asyncio.get_running_loop()
-    began = loop.time()
 
     async def recommend(i: int) -> Any:
         due = loop.time() - began
