@@ -31,16 +31,29 @@ def check(path: PolicyPath) -> None:
 
 
 @policy_app.command("publish")
-def publish(path: PolicyPath) -> None:
+def publish(
+    path: PolicyPath,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Hash the active release's model files first and refuse if any was altered "
+            "(seconds of CPU at a million items; without it, only their presence and sizes "
+            "are checked, and servers hash what they load).",
+        ),
+    ] = False,
+) -> None:
     """Publish the active release's models with this policy file as a new active release.
 
     Running servers swap it in without a restart or a dropped request (within
     CASCADE_RELEASE_POLL_SECONDS); `cascade release rollback` restores the previous one.
+    The model files are linked, not copied, and keep the active release's checksums.
     """
     policies = BlendingPolicies.load(path)
     settings = load_settings()
     with migrated_engine(settings) as engine:
-        manifest = publish_policy(ReleaseRegistry(engine, settings.home / "releases"), policies)
+        registry = ReleaseRegistry(engine, settings.home / "releases")
+        manifest = publish_policy(registry, policies, verify=verify)
     console.print(
         f"published and activated release {manifest.release_id} with policy {policies.version}"
     )
