@@ -24,8 +24,9 @@ def command_name(argv: Sequence[str]) -> str:
 
 def main() -> None:
     """Run the ``cascade`` command line."""
-    if command_name(sys.argv[1:]) not in SERVING_COMMANDS:
+    command = command_name(sys.argv[1:])
+    if command not in SERVING_COMMANDS:
         lower_priority()
     from cascade_server.cli import main as run
 
-    run()
+    run(command)
