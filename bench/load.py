@@ -525,25 +525,46 @@ async def scenario_swap(
     swap_end = (swapped[0] if swapped else args.swap_duration) + 2.0
     steady = [lat for due, lat, _ in served if due < published]
     during = [lat for due, lat, _ in served if published <= due <= swap_end]
+    steady_p99 = float(np.percentile(steady, 99)) * 1000 if steady else None
+    during_p99 = float(np.percentile(during, 99)) * 1000 if during else None
     out = {
         **result.summary(),
         "errors_by_code": dict(result.errors),
         "swap": " ".join(["cascade", *command]),
         "publish_started_s": published,
         "new_release_first_served_s": swapped[0] if swapped else None,
-        "steady_p99_ms": float(np.percentile(steady, 99)) * 1000 if steady else None,
-        "during_swap_p99_ms": float(np.percentile(during, 99)) * 1000 if during else None,
+        "publish_to_served_s": swapped[0] - published if swapped else None,
+        "steady_p99_ms": steady_p99,
+        "during_swap_p99_ms": during_p99,
+        "during_over_steady": during_p99 / steady_p99 if steady_p99 and during_p99 else None,
+        # Past capacity before the swap (the max-rate scenario's limit), the ratio says
+        # more about the overload than about the swap.
+        "overloaded_before": steady_p99 is not None and steady_p99 >= MAX_RATE_P99_MS,
         "servers": {u.name: {"cpu_cores": u.cpu_cores, "rss_mib": u.rss_mib} for u in usage},
         "timeline": [(round(d, 3), round(lat * 1000, 3)) for d, lat, _ in sorted(served)],
         "steps": _swap_steps(served, timeline.steps, published - 1.0, swap_end + 1.0),
     }
-    print(
-        f"swap: errors {out['errors']:.0f}, steady p99 {out['steady_p99_ms']}, during "
-        f"{out['during_swap_p99_ms']} ms, new release from {out['new_release_first_served_s']} s",
-        file=sys.stderr,
-        flush=True,
-    )
+    print(f"swap: {_swap_summary(out)}", file=sys.stderr, flush=True)
     return out
+
+
+def _swap_summary(s: dict[str, Any]) -> str:
+    """One line: failures, p99 before and during the swap, their ratio, how long the
+    new release took to be served."""
+    ratio = s["during_over_steady"]
+    served = s["publish_to_served_s"]
+    return (
+        f"{s['errors']:.0f} failed of {s['requests']:.0f}; p99 before the swap "
+        f"{_ms(s['steady_p99_ms'])}, during it {_ms(s['during_swap_p99_ms'])} ("
+        + (f"{ratio:.2f} times steady" if ratio is not None else "no ratio")
+        + (
+            ", past capacity before the swap: the ratio is not the swap's"
+            if s["overloaded_before"]
+            else ""
+        )
+        + "); new release served "
+        + (f"{served:.1f} s after the command started" if served is not None else "never")
+    )
 
 
 def _swap_steps(
@@ -941,11 +962,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
     if "swap" in results:
         s = results["swap"]
         lines += [
-            f"Release swap (`{s['swap']}`) under {s['rate']:g} Recommend/s: "
-            f"{s['errors']:.0f} failed of {s['requests']:.0f}; p99 before the swap "
-            f"{_ms(s['steady_p99_ms'])}, during it {_ms(s['during_swap_p99_ms'])} (started at "
-            f"{s['publish_started_s']:.1f} s, new release served from "
-            f"{s['new_release_first_served_s']} s).",
+            f"Release swap (`{s['swap']}`) under {s['rate']:g} Recommend/s, started at "
+            f"{s['publish_started_s']:.1f} s: {_swap_summary(s)}.",
             "",
             "| until s | slowest request | CPU (cores) by process group |",
             "|---|---|---|",
