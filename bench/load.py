@@ -67,10 +67,12 @@ import sqlalchemy as sa
 from openloop import CpuTimeline, UsageMeter, open_loop, server_processes
 from pipeline import (
     CASCADE,
+    describe_speed,
     drop_database,
     free_port,
     fresh_database,
     machine,
+    machine_speed,
     serving_env,
     step,
     wait_serving,
@@ -703,6 +705,8 @@ def main() -> int:
         "CASCADE_RELEASE_POLL_SECONDS": "1",
         "COLUMNS": "200",
     }
+    speed = machine_speed()  # before anything of ours runs
+    print(f"machine: {describe_speed(speed)}", file=sys.stderr, flush=True)
     database = fresh_database(args.database_url) if args.database_url else None
     if database:
         env["CASCADE_DATABASE_URL"] = database
@@ -727,6 +731,7 @@ def main() -> int:
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "machine_speed": speed,
         "catalog": _catalog(home, args, prepared),
         "duration_s": args.duration,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
@@ -901,6 +906,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
         "",
         f"{report['date']} — {report['machine']}; {report['duration_s']} s per point, "
         "open loop, generator on the same machine",
+        "",
+        f"The machine at the start: {describe_speed(report['machine_speed'])}.",
         "",
     ]
     table = (

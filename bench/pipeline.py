@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import psutil
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -29,6 +30,53 @@ def machine() -> str:
     return (
         f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB, "
         f"Python {platform.python_version()}"
+    )
+
+
+def machine_speed() -> dict[str, float | None]:
+    """How fast this machine is right now, to read one run's numbers against another's
+    (the machines are shared and vary several-fold between sessions): the median of five
+    runs of a million-step Python loop and of fifty 500-row gathers from a 256 MiB
+    array (what the servers' requests are made of), and how much of the last minute
+    tasks waited for a core (``/proc/pressure/cpu``; None where the kernel has no PSI)."""
+    rng = np.random.default_rng(0)
+    table = rng.random((1 << 19, 64))
+    rows = rng.integers(0, len(table), (50, 500))
+
+    def loop() -> float:
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        return time.perf_counter() - started
+
+    def gathers() -> float:
+        started = time.perf_counter()
+        for chosen in rows:
+            table[chosen].sum()
+        return (time.perf_counter() - started) / len(rows)
+
+    pressure = None
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        pressure = float(dict(f.split("=") for f in line.split()[1:])["avg60"])
+    except (OSError, IndexError, KeyError, ValueError):
+        pass
+    return {
+        "python_loop_ms": float(np.median([loop() for _ in range(5)])) * 1000,
+        "gather_500_rows_ms": float(np.median([gathers() for _ in range(5)])) * 1000,
+        "cpu_waiting_pct_last_minute": pressure,
+    }
+
+
+def describe_speed(speed: dict[str, float | None]) -> str:
+    """``machine_speed``'s numbers as one line."""
+    waiting = speed["cpu_waiting_pct_last_minute"]
+    return (
+        f"a million-step Python loop {speed['python_loop_ms']:.1f} ms, a 500-row gather "
+        f"{speed['gather_500_rows_ms']:.3f} ms, tasks waiting for a core "
+        + ("n/a" if waiting is None else f"{waiting:.0f} %")
+        + " of the minute before"
     )
 
 
