@@ -324,13 +324,13 @@ def test_a_new_policy_is_published_over_the_active_models(trained):
 def test_a_policy_over_a_model_file_altered_in_place_never_vouches_for_it(trained):
     _, registry, manifest, _, _, _ = trained
     before = registry.path_of(manifest.release_id)
-    entry = min(
+    name, entry = min(
         (
-            e
+            (k, e)
             for k, e in manifest.artifacts.items()
             if k != POLICY_FILE and (before / e.path).is_file()
         ),
-        key=lambda e: e.size_bytes,
+        key=lambda item: item[1].size_bytes,
     )
     target = before / entry.path
     original = target.read_bytes()
@@ -343,16 +343,12 @@ def test_a_policy_over_a_model_file_altered_in_place_never_vouches_for_it(traine
         # Without --verify the sizes pass, and the new release keeps the recorded checksum
         # of the altered file: whoever loads it hashes it and refuses it.
         changed = publish_policy(registry, policies)
-        assert changed.artifacts[_name_of(changed, entry.path)].sha256 == entry.sha256
+        assert changed.artifacts[name].sha256 == entry.sha256
         with pytest.raises(CorruptReleaseError, match="does not match"):
             read_verified(registry.path_of(changed.release_id))
     finally:
         target.write_bytes(original)
         registry.activate(manifest.release_id)
-
-
-def _name_of(manifest, path):
-    return next(name for name, entry in manifest.artifacts.items() if entry.path == path)
 
 
 def test_the_numpy_query_tower_matches_the_saved_model(trained, tmp_path):
