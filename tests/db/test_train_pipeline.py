@@ -28,12 +28,12 @@ from cascade_server.features.query_tower import (
 )
 from cascade_server.offline.build import BuildError
 from cascade_server.offline.index import IndexConfig
+from cascade_server.offline.policy_release import publish_policy
 from cascade_server.offline.ranker import RankerConfig
 from cascade_server.offline.train import (
     NotEnoughDataError,
     build_item_index,
     publish,
-    publish_policy,
     train_ranker,
     train_retrieval,
 )

@@ -12,6 +12,7 @@ from rich.table import Table
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.blending.policy import BlendingPolicies, SurfacePolicy
 from cascade_server.cli.common import console, load_settings, migrated_engine
+from cascade_server.offline.policy_release import publish_policy
 
 policy_app = typer.Typer(
     help="Check blending policy files and publish them (a release with a new policy).",
@@ -48,9 +49,6 @@ def publish(
     CASCADE_RELEASE_POLL_SECONDS); `cascade release rollback` restores the previous one.
     The model files are linked, not copied, and keep the active release's checksums.
     """
-    # Here, not at the top: the training modules are a third of this command's start.
-    from cascade_server.offline.train import publish_policy
-
     policies = BlendingPolicies.load(path)
     settings = load_settings()
     with migrated_engine(settings) as engine:
