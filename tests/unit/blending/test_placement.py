@@ -131,6 +131,18 @@ def test_category_spacing_is_relaxed_when_nothing_else_fits():
     assert page(blend(scored("d1", "d2", "d3"), category_spacing=1)) == ["d1", "d2", "d3"]
 
 
+def test_a_candidate_passed_over_twice_is_traced_with_the_later_rule():
+    # Slot 2 passes d2 over for the spacing (after d1), slot 3 for diversity (like d1).
+    result = blend(
+        scored("d1", "d2", "c1", "h1"), vectors=VECTORS, diversity_lambda=0.5, category_spacing=1
+    )
+    assert page(result) == ["d1", "c1", "h1", "d2"]
+    assert outcome(result, "d2").demoted_by is Demotion.DIVERSITY
+    spaced_only = blend(scored("d1", "d2", "c1", "h1"), category_spacing=1)
+    assert page(spaced_only) == ["d1", "c1", "d2", "h1"]
+    assert outcome(spaced_only, "d2").demoted_by is Demotion.CATEGORY_SPACING
+
+
 def test_the_creator_cap_is_hard_and_traced():
     result = blend(scored("s1", "s2", "d1"), max_items_per_creator=1)
     assert page(result) == ["s1", "d1"]

@@ -184,6 +184,12 @@ class _Placement:
 
     Arrays are indexed by the filtered candidates' order; ``positions`` maps that order
     back to the input's.
+
+    A slot costs a few array operations: ``value`` (what a ranked slot maximises) and
+    ``fresh_open`` (the fresh slots' ranks) hold -inf and inf for every candidate that
+    is placed or held back by the creator cap, so choosing is one ``argmax`` or
+    ``argmin``. Which rule demoted each candidate is worked out once, after the page
+    (``_demotions``), from what each ranked slot recorded.
     """
 
     def __init__(
@@ -213,10 +219,8 @@ class _Placement:
         self.relevance: FloatArray = 1.0 - rank / max(n, 1) + boosts
         self.rank = np.empty(n, np.int64)
         self.rank[np.argsort(-self.relevance, kind="stable")] = np.arange(n)
-        self.fresh_rank = (
-            _fresh_ranks(candidates)[positions]
-            if self.policy.fresh_share > 0
-            else np.full(n, np.inf)
+        self.explore_window = (self.rank >= request.page_size) & (
+            self.rank < self.policy.exploration_depth
         )
         lam = self.policy.diversity_lambda
         self.vectors = (
@@ -224,26 +228,48 @@ class _Placement:
             if vectors is not None and lam < 1.0 and n
             else None
         )
-        self.max_similarity = np.zeros(n)
-        self.placed = np.zeros(n, np.bool_)
-        self.open = self._under_cap()
-        """Neither placed nor held back by the creator cap (kept up to date by ``_place``)."""
-        self.demoted = np.zeros(n, np.int8)
+        # value = lam * relevance - (1 - lam) * (largest similarity to a placed item, or
+        # 0): kept up to date by ``_place``, the running minimum over placed items.
+        self.lam_relevance = lam * self.relevance
+        self.value = (
+            self.lam_relevance.copy() if self.vectors is not None else self.relevance.copy()
+        )
+        self._scratch = np.empty(n)
+        self.fresh_open = (
+            _fresh_ranks(candidates)[positions]
+            if self.policy.fresh_share > 0
+            else np.full(n, np.inf)
+        )
+        # Slots are numbered from 0; page_size stands for "not (yet)".
+        self.placed_at = np.full(n, request.page_size, np.int64)
+        """The slot each candidate was placed in."""
+        self.closed_at = np.full(n, request.page_size, np.int64)
+        """The slot after whose placement each candidate could no longer be placed (-1:
+        from the start)."""
+        self.open = np.ones(n, np.bool_)
+        """Neither placed nor held back by the creator cap (kept up to date by ``_close``)."""
+        self._close(~self._under_cap(), -1)
+        self.open_count = int(self.open.sum())
+        self.ranked: list[tuple[int, float, tuple[int, ...], bool]] = []
+        """Each ranked slot: its index, the chosen candidate's relevance, the categories
+        it kept apart from, whether it had to relax the spacing."""
         self.rng = np.random.default_rng(_seed(self.policy.seed, request.random_key))
+        self.demoted = np.zeros(n, np.int8)
 
     def run(self) -> tuple[list[BlendedItem], dict[int, int]]:
         """The page, and the page position of each placed candidate (by its index among
         the filtered candidates)."""
         chosen: list[tuple[int, Slot]] = []
         recent: deque[int] = deque(maxlen=max(self.policy.category_spacing, 1))
-        for slot in self._slots():
-            if not self.open.any():
+        for at, slot in enumerate(self._slots()):
+            if not self.open_count:
                 break
-            choice, slot = self._choose(slot, self.open, recent)
-            self._place(choice)
+            choice, slot = self._choose(at, slot, recent)
+            self._place(at, choice)
             if self.policy.category_spacing:
                 recent.append(int(self.primary[choice]))
             chosen.append((choice, slot))
+        self.demoted = self._demotions()
         choices = np.array([choice for choice, _ in chosen], dtype=np.int64)
         placed = _pick(self.candidates, self.positions[choices])
         page = [
@@ -254,6 +280,10 @@ class _Placement:
 
     def _creator(self, i: int) -> str:
         return self.snapshot.item_creators[int(self.rows[i])]
+
+    @property
+    def placed(self) -> npt.NDArray[np.bool_]:
+        return np.asarray(self.placed_at < self.request.page_size)
 
     def capped_count(self) -> int:
         """Candidates the creator cap held back."""
@@ -284,55 +314,87 @@ class _Placement:
         counts = self.creator_count[self.creator_code]
         return np.asarray((self.creator_code < 0) | (counts < cap))
 
-    def _choose(
-        self, slot: Slot, feasible: npt.NDArray[np.bool_], recent: deque[int]
-    ) -> tuple[int, Slot]:
+    def _choose(self, at: int, slot: Slot, recent: deque[int]) -> tuple[int, Slot]:
         if slot is Slot.FRESH:
-            pool = feasible & np.isfinite(self.fresh_rank)
-            if pool.any():
-                return int(np.argmin(np.where(pool, self.fresh_rank, np.inf))), slot
+            choice = int(np.argmin(self.fresh_open))
+            if self.fresh_open[choice] < np.inf:
+                return choice, slot
         if slot is Slot.EXPLORATION:
-            pool = (
-                feasible
-                & (self.rank >= self.request.page_size)
-                & (self.rank < self.policy.exploration_depth)
-            )
-            if pool.any():
-                return int(self.rng.choice(np.flatnonzero(pool))), slot
-        spaced = feasible.copy()
-        if self.policy.category_spacing and recent:
-            for category in set(recent):  # a few; np.isin costs more
-                if category >= 0:
-                    spaced &= self.primary != category
-        if not spaced.any():  # nothing keeps the spacing: relax it
-            spaced = feasible
-        pool = spaced
-        lam = self.policy.diversity_lambda
-        value = self.relevance
-        if self.vectors is not None:
-            value = lam * self.relevance - (1.0 - lam) * self.max_similarity
-        choice = int(np.argmax(np.where(pool, value, -np.inf)))
-        passed_over = ~self.placed & (self.relevance > self.relevance[choice])
-        why = np.where(
-            feasible,
-            np.where(spaced, _CODE[Demotion.DIVERSITY], _CODE[Demotion.CATEGORY_SPACING]),
-            _CODE[Demotion.CREATOR_CAP],
-        )
-        self.demoted[passed_over] = why[passed_over]
+            pool = np.flatnonzero(self.open & self.explore_window)
+            if len(pool):
+                return int(self.rng.choice(pool)), slot
+        apart: tuple[int, ...] = ()
+        if self.policy.category_spacing:
+            apart = tuple(sorted({category for category in recent if category >= 0}))
+        relaxed = False
+        if apart:
+            keeps = self.primary != apart[0]
+            for category in apart[1:]:  # a few; np.isin costs more
+                keeps &= self.primary != category
+            spaced = np.where(keeps, self.value, -np.inf)
+            choice = int(np.argmax(spaced))
+            relaxed = bool(spaced[choice] == -np.inf)  # nothing keeps the spacing: relax it
+        if not apart or relaxed:
+            choice = int(np.argmax(self.value))
+        self.ranked.append((at, float(self.relevance[choice]), apart, relaxed))
         return choice, Slot.RANKED
 
-    def _place(self, choice: int) -> None:
-        self.placed[choice] = True
-        self.open[choice] = False
+    def _place(self, at: int, choice: int) -> None:
+        self.placed_at[choice] = at
+        self._close(choice, at)
+        self.open_count -= 1
         code = self.creator_code[choice]
         self.creator_count[code] += 1
         if code >= 0 and self.creator_count[code] >= self.policy.max_items_per_creator:
-            self.open &= self.creator_code != code
+            capped = self.open & (self.creator_code == code)
+            self._close(capped, at)
+            self.open_count -= int(capped.sum())
         if self.vectors is not None:
-            # Negative similarity counts as none: the running maximum starts at 0.
-            self.max_similarity = np.maximum(
-                self.max_similarity, self.vectors @ self.vectors[choice]
+            # Negative similarity counts as none: the running maximum starts at 0, so
+            # the value only ever falls. In float64, as the relevance.
+            penalty = np.multiply(
+                self.vectors @ self.vectors[choice],
+                -(1.0 - self.policy.diversity_lambda),
+                out=self._scratch,
             )
+            penalty += self.lam_relevance
+            np.minimum(self.value, penalty, out=self.value)
+
+    def _close(self, which: int | npt.NDArray[np.bool_], at: int) -> None:
+        """No longer placeable after slot ``at``'s placement."""
+        self.open[which] = False
+        self.value[which] = -np.inf
+        self.fresh_open[which] = np.inf
+        self.closed_at[which] = at
+
+    def _demotions(self) -> npt.NDArray[np.int8]:
+        """Each candidate's demotion code: the rule that kept it from the last ranked slot
+        that passed it over (took a less relevant candidate while it was not placed),
+        0 for none."""
+        n = len(self.positions)
+        if not self.ranked or not n:
+            return np.zeros(n, np.int8)
+        at = np.array([slot for slot, _, _, _ in self.ranked])[:, None]
+        threshold = np.array([relevance for _, relevance, _, _ in self.ranked])[:, None]
+        passed = (self.placed_at >= at) & (self.relevance > threshold)
+        width = max(len(apart) for _, _, apart, _ in self.ranked)
+        # Categories each slot kept apart from, padded with -2 (no category is -1).
+        apart = np.full((len(self.ranked), width), -2, np.int64)
+        for k, (_, _, categories, relaxed) in enumerate(self.ranked):
+            if not relaxed:
+                apart[k, : len(categories)] = categories
+        spaced = np.ones(passed.shape, np.bool_)
+        for column in apart.T:
+            spaced &= self.primary != column[:, None]
+        why = np.where(
+            self.closed_at >= at,
+            np.where(spaced, _CODE[Demotion.DIVERSITY], _CODE[Demotion.CATEGORY_SPACING]),
+            _CODE[Demotion.CREATOR_CAP],
+        ).astype(np.int8)
+        last = len(self.ranked) - 1 - np.argmax(passed[::-1], axis=0)
+        demoted = why[last, np.arange(n)]
+        demoted[~passed.any(axis=0)] = 0
+        return demoted
 
     def outcomes(
         self,
