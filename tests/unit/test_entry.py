@@ -74,7 +74,16 @@ def test_a_command_imports_only_its_own_module():
     assert imported_for("policy") == {"policy"}
     assert imported_for("doctor") == {"doctor"}
     everything = imported_for("")  # `cascade --help` lists every command
-    assert {"serving", "data", "models", "policy", "auth", "doctor", "train", "lightgbm"} <= everything
+    assert {
+        "serving",
+        "data",
+        "models",
+        "policy",
+        "auth",
+        "doctor",
+        "train",
+        "lightgbm",
+    } <= everything
 
 
 @pytest.mark.parametrize(

@@ -392,7 +392,7 @@ class _Placement:
             _CODE[Demotion.CREATOR_CAP],
         ).astype(np.int8)
         last = len(self.ranked) - 1 - np.argmax(passed[::-1], axis=0)
-        demoted = why[last, np.arange(n)]
+        demoted: npt.NDArray[np.int8] = why[last, np.arange(n)]
         demoted[~passed.any(axis=0)] = 0
         return demoted
 
