@@ -67,6 +67,7 @@ import sqlalchemy as sa
 from openloop import CpuTimeline, UsageMeter, open_loop, server_processes
 from pipeline import (
     CASCADE,
+    StolenTime,
     describe_speed,
     drop_database,
     free_port,
@@ -237,6 +238,7 @@ async def measure(
         meter.start()
     generator = psutil.Process()
     cpu_before = sum(generator.cpu_times()[:2])
+    stolen = StolenTime()
     started = time.perf_counter()
     result = await open_loop(call, rate, duration_s)
     wall = time.perf_counter() - started
@@ -244,6 +246,7 @@ async def measure(
         **result.summary(),
         "errors_by_code": dict(result.errors),
         "generator_cpu_cores": (sum(generator.cpu_times()[:2]) - cpu_before) / wall,
+        "cpu_stolen_pct": stolen.percent(),
         "latencies_ms": [round(x * 1000, 3) for x in result.latencies_s],
     }
     if meter is not None:
@@ -346,10 +349,20 @@ def _print_points(name: str, points: list[dict[str, Any]]) -> None:
         print(
             f"{name:>20} {p['rate']:>6g}/s  p50 {p['p50_ms']:7.2f}  p90 {p['p90_ms']:7.2f}  "
             f"p99 {p['p99_ms']:7.2f}  max {p['max_ms']:8.2f} ms  {p['throughput']:7.1f}/s  "
-            f"errors {p['errors']:.0f}  degraded {p.get('degraded', 0):.0f}  [{servers}]",
+            f"errors {p['errors']:.0f}  degraded {p.get('degraded', 0):.0f}  [{servers}]"
+            f"{_stolen(p)}",
             file=sys.stderr,
             flush=True,
         )
+
+
+def _stolen(point: dict[str, Any]) -> str:
+    stolen = point.get("cpu_stolen_pct")
+    return f"  host stole {stolen:.0f} % of the CPU" if stolen else ""
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
 
 
 async def scenario_cold_start(
@@ -912,9 +925,9 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
     ]
     table = (
         "| method | rate/s | p50 ms | p90 ms | p99 ms | max ms | done/s | errors | degraded "
-        "| server CPU (cores) | RSS MiB |"
+        "| server CPU (cores) | RSS MiB | stolen % |"
     )
-    rule = "|---|---|---|---|---|---|---|---|---|---|---|"
+    rule = "|---|---|---|---|---|---|---|---|---|---|---|---|"
     rows: list[tuple[str, dict[str, Any]]] = []
     for method, points in results.get("stages", {}).items():
         rows += [(method, p) for p in points]
@@ -936,9 +949,16 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             lines.append(
                 f"| {method} | {p['rate']:g} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} | "
                 f"{p['p99_ms']:.2f} | {p['max_ms']:.2f} | {p['throughput']:.1f} | "
-                f"{p['errors']:.0f} | {p.get('degraded', 0):.0f} | {cpu} | {rss} |"
+                f"{p['errors']:.0f} | {p.get('degraded', 0):.0f} | {cpu} | {rss} | "
+                f"{_percent(p.get('cpu_stolen_pct'))} |"
             )
-        lines += ["", "Server CPU and RSS: retrieval / ranking / blending.", ""]
+        lines += [
+            "",
+            "Server CPU and RSS: retrieval / ranking / blending. Stolen: the share of the "
+            "machine's CPU time its hypervisor gave to other guests during the point; "
+            "points with much of it are slower for reasons outside Cascade.",
+            "",
+        ]
     if "traced" in results:
         lines += [
             "Recommend with debug (traces and every candidate's outcome) against plain "

@@ -37,8 +37,10 @@ def machine_speed() -> dict[str, float | None]:
     """How fast this machine is right now, to read one run's numbers against another's
     (the machines are shared and vary several-fold between sessions): the median of five
     runs of a million-step Python loop and of fifty 500-row gathers from a 256 MiB
-    array (what the servers' requests are made of), and how much of the last minute
-    tasks waited for a core (``/proc/pressure/cpu``; None where the kernel has no PSI)."""
+    array (what the servers' requests are made of), how much of the last minute tasks
+    waited for a core (``/proc/pressure/cpu``; None where the kernel has no PSI), and
+    the share of CPU time the hypervisor gave elsewhere while this ran (``StolenTime``)."""
+    stolen = StolenTime()
     rng = np.random.default_rng(0)
     table = rng.random((1 << 19, 64))
     rows = rng.integers(0, len(table), (50, 500))
@@ -66,17 +68,52 @@ def machine_speed() -> dict[str, float | None]:
         "python_loop_ms": float(np.median([loop() for _ in range(5)])) * 1000,
         "gather_500_rows_ms": float(np.median([gathers() for _ in range(5)])) * 1000,
         "cpu_waiting_pct_last_minute": pressure,
+        "cpu_stolen_pct": stolen.percent(),
     }
+
+
+class StolenTime:
+    """The share of the machine's CPU time (all cores) that the hypervisor gave to other
+    guests since this was made: ``/proc/stat``'s steal column. On a shared virtual
+    machine a run with time stolen is slower for reasons outside it (this project's
+    machines have shown over 20 % during a load point); None where the kernel does not
+    report it."""
+
+    def __init__(self) -> None:
+        self._start = _cpu_ticks()
+
+    def percent(self) -> float | None:
+        """Stolen share of the CPU time since this was made, in percent."""
+        now = _cpu_ticks()
+        if self._start is None or now is None:
+            return None
+        total = now[1] - self._start[1]
+        return 100.0 * (now[0] - self._start[0]) / total if total else 0.0
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(stolen, all) CPU ticks since boot, over every core."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    ticks = [int(f) for f in fields[1:9]]
+    return ticks[7], sum(ticks)
 
 
 def describe_speed(speed: dict[str, float | None]) -> str:
     """``machine_speed``'s numbers as one line."""
     waiting = speed["cpu_waiting_pct_last_minute"]
+    stolen = speed.get("cpu_stolen_pct")
     return (
         f"a million-step Python loop {speed['python_loop_ms']:.1f} ms, a 500-row gather "
         f"{speed['gather_500_rows_ms']:.3f} ms, tasks waiting for a core "
         + ("n/a" if waiting is None else f"{waiting:.0f} %")
-        + " of the minute before"
+        + " of the minute before, CPU time stolen by the host meanwhile "
+        + ("n/a" if stolen is None else f"{stolen:.0f} %")
     )
 
 
