@@ -125,7 +125,7 @@ def db_current() -> None:
     settings = load_settings()
     with database_url(settings) as url:
         typer.echo(f"current: {_current(url) or 'none (empty database)'}")
-        typer.echo(f"head:    {migrations.head_revision()}")
+        typer.echo(f"head:    {migrations.HEAD_REVISION}")
 
 
 def _current(url: str) -> str | None:

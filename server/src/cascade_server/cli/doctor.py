@@ -116,7 +116,7 @@ def _with_engine(settings: Settings, engine: sa.Engine, where: str) -> Iterator[
     with engine.connect() as connection:
         version = connection.scalar(sa.text("SHOW server_version"))
     yield Finding("database", Verdict.OK, f"Postgres {version} ({where})")
-    current, head = migrations.current_revision(engine), migrations.head_revision()
+    current, head = migrations.current_revision(engine), migrations.HEAD_REVISION
     if current != head:
         yield Finding(
             "migrations",

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cascade_server.artifacts.manifest import (
     MANIFEST,
@@ -26,7 +26,9 @@ from cascade_server.artifacts.manifest import (
     describe,
 )
 from cascade_server.errors import CascadeError
-from cascade_server.storage.engagement_reader import EngagementData
+
+if TYPE_CHECKING:  # only its type: the reader imports numpy, which publishing needs not
+    from cascade_server.storage.engagement_reader import EngagementData
 
 BUILD_FILE = "build.json"
 
