@@ -358,7 +358,7 @@ def _print_points(name: str, points: list[dict[str, Any]]) -> None:
 
 def _stolen(point: dict[str, Any]) -> str:
     stolen = point.get("cpu_stolen_pct")
-    return f"  host stole {stolen:.0f} % of the CPU" if stolen else ""
+    return f"; host stole {stolen:.0f} % of the CPU" if stolen else ""
 
 
 def _percent(value: float | None) -> str:
@@ -528,6 +528,7 @@ async def scenario_swap(
     sampled = asyncio.Event()
     sampling = asyncio.create_task(timeline.run(sampled))
     meter.start()
+    stolen = StolenTime()
     result, published = await asyncio.gather(
         open_loop(recommend, args.swap_rate, args.swap_duration), publish()
     )
@@ -555,6 +556,7 @@ async def scenario_swap(
         # Past capacity before the swap (the max-rate scenario's limit), the ratio says
         # more about the overload than about the swap.
         "overloaded_before": steady_p99 is not None and steady_p99 >= MAX_RATE_P99_MS,
+        "cpu_stolen_pct": stolen.percent(),
         "servers": {u.name: {"cpu_cores": u.cpu_cores, "rss_mib": u.rss_mib} for u in usage},
         "timeline": [(round(d, 3), round(lat * 1000, 3)) for d, lat, _ in sorted(served)],
         "steps": _swap_steps(served, timeline.steps, published - 1.0, swap_end + 1.0),
@@ -579,6 +581,7 @@ def _swap_summary(s: dict[str, Any]) -> str:
         )
         + "); new release served "
         + (f"{served:.1f} s after the command started" if served is not None else "never")
+        + _stolen(s)
     )
 
 
