@@ -2,8 +2,8 @@
 another policy file (`cascade policy publish`).
 
 Apart from the training code on purpose: this runs beside serving servers, and
-importing the training modules (LightGBM, SciPy, the model builders) was about a
-third of the command's CPU.
+importing the training modules (LightGBM, SciPy, the model builders) took about 0.2 s
+of the command's CPU.
 """
 
 from __future__ import annotations
