@@ -67,6 +67,8 @@ import sqlalchemy as sa
 from openloop import CpuTimeline, UsageMeter, open_loop, server_processes
 from pipeline import (
     CASCADE,
+    STEAL_FREE_PCT,
+    StealWindows,
     StolenTime,
     describe_speed,
     drop_database,
@@ -232,21 +234,35 @@ servers finish even after the client gave up) does not spill into the next one."
 async def measure(
     call: Call, rate: float, duration_s: float, meter: UsageMeter | None
 ) -> dict[str, Any]:
-    """One load point: latency summary plus each server's CPU and RSS."""
+    """One load point: latency summary, each server's CPU and RSS, the CPU the host
+    stole, and the latencies of the requests sent while it stole none."""
     await asyncio.sleep(SETTLE_S)
     if meter is not None:
         meter.start()
     generator = psutil.Process()
     cpu_before = sum(generator.cpu_times()[:2])
     stolen = StolenTime()
+    windows = StealWindows()
+    sampled = asyncio.Event()
+    sampling = asyncio.create_task(windows.run(sampled))
+    loop = asyncio.get_running_loop()
+    sent: list[tuple[float, float]] = []  # (loop time it was due, latency)
     started = time.perf_counter()
-    result = await open_loop(call, rate, duration_s)
+    result = await open_loop(
+        call,
+        rate,
+        duration_s,
+        on_done=lambda _, latency: sent.append((loop.time() - latency, latency)),
+    )
     wall = time.perf_counter() - started
+    sampled.set()
+    await sampling
     point: dict[str, Any] = {
         **result.summary(),
         "errors_by_code": dict(result.errors),
         "generator_cpu_cores": (sum(generator.cpu_times()[:2]) - cpu_before) / wall,
         "cpu_stolen_pct": stolen.percent(),
+        "steal_free": windows.steal_free(sent),
         "latencies_ms": [round(x * 1000, 3) for x in result.latencies_s],
     }
     if meter is not None:
@@ -357,8 +373,20 @@ def _print_points(name: str, points: list[dict[str, Any]]) -> None:
 
 
 def _stolen(point: dict[str, Any]) -> str:
+    """What the host took during a point, and the latencies without it, when it took any."""
     stolen = point.get("cpu_stolen_pct")
-    return f"; host stole {stolen:.0f} % of the CPU" if stolen else ""
+    if not stolen:
+        return ""
+    return f"; host stole {stolen:.0f} % of the CPU" + (
+        f"; windows it left alone: {_steal_free(point)}" if point.get("steal_free") else ""
+    )
+
+
+def _steal_free(point: dict[str, Any]) -> str:
+    free = point.get("steal_free")
+    if not free:
+        return "n/a"
+    return f"{free['p50_ms']:.2f} / {free['p99_ms']:.2f} ({free['share']:.0%})"
 
 
 def _percent(value: float | None) -> str:
@@ -928,9 +956,9 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
     ]
     table = (
         "| method | rate/s | p50 ms | p90 ms | p99 ms | max ms | done/s | errors | degraded "
-        "| server CPU (cores) | RSS MiB | stolen % |"
+        "| server CPU (cores) | RSS MiB | stolen % | steal-free p50 / p99 ms (share) |"
     )
-    rule = "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    rule = "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     rows: list[tuple[str, dict[str, Any]]] = []
     for method, points in results.get("stages", {}).items():
         rows += [(method, p) for p in points]
@@ -953,13 +981,15 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
                 f"| {method} | {p['rate']:g} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} | "
                 f"{p['p99_ms']:.2f} | {p['max_ms']:.2f} | {p['throughput']:.1f} | "
                 f"{p['errors']:.0f} | {p.get('degraded', 0):.0f} | {cpu} | {rss} | "
-                f"{_percent(p.get('cpu_stolen_pct'))} |"
+                f"{_percent(p.get('cpu_stolen_pct'))} | {_steal_free(p)} |"
             )
         lines += [
             "",
             "Server CPU and RSS: retrieval / ranking / blending. Stolen: the share of the "
             "machine's CPU time its hypervisor gave to other guests during the point; "
-            "points with much of it are slower for reasons outside Cascade.",
+            "points with much of it are slower for reasons outside Cascade. Steal-free: "
+            "the requests sent in half-second windows in which the host took under "
+            f"{STEAL_FREE_PCT:g} % (their share of the point's requests; n/a under 100).",
             "",
         ]
     if "traced" in results:

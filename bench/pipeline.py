@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import contextlib
 import json
 import os
 import platform
@@ -89,6 +92,55 @@ class StolenTime:
             return None
         total = now[1] - self._start[1]
         return 100.0 * (now[0] - self._start[0]) / total if total else 0.0
+
+
+STEAL_FREE_PCT = 1.0
+"""A window in which the host stole less than this share of the CPU counts as free of it."""
+
+
+class StealWindows:
+    """The host's steal in fixed windows while a load runs, to read its latencies with
+    and without it: on this project's machines half-second windows in which the host
+    took 15 % or more of the CPU had a median latency several times that of the others,
+    and they set the p99."""
+
+    def __init__(self, step_s: float = 0.5) -> None:
+        self._step_s = step_s
+        self._starts: list[float] = []
+        self._stolen: list[float] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sample every step (on the event loop's clock) until ``stop`` is set."""
+        loop = asyncio.get_running_loop()
+        last, began = _cpu_ticks(), loop.time()
+        while last is not None and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._step_s)
+            now, ended = _cpu_ticks(), loop.time()
+            if now is None:
+                return
+            total = now[1] - last[1]
+            self._starts.append(began)
+            self._stolen.append(100.0 * (now[0] - last[0]) / total if total else 0.0)
+            last, began = now, ended
+
+    def steal_free(self, sent: list[tuple[float, float]]) -> dict[str, float] | None:
+        """p50 and p99 (ms) of the requests sent (``(loop time, latency s)`` each) in
+        windows with less than ``STEAL_FREE_PCT`` stolen, and their share of all; None
+        without steal figures or with under 100 such requests."""
+        kept = []
+        for at, latency in sent:
+            window = bisect.bisect_right(self._starts, at) - 1
+            if 0 <= window < len(self._stolen) and self._stolen[window] < STEAL_FREE_PCT:
+                kept.append(latency)
+        if len(kept) < 100:
+            return None
+        ms = np.asarray(kept) * 1000
+        return {
+            "share": len(kept) / len(sent),
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)),
+        }
 
 
 def _cpu_ticks() -> tuple[int, int] | None:
