@@ -988,7 +988,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             "Server CPU and RSS: retrieval / ranking / blending. Stolen: the share of the "
             "machine's CPU time its hypervisor gave to other guests during the point; "
             "points with much of it are slower for reasons outside Cascade. Steal-free: "
-            "the requests sent in half-second windows in which the host took under "
+            "the answered requests sent in half-second windows in which the host took under "
             f"{STEAL_FREE_PCT:g} % (their share of the point's requests; n/a under 100).",
             "",
         ]

@@ -125,9 +125,9 @@ class StealWindows:
             last, began = now, ended
 
     def steal_free(self, sent: list[tuple[float, float]]) -> dict[str, float] | None:
-        """p50 and p99 (ms) of the requests sent (``(loop time, latency s)`` each) in
-        windows with less than ``STEAL_FREE_PCT`` stolen, and their share of all; None
-        without steal figures or with under 100 such requests."""
+        """p50 and p99 (ms) of the answered requests (``(loop time sent, latency s)``
+        each) sent in windows with less than ``STEAL_FREE_PCT`` stolen, and their share
+        of all answered; None without steal figures or with under 100 such requests."""
         kept = []
         for at, latency in sent:
             window = bisect.bisect_right(self._starts, at) - 1
