@@ -90,8 +90,7 @@ class StolenTime:
         now = _cpu_ticks()
         if self._start is None or now is None:
             return None
-        total = now[1] - self._start[1]
-        return 100.0 * (now[0] - self._start[0]) / total if total else 0.0
+        return _stolen_pct(self._start, now)
 
 
 STEAL_FREE_PCT = 1.0
@@ -119,9 +118,8 @@ class StealWindows:
             now, ended = _cpu_ticks(), loop.time()
             if now is None:
                 return
-            total = now[1] - last[1]
             self._starts.append(began)
-            self._stolen.append(100.0 * (now[0] - last[0]) / total if total else 0.0)
+            self._stolen.append(_stolen_pct(last, now))
             last, began = now, ended
 
     def steal_free(self, sent: list[tuple[float, float]]) -> dict[str, float] | None:
@@ -154,6 +152,12 @@ def _cpu_ticks() -> tuple[int, int] | None:
     # user nice system idle iowait irq softirq steal (guest time is inside user)
     ticks = [int(f) for f in fields[1:9]]
     return ticks[7], sum(ticks)
+
+
+def _stolen_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The stolen share, in percent, of the CPU ticks between two ``_cpu_ticks``."""
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total else 0.0
 
 
 def describe_speed(speed: dict[str, float | None]) -> str:
