@@ -249,7 +249,6 @@ class _Placement:
         self.open = np.ones(n, np.bool_)
         """Neither placed nor held back by the creator cap (kept up to date by ``_close``)."""
         self._close(~self._under_cap(), -1)
-        self.open_count = int(self.open.sum())
         self.ranked: list[tuple[int, float, tuple[int, ...], bool]] = []
         """Each ranked slot: its index, the chosen candidate's relevance, the categories
         it kept apart from, whether it had to relax the spacing."""
@@ -262,7 +261,7 @@ class _Placement:
         chosen: list[tuple[int, Slot]] = []
         recent: deque[int] = deque(maxlen=max(self.policy.category_spacing, 1))
         for at, slot in enumerate(self._slots()):
-            if not self.open_count:
+            if not self.open.any():
                 break
             choice, slot = self._choose(at, slot, recent)
             self._place(at, choice)
@@ -342,13 +341,11 @@ class _Placement:
     def _place(self, at: int, choice: int) -> None:
         self.placed_at[choice] = at
         self._close(choice, at)
-        self.open_count -= 1
         code = self.creator_code[choice]
         self.creator_count[code] += 1
         if code >= 0 and self.creator_count[code] >= self.policy.max_items_per_creator:
             capped = self.open & (self.creator_code == code)
             self._close(capped, at)
-            self.open_count -= int(capped.sum())
         if self.vectors is not None:
             # Negative similarity counts as none: the running maximum starts at 0, so
             # the value only ever falls. In float64, as the relevance.
