@@ -69,6 +69,9 @@ bench-quality: install ## ML-1M quality end to end through the API (needs ../sha
 bench-sources: install ## latency of each retrieval candidate source on the demo data
 	$(BIN)/python bench/sources.py
 
+bench-instructions: install ## instructions each server executes per request, under callgrind (needs valgrind; HOME_DIR=dir reuses a trained home)
+	$(BIN)/python bench/instructions.py $(if $(HOME_DIR),--home $(HOME_DIR))
+
 bench-policy: install ## the blending policy on and off through Recommend (demo data, then ML-1M if present)
 	$(BIN)/python bench/policy.py --data demo
 	$(BIN)/python bench/policy.py --data ml-1m
@@ -78,4 +81,4 @@ check: lint typecheck protos-check test ## everything CI runs
 clean: ## remove the virtualenv (keeps .cascade state)
 	rm -rf $(VENV)
 
-.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench bench-quality bench-sources bench-policy soak check clean
+.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench bench-quality bench-sources bench-policy bench-instructions soak check clean

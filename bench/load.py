@@ -120,7 +120,13 @@ Call = Callable[[int], Awaitable[Any]]
 class Workload:
     """Requests for the scenarios: a sample of users, their candidates and rankings."""
 
-    def __init__(self, ports: dict[str, int], users: list[str], connections: int = 1) -> None:
+    def __init__(
+        self,
+        ports: dict[str, int],
+        users: list[str],
+        connections: int = 1,
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
         # Several connections to the front door (each a channel with its own subchannel
         # pool) when several processes share its port: the kernel gives each connection
         # to one process, so calls are spread by taking the connections in turn.
@@ -138,6 +144,7 @@ class Workload:
         self.rows: list[list[int]] = []
         """Each user's candidates' rows in retrieval's catalog, as the front door passes them."""
         self.ranked: list[Any] = []
+        self.timeout_s = timeout_s
 
     async def prepare(self) -> None:
         """Each user's 500 retrieval candidates and their ranking, fetched once."""
@@ -146,7 +153,9 @@ class Workload:
                 context=_context(user), max_candidates=500, columnar=True
             )
             for attempt in range(3):  # servers still starting may skip late sources
-                retrieved = await self.retrieval.RetrieveCandidates(request, timeout=10)
+                retrieved = await self.retrieval.RetrieveCandidates(
+                    request, timeout=max(10, self.timeout_s)
+                )
                 if retrieved.columns.item_ids:
                     break
                 await asyncio.sleep(1.0 + attempt)
@@ -160,7 +169,7 @@ class Workload:
             self.rows.append(list(retrieved.columns.item_rows))
             ranked = await self.ranking.RankCandidates(
                 ranking_pb.RankCandidatesRequest(context=_context(user), item_ids=items),
-                timeout=10,
+                timeout=max(10, self.timeout_s),
             )
             self.ranked.append(ranked.candidates)
 
@@ -173,7 +182,7 @@ class Workload:
                 request = retrieval_pb.RetrieveCandidatesRequest(
                     context=_context(self.users[i % n]), max_candidates=500, columnar=columnar
                 )
-                return await self.retrieval.RetrieveCandidates(request, timeout=TIMEOUT_S)
+                return await self.retrieval.RetrieveCandidates(request, timeout=self.timeout_s)
 
             return call
 
@@ -185,7 +194,7 @@ class Workload:
                 if columnar:
                     request.columnar = True
                     request.item_rows.extend(self.rows[i % n])
-                return await self.ranking.RankCandidates(request, timeout=TIMEOUT_S)
+                return await self.ranking.RankCandidates(request, timeout=self.timeout_s)
 
             return call
 
@@ -194,7 +203,7 @@ class Workload:
                 context=_context(self.users[i % n]), candidates=self.ranked[i % n], page_size=20
             )
             stub = self.blending[i % len(self.blending)]
-            return await stub.BlendCandidates(request, timeout=TIMEOUT_S)
+            return await stub.BlendCandidates(request, timeout=self.timeout_s)
 
         def recommend(debug: bool) -> Call:
             async def call(i: int) -> Any:
@@ -202,7 +211,7 @@ class Workload:
                     user_id=self.users[i % n], page_size=20, debug=debug
                 )
                 stub = self.blending[i % len(self.blending)]
-                return await stub.Recommend(request, timeout=TIMEOUT_S)
+                return await stub.Recommend(request, timeout=self.timeout_s)
 
             return call
 
@@ -808,7 +817,7 @@ async def _serve_and_load(
         for port in ports.values():
             wait_serving(f"127.0.0.1:{port}")
         meter = UsageMeter(server_processes(server.pid, STAGES))
-        workload = Workload(ports, _users(env["CASCADE_DATABASE_URL"], args.sample_users))
+        workload = Workload(ports, sample_users(env["CASCADE_DATABASE_URL"], args.sample_users))
         await workload.prepare()
         out: dict[str, Any] = {}
         if "stages" in args.scenarios:
@@ -840,7 +849,8 @@ async def _serve_and_load(
         server.wait(60)
 
 
-def _users(database_url: str, count: int) -> list[str]:
+def sample_users(database_url: str, count: int) -> list[str]:
+    """``count`` users with events, the same ones in every run on the same data."""
     engine = make_engine(database_url, pool_size=1)
     try:
         with engine.connect() as connection:

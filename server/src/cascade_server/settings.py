@@ -267,6 +267,16 @@ class Settings(BaseSettings):
             "source not done within it is skipped and reported in `degraded`."
         ),
     )
+    source_handoff_ms: float = Field(
+        default=5.0,
+        gt=0.0,
+        le=60_000,
+        description=(
+            "How long a request's candidate sources, run one after another on one thread, "
+            "wait on one that has not finished before another thread takes the rest (each "
+            "usually takes a millisecond or two; more threads cost CPU in lock hand-offs)."
+        ),
+    )
     seen_ttl_hours: float = Field(
         default=24.0,
         ge=0.0,

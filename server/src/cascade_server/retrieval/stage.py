@@ -38,11 +38,6 @@ _log = get_logger(__name__)
 
 DEFAULT_MAX_CANDIDATES = 500
 
-_HANDOFF_S = 0.005
-"""How long a request's sources wait on a slow one before another thread takes the rest
-(each usually takes a millisecond or two)."""
-
-
 @dataclass(frozen=True)
 class RetrievalRequest:
     """A validated retrieval request."""
@@ -95,6 +90,7 @@ class RetrievalStage:
         *,
         fresh: FreshItemIndex | None = None,
         source_budget_s: float = 0.1,
+        source_handoff_s: float = 0.005,
         workers: int = 8,
     ) -> None:
         self._holder = holder
@@ -103,6 +99,7 @@ class RetrievalStage:
         self._models = models
         self._fresh = fresh
         self._source_budget_s = source_budget_s
+        self._source_handoff_s = source_handoff_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="source")
 
     def close(self) -> None:
@@ -166,7 +163,7 @@ class RetrievalStage:
                 for source, limit in wanted
             ],
             self._pool,
-            _HANDOFF_S,
+            self._source_handoff_s,
         )
         deadline.on_cancel(run.stop)
         outcomes = run.wait(budget)

@@ -256,6 +256,7 @@ def retrieval(settings: Settings, engine: sa.Engine, runner: BlockingRunner) -> 
         models,
         fresh=FreshItemIndex(settings.fresh_max_items),
         source_budget_s=settings.source_budget_ms / 1000,
+        source_handoff_s=settings.source_handoff_ms / 1000,
         workers=2 * settings.workers,
     )
     servicer = retrieval_servicer.RetrievalServicer(stage, runner)

@@ -1,0 +1,444 @@
+"""Instructions each server executes per request, counted by callgrind: the servers' CPU
+work in a unit that neither the machine's speed nor the host's steal moves.
+
+    make bench-instructions                       # demo data, generated and trained first
+    .venv/bin/python bench/instructions.py --home HOME --requests 100 --top 25
+
+On a shared machine two runs of the same code can differ by 30 % in time, and the host
+may take half of the CPU in a second (docs/performance.md, items 62 and 63): a change
+worth 5 % cannot be seen in latency or CPU time there. Instructions can: for the same
+code, data and requests they repeat to about a percent, whatever else the machine does
+(two counts can even run at once). They are not time (a cache miss costs what an
+instruction does not), so read them beside the load runs, not instead of them.
+
+How: retrieval, ranking and blending each run as `cascade serve STAGE` under
+`valgrind --tool=callgrind` (Debian's `valgrind`) on a home with a trained release
+(``--home``, for instance one that `bench/load.py --home` prepared; else a new one).
+Each gets `PYTHONHASHSEED=0` and time budgets far above what the slowed servers need
+(so no stage skips work and nothing is degraded: the script checks every answer), and
+background refreshes are put off beyond the run. What each server executes idle (its
+timers) is counted first, per second. Then, for each measured method, requests are
+sent one at a time from this process (not counted): a warm-up, a callgrind dump that
+zeroes the counters, ``--requests`` requests, and a dump whose total, less the idle
+rate over the seconds they took, is the servers' instructions for them. The report
+gives instructions per request by server and where they go by library (the
+interpreter, gRPC, numpy, LightGBM, Annoy, ...) and by function. Under callgrind the
+servers run about 50 times slower, so a count takes minutes: this is a tool to compare
+code with, not a load test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from load import STAGES, Workload, sample_users
+from pipeline import (
+    CASCADE,
+    embedded_url,
+    machine,
+    serving_env,
+    step,
+    wait_serving,
+    write_report,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = {
+    "RetrieveCandidates (columns)": ("retrieval",),
+    "RankCandidates (columns)": ("ranking",),
+    "BlendCandidates": ("blending",),
+    "Recommend": ("retrieval", "ranking", "blending"),
+}
+"""The measured methods, and the servers each one's request reaches."""
+QUIET = {
+    "PYTHONHASHSEED": "0",  # the same set and dict orders in every run
+    "CASCADE_LOG_LEVEL": "WARNING",
+    "CASCADE_RELEASE_POLL_SECONDS": "86400",
+    "CASCADE_SNAPSHOT_REFRESH_SECONDS": "86400",
+    "CASCADE_STATUS_REFRESH_SECONDS": "86400",
+    "CASCADE_SOURCE_BUDGET_MS": "60000",
+    "CASCADE_SOURCE_HANDOFF_MS": "60000",  # one thread, as at full speed
+    "CASCADE_RETRIEVAL_TIMEOUT_MS": "600000",
+    "CASCADE_RANKING_TIMEOUT_MS": "600000",
+    "CASCADE_RECOMMEND_DEADLINE_MS": "600000",
+}
+"""Settings under which the slowed servers do the work they do at full speed, and only it."""
+CALL_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class CostLines:
+    """A callgrind dump: its totals by event, and the self cost in instructions of each
+    shared object and function."""
+
+    events: dict[str, int]
+    objects: Counter[str]
+    functions: Counter[str]
+
+    @property
+    def total(self) -> int:
+        """Instructions executed."""
+        return self.events["Ir"]
+
+
+def read_dump(path: Path) -> CostLines:
+    """Parse a callgrind output file. A cost line right after ``calls=`` is the call's
+    inclusive cost, which belongs to the callee, so it is not counted here."""
+    names: dict[str, dict[str, str]] = {"ob": {}, "fn": {}}
+    objects: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
+    events: dict[str, int] = {}
+    current = {"ob": "?", "fn": "?"}
+    after_call = False
+    with path.open() as lines:
+        for line in lines:
+            if line.startswith("events:"):
+                kinds = line.split()[1:]
+            elif line.startswith("summary:"):
+                counts = [int(v) for v in line.split()[1:]]
+                events = dict(zip(kinds, counts + [0] * (len(kinds) - len(counts)), strict=True))
+            elif line.startswith(("ob=", "fn=")):
+                kind = line[:2]
+                current[kind] = _name(names[kind], line[3:].rstrip("\n"))
+            elif line.startswith(("cob=", "cfn=", "cfi=", "cfl=")):
+                kind = line[1:3]
+                if kind in names:
+                    _name(names[kind], line[4:].rstrip("\n"))  # defines a name for later
+            elif line.startswith("calls="):
+                after_call = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if after_call:
+                    after_call = False
+                    continue
+                parts = line.split()
+                if len(parts) > 1:  # the first event is Ir
+                    cost = int(parts[1])
+                    objects[current["ob"]] += cost
+                    functions[f"{current['fn']} ({current['ob']})"] += cost
+    return CostLines(events, objects, functions)
+
+
+def estimated_cycles(events: dict[str, float]) -> float:
+    """Callgrind's own estimate of cycles from a cache simulation (`callgrind_annotate`'s
+    formula without branch simulation): 10 per first-level miss, 100 per last-level."""
+    first = sum(events.get(e, 0.0) for e in ("I1mr", "D1mr", "D1mw"))
+    last = sum(events.get(e, 0.0) for e in ("ILmr", "DLmr", "DLmw"))
+    return events["Ir"] + 10 * first + 100 * last
+
+
+def _name(table: dict[str, str], spec: str) -> str:
+    """Resolve callgrind's name compression: ``(id) name`` defines, ``(id)`` refers."""
+    if spec.startswith("("):
+        ident, _, name = spec.partition(")")
+        name = name.strip()
+        if name:
+            table[ident] = _short(name)
+            return table[ident]
+        return table.get(ident, ident + ")")
+    return _short(spec)
+
+
+def _short(name: str) -> str:
+    return name.rsplit("/", 1)[-1] if name.startswith("/") else name
+
+
+class Callgrind:
+    """The servers under callgrind, and dumps of what each counted since the last."""
+
+    def __init__(self, out: Path, cache_sim: bool) -> None:
+        self.out = out
+        self.cache_sim = cache_sim
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._dumps: Counter[str] = Counter()
+
+    def start(self, stage: str, env: dict[str, str]) -> None:
+        """Start ``cascade serve STAGE`` under callgrind, not counting yet."""
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",  # the start-up runs faster uncounted
+            f"--cache-sim={'yes' if self.cache_sim else 'no'}",
+            f"--callgrind-out-file={self.out / stage}.%p",
+            *CASCADE,
+            "serve",
+            stage,
+        ]
+        log = (self.out / f"{stage}.log").open("wb")
+        self.processes[stage] = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+
+    def count(self) -> None:
+        """Switch counting on in every server."""
+        for process in self.processes.values():
+            _control("--instr=on", process.pid)
+
+    def dump(self, stage: str) -> Path:
+        """Write what ``stage``'s server counted since its last dump (and zero it)."""
+        process = self.processes[stage]
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the {stage} server under callgrind exited ({process.returncode}): "
+                f"see {self.out / stage}.log"
+            )
+        self._dumps[stage] += 1
+        _control("--dump", process.pid)
+        return self.out / f"{stage}.{process.pid}.{self._dumps[stage]}"
+
+    def stop(self) -> None:
+        """Stop the servers (their final dumps are not read)."""
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _control(option: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
+
+
+@contextmanager
+def servers(home: Path, out: Path, cache_sim: bool) -> Iterator[tuple[Callgrind, dict[str, int]]]:
+    """The three stages' servers under callgrind on ``home``, SERVING; their ports."""
+    env = {**os.environ, "CASCADE_HOME": str(home), **QUIET}
+    server_env, ports = serving_env(env, home, None)
+    callgrind = Callgrind(out, cache_sim)
+    try:
+        for stage in STAGES:
+            callgrind.start(stage, server_env)
+        for stage in STAGES:
+            wait_serving(f"127.0.0.1:{ports[stage.upper()]}", timeout_s=1800, interval_s=2)
+            print(f"{stage}: serving under callgrind", file=sys.stderr, flush=True)
+        callgrind.count()
+        yield callgrind, ports
+    finally:
+        callgrind.stop()
+
+
+Counts = dict[str, float]
+"""Events (Ir: instructions; with the cache simulation, first- and last-level misses)."""
+
+
+@dataclass(frozen=True)
+class Counted:
+    """What a method's requests cost each server they reached, and how long they took."""
+
+    costs: dict[str, CostLines]
+    seconds: float
+
+
+async def count(
+    callgrind: Callgrind, workload: Workload, requests: int, warm_up: int, idle_s: float
+) -> tuple[dict[str, Counts], dict[str, Counted]]:
+    """What each server executes per second idle (timers, background tasks); then for
+    each measured method, what each server it reaches executed for ``requests``
+    requests sent one at a time (after ``warm_up`` of them), and the seconds that took."""
+    for stage in STAGES:
+        callgrind.dump(stage)
+    await asyncio.sleep(idle_s)
+    idle = {
+        stage: {e: v / idle_s for e, v in read_dump(callgrind.dump(stage)).events.items()}
+        for stage in STAGES
+    }
+    print(f"idle, per second: {_millions({s: v['Ir'] for s, v in idle.items()})}", file=sys.stderr)
+    calls = workload.calls()
+    counted: dict[str, Counted] = {}
+    for method, stages in METHODS.items():
+        call = calls[method]
+        for i in range(warm_up):
+            _check(method, await call(i))
+        for stage in stages:
+            callgrind.dump(stage)
+        started = time.perf_counter()
+        for i in range(requests):
+            _check(method, await call(warm_up + i))
+        seconds = time.perf_counter() - started
+        counted[method] = Counted({s: read_dump(callgrind.dump(s)) for s in stages}, seconds)
+        per_request = {
+            s: per_request_counts(c, idle[s], seconds, requests)["Ir"]
+            for s, c in counted[method].costs.items()
+        }
+        print(f"{method}: {_millions(per_request)}", file=sys.stderr, flush=True)
+    return idle, counted
+
+
+def per_request_counts(cost: CostLines, idle: Counts, seconds: float, requests: int) -> Counts:
+    """Each event per request, less what the server does idle in as many seconds."""
+    counts = {e: (v - idle.get(e, 0.0) * seconds) / requests for e, v in cost.events.items()}
+    if "D1mr" in counts:
+        counts["cycles"] = estimated_cycles(counts)
+    return counts
+
+
+def _check(method: str, response: Any) -> None:
+    """Counts are of full work only: a degraded answer (a skipped source, a fallback
+    scorer) means a budget was too short for the slowed servers."""
+    degraded = list(getattr(response, "degraded", ()))
+    if degraded:
+        raise RuntimeError(f"{method} answered degraded: {[d.message for d in degraded]}")
+
+
+def _millions(values: Counts) -> str:
+    return ", ".join(f"{stage} {value / 1e6:.2f} M" for stage, value in values.items())
+
+
+def summarise(
+    idle: dict[str, Counts], counted: dict[str, Counted], requests: int, top: int
+) -> dict[str, Any]:
+    """Per method: each event per request by server (less what the server executes idle
+    over as long), and for each server the ``top`` libraries and functions by their
+    share of its instructions."""
+    out: dict[str, Any] = {}
+    for method, measured in counted.items():
+        per_request = {
+            s: per_request_counts(c, idle[s], measured.seconds, requests)
+            for s, c in measured.costs.items()
+        }
+        out[method] = {
+            "per_request": per_request,
+            "seconds": measured.seconds,
+            "where": {
+                stage: {
+                    "libraries": _shares(cost.objects, cost.total, top),
+                    "functions": _shares(cost.functions, cost.total, top),
+                }
+                for stage, cost in measured.costs.items()
+            },
+        }
+    return out
+
+
+def _shares(costs: Counter[str], total: int, top: int) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "share": cost / total if total else 0.0}
+        for name, cost in costs.most_common(top)
+    ]
+
+
+COLUMNS = {"Ir": "instructions", "cycles": "estimated cycles"}
+"""The events the report's tables give (cycles with the cache simulation only)."""
+
+
+def markdown(report: dict[str, Any]) -> list[str]:
+    """The report's tables."""
+    results = report["results"]
+    idle = ", ".join(f"{s} {v['Ir'] / 1e6:.2f} M" for s, v in report["idle_per_second"].items())
+    lines = [
+        "# Instructions per request (callgrind)",
+        "",
+        f"{report['date']}, {report['machine']}; home {report['home']}; "
+        f"{report['requests']} requests per method after {report['warm_up']} to warm up, "
+        f"one at a time. Idle, each server executes {idle} instructions a second: that "
+        "much for each second a method's requests took is taken off its counts.",
+    ]
+    first = next(iter(results.values()))["per_request"]
+    for event, title in COLUMNS.items():
+        if event not in next(iter(first.values())):
+            continue
+        lines += ["", f"{title.capitalize()} per request, in millions:", ""]
+        lines += ["| method | " + " | ".join(STAGES) + " | total |"]
+        lines += ["|---|" + "---|" * (len(STAGES) + 1)]
+        for method, result in results.items():
+            counts = result["per_request"]
+            cells = [f"{counts[s][event] / 1e6:.2f}" if s in counts else "-" for s in STAGES]
+            total = sum(c[event] for c in counts.values()) / 1e6
+            lines.append(f"| {method} | " + " | ".join(cells) + f" | {total:.2f} |")
+    for method, result in results.items():
+        for stage, where in result["where"].items():
+            lines += ["", f"## {method}, {stage}: where its instructions go", ""]
+            lines += ["| library | share |", "|---|---|"]
+            lines += [f"| {o['name']} | {o['share']:.1%} |" for o in where["libraries"]]
+            lines += ["", "| function (library) | share |", "|---|---|"]
+            lines += [f"| `{f['name']}` | {f['share']:.1%} |" for f in where["functions"]]
+    return lines
+
+
+def main() -> int:
+    args = _arguments()
+    for tool in ("valgrind", "callgrind_control"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: apt-get install valgrind")
+    home = args.home or Path(tempfile.mkdtemp(prefix="cascade-instructions-"))
+    timings: dict[str, float] = {}
+    if not (home / "releases").is_dir():
+        env = {**os.environ, "CASCADE_HOME": str(home), "CASCADE_LOG_LEVEL": "WARNING"}
+        step(timings, "db upgrade", env, "db", "upgrade")
+        step(timings, "demo data", env, "demo-data")
+        step(timings, "train all", env, "train", "all")
+    with tempfile.TemporaryDirectory(prefix="cascade-callgrind-") as scratch:
+        out = Path(scratch)
+        started = time.perf_counter()
+        with servers(home, out, args.cache_sim) as (callgrind, ports):
+            idle, counted = asyncio.run(_measure(callgrind, ports, home, args))
+        timings["count"] = time.perf_counter() - started
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "home": str(home),
+        "requests": args.requests,
+        "warm_up": args.warm_up,
+        "idle_per_second": idle,
+        "cache_sim": args.cache_sim,
+        "results": summarise(idle, counted, args.requests, args.top),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    }
+    write_report(args.out, "instructions", report, markdown(report))
+    return 0
+
+
+async def _measure(
+    callgrind: Callgrind, ports: dict[str, int], home: Path, args: argparse.Namespace
+) -> tuple[dict[str, Counts], dict[str, Counted]]:
+    users = sample_users(embedded_url(home), args.users)
+    workload = Workload(ports, users, timeout_s=CALL_TIMEOUT_S)
+    try:
+        await workload.prepare()
+        return await count(callgrind, workload, args.requests, args.warm_up, args.idle)
+    finally:
+        await workload.close()
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        help="a CASCADE_HOME with a trained release (default: a new one, with the demo "
+        "data generated and trained first, a few minutes)",
+    )
+    parser.add_argument("--requests", type=int, default=60, help="counted requests per method")
+    parser.add_argument("--warm-up", type=int, default=10, help="uncounted requests before them")
+    parser.add_argument(
+        "--idle", type=float, default=10.0, help="seconds the servers' idle work is counted"
+    )
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="also simulate the caches: misses and estimated cycles per request (slower)",
+    )
+    parser.add_argument("--users", type=int, default=60, help="users the requests cycle through")
+    parser.add_argument("--top", type=int, default=15, help="libraries and functions listed")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
