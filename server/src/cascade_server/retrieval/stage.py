@@ -38,6 +38,7 @@ _log = get_logger(__name__)
 
 DEFAULT_MAX_CANDIDATES = 500
 
+
 @dataclass(frozen=True)
 class RetrievalRequest:
     """A validated retrieval request."""
