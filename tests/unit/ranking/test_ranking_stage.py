@@ -1,7 +1,8 @@
 import pytest
-from support.engagement import FixedHolder, small_snapshot
+from support.engagement import FixedHolder, make_data, small_snapshot
 
 from cascade_server.errors import DeadlineError
+from cascade_server.features.engagement import SignalConfig, build_snapshot
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.types import RequestContext
 from cascade_server.ranking.scorers import BaselineScorer
@@ -61,3 +62,19 @@ def test_seeds_replace_the_history_as_what_candidates_relate_to():
     assert result.candidates[0].item_id == "i6"  # a's history would pick i2
     without_seeds = rank("a", ["i2", "i6"])
     assert without_seeds.candidates[0].item_id == "i2"
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["b", "é", "a", "ab", "Z", "日本", "a\x00b", "aa", "a b", "~"],
+        ["b", "a", "ab", "end\x00"],  # a trailing NUL: the snapshot keeps no id bytes
+    ],
+)
+def test_tied_candidates_come_in_id_order_whatever_the_ids(ids):
+    items = [(item, "c", "active") for item in ids]
+    snapshot = build_snapshot(make_data(items, ["u"], []), SignalConfig())
+    stage = RankingStage(FixedHolder(snapshot), BaselineScorer())
+    result = stage.rank(RankRequest(RequestContext(), list(reversed(ids))), Deadline.after(1))
+    assert len({c.score for c in result.candidates}) == 1
+    assert [c.item_id for c in result.candidates] == sorted(ids)

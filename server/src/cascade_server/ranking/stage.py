@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from cascade_server.artifacts.watcher import ReleaseWatcher
-from cascade_server.features.engagement import FloatArray, IntArray
+from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.pipeline.deadline import Deadline
 from cascade_server.pipeline.table import CandidateTable, ScoredTable
@@ -101,7 +102,7 @@ class RankingStage:
         order = np.argsort(-scores.final, kind="stable")
         ordered = scores.final[order]
         if np.any(ordered[1:] == ordered[:-1]):  # ties: by id (sorting ids costs more)
-            order = np.lexsort((np.array(names, dtype=str), -scores.final))
+            order = np.lexsort((_sortable_ids(snapshot, items, names), -scores.final))
         if request.max_results:
             order = order[: request.max_results]
         ids = [names[position] for position in order.tolist()]
@@ -121,6 +122,17 @@ class RankingStage:
             unknown_item_ids=unknown,
             release=ReleaseInfo(release_id, name, snapshot.data_as_of),
         )
+
+
+def _sortable_ids(
+    snapshot: EngagementSnapshot, rows: IntArray, ids: list[str]
+) -> npt.NDArray[np.bytes_ | np.str_]:
+    """``ids`` (at ``rows``) as an array that sorts in their order: the snapshot's UTF-8
+    bytes at the rows where it has them (UTF-8 bytes sort as their strings do, and with
+    no trailing NUL no id is cut short), which needs no conversion of the strings."""
+    if len(snapshot.item_id_bytes):
+        return snapshot.item_id_bytes[rows]
+    return np.array(ids, dtype=str)
 
 
 def _finite(values: dict[str, FloatArray], order: IntArray) -> list[dict[str, float]]:
