@@ -3,6 +3,8 @@ work in a unit that neither the machine's speed nor the host's steal moves.
 
     make bench-instructions                       # demo data, generated and trained first
     .venv/bin/python bench/instructions.py --home HOME --requests 100 --top 25
+    git worktree add /tmp/base COMMIT             # then, against that version:
+    .venv/bin/python bench/instructions.py --home HOME --baseline /tmp/base
 
 On a shared machine two runs of the same code can differ by 30 % in time, and the host
 may take half of the CPU in a second (docs/performance.md, items 62 and 63): a change
@@ -22,9 +24,11 @@ sent one at a time from this process (not counted): a warm-up, a callgrind dump 
 zeroes the counters, ``--requests`` requests, and a dump whose total, less the idle
 rate over the seconds they took, is the servers' instructions for them. The report
 gives instructions per request by server and where they go by library (the
-interpreter, gRPC, numpy, LightGBM, Annoy, ...) and by function. Under callgrind the
-servers run about 50 times slower, so a count takes minutes: this is a tool to compare
-code with, not a load test.
+interpreter, gRPC, numpy, LightGBM, Annoy, ...) and by function. With ``--baseline``
+a second set of servers runs another checkout's code (through ``PYTHONPATH``) and
+gets the same requests at the same time; the report adds the ratios of the counts.
+Under callgrind the servers run about 50 times slower, so a count takes minutes: this
+is a tool to compare code with, not a load test.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,8 +181,8 @@ class Callgrind:
             "serve",
             stage,
         ]
-        log = (self.out / f"{stage}.log").open("wb")
-        self.processes[stage] = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        with (self.out / f"{stage}.log").open("wb") as log:  # the child keeps its own copy
+            self.processes[stage] = subprocess.Popen(command, env=env, stdout=log, stderr=log)
 
     def count(self) -> None:
         """Switch counting on in every server."""
@@ -213,9 +217,13 @@ def _control(option: str, pid: int) -> None:
 
 
 @contextmanager
-def servers(home: Path, out: Path, cache_sim: bool) -> Iterator[tuple[Callgrind, dict[str, int]]]:
-    """The three stages' servers under callgrind on ``home``, SERVING; their ports."""
-    env = {**os.environ, "CASCADE_HOME": str(home), **QUIET}
+def servers(
+    home: Path, out: Path, cache_sim: bool, code: dict[str, str]
+) -> Iterator[tuple[Callgrind, dict[str, int]]]:
+    """The three stages' servers under callgrind on ``home`` (``code``: the environment
+    that picks the code they run), SERVING; their ports."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CASCADE_HOME": str(home), **QUIET, **code}
     server_env, ports = serving_env(env, home, None)
     callgrind = Callgrind(out, cache_sim)
     try:
@@ -335,36 +343,70 @@ COLUMNS = {"Ir": "instructions", "cycles": "estimated cycles"}
 
 
 def markdown(report: dict[str, Any]) -> list[str]:
-    """The report's tables."""
-    results = report["results"]
-    idle = ", ".join(f"{s} {v['Ir'] / 1e6:.2f} M" for s, v in report["idle_per_second"].items())
+    """The report's tables: each version's counts, their ratios, where the first
+    version's instructions go."""
+    versions = report["versions"]
     lines = [
         "# Instructions per request (callgrind)",
         "",
         f"{report['date']}, {report['machine']}; home {report['home']}; "
         f"{report['requests']} requests per method after {report['warm_up']} to warm up, "
-        f"one at a time. Idle, each server executes {idle} instructions a second: that "
-        "much for each second a method's requests took is taken off its counts.",
+        "one at a time, the versions counted at once. What each server executes idle (a "
+        "second: "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{s} {v['Ir'] / 1e6:.2f} M" for s, v in version["idle"].items())
+            for name, version in versions.items()
+        )
+        + ") is taken off for each second a method's requests took.",
     ]
-    first = next(iter(results.values()))["per_request"]
+    per_request = {name: v["results"] for name, v in versions.items()}
+    first = next(iter(per_request.values()))
+    events = next(iter(next(iter(first.values()))["per_request"].values()))
     for event, title in COLUMNS.items():
-        if event not in next(iter(first.values())):
+        if event not in events:
             continue
-        lines += ["", f"{title.capitalize()} per request, in millions:", ""]
-        lines += ["| method | " + " | ".join(STAGES) + " | total |"]
-        lines += ["|---|" + "---|" * (len(STAGES) + 1)]
-        for method, result in results.items():
-            counts = result["per_request"]
-            cells = [f"{counts[s][event] / 1e6:.2f}" if s in counts else "-" for s in STAGES]
-            total = sum(c[event] for c in counts.values()) / 1e6
-            lines.append(f"| {method} | " + " | ".join(cells) + f" | {total:.2f} |")
-    for method, result in results.items():
+        for name, results in per_request.items():
+            lines += ["", f"{title.capitalize()} per request, in millions ({name}):", ""]
+            lines += _table(results, lambda counts, stage: f"{counts[stage] / 1e6:.2f}", event)
+        if len(per_request) == 2:
+            (new_name, new), (old_name, old) = per_request.items()
+            lines += ["", f"{title.capitalize()}: {new_name} / {old_name}:", ""]
+            ratios = {
+                method: {"per_request": _ratios(new[method], old[method], event)} for method in new
+            }
+            lines += _table(ratios, lambda counts, stage: f"{counts[stage]:.3f}", None)
+    for method, result in first.items():
         for stage, where in result["where"].items():
-            lines += ["", f"## {method}, {stage}: where its instructions go", ""]
+            name = next(iter(per_request))
+            lines += ["", f"## {method}, {stage}: where its instructions go ({name})", ""]
             lines += ["| library | share |", "|---|---|"]
             lines += [f"| {o['name']} | {o['share']:.1%} |" for o in where["libraries"]]
             lines += ["", "| function (library) | share |", "|---|---|"]
             lines += [f"| `{f['name']}` | {f['share']:.1%} |" for f in where["functions"]]
+    return lines
+
+
+def _ratios(new: dict[str, Any], old: dict[str, Any], event: str) -> dict[str, float]:
+    ratios = {s: c[event] / old["per_request"][s][event] for s, c in new["per_request"].items()}
+    total = sum(c[event] for c in old["per_request"].values())
+    ratios["total"] = sum(c[event] for c in new["per_request"].values()) / total
+    return ratios
+
+
+def _table(
+    results: dict[str, Any], cell: Callable[[dict[str, Any], str], str], event: str | None
+) -> list[str]:
+    """One row per method, one column per server and the total; ``event`` picks each
+    server's count (None: the values are the cells already, total included)."""
+    lines = ["| method | " + " | ".join(STAGES) + " | total |"]
+    lines += ["|---|" + "---|" * (len(STAGES) + 1)]
+    for method, result in results.items():
+        counts = result["per_request"]
+        if event is not None:
+            counts = {s: c[event] for s, c in counts.items()}
+            counts["total"] = sum(counts.values())
+        cells = [cell(counts, s) if s in counts else "-" for s in (*STAGES, "total")]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -380,11 +422,20 @@ def main() -> int:
         step(timings, "db upgrade", env, "db", "upgrade")
         step(timings, "demo data", env, "demo-data")
         step(timings, "train all", env, "train", "all")
+    versions: dict[str, dict[str, str]] = {"this checkout": {}}
+    if args.baseline:
+        code = [args.baseline / "server" / "src", args.baseline / "client" / "src"]
+        versions[f"baseline {args.baseline}"] = {"PYTHONPATH": os.pathsep.join(map(str, code))}
     with tempfile.TemporaryDirectory(prefix="cascade-callgrind-") as scratch:
-        out = Path(scratch)
         started = time.perf_counter()
-        with servers(home, out, args.cache_sim) as (callgrind, ports):
-            idle, counted = asyncio.run(_measure(callgrind, ports, home, args))
+        with ExitStack() as stack:
+            running = {
+                name: stack.enter_context(
+                    servers(home, Path(scratch) / f"v{i}", args.cache_sim, code)
+                )
+                for i, (name, code) in enumerate(versions.items())
+            }
+            counted = asyncio.run(_measure(running, home, args))
         timings["count"] = time.perf_counter() - started
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -392,9 +443,14 @@ def main() -> int:
         "home": str(home),
         "requests": args.requests,
         "warm_up": args.warm_up,
-        "idle_per_second": idle,
         "cache_sim": args.cache_sim,
-        "results": summarise(idle, counted, args.requests, args.top),
+        "versions": {
+            name: {
+                "idle": idle,
+                "results": summarise(idle, by_method, args.requests, args.top),
+            }
+            for name, (idle, by_method) in counted.items()
+        },
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
     write_report(args.out, "instructions", report, markdown(report))
@@ -402,15 +458,27 @@ def main() -> int:
 
 
 async def _measure(
-    callgrind: Callgrind, ports: dict[str, int], home: Path, args: argparse.Namespace
-) -> tuple[dict[str, Counts], dict[str, Counted]]:
+    running: dict[str, tuple[Callgrind, dict[str, int]]], home: Path, args: argparse.Namespace
+) -> dict[str, tuple[dict[str, Counts], dict[str, Counted]]]:
+    """Each version's counts, the versions counted at once over the same requests."""
     users = sample_users(embedded_url(home), args.users)
-    workload = Workload(ports, users, timeout_s=CALL_TIMEOUT_S)
+    workloads = {
+        name: Workload(ports, users, timeout_s=CALL_TIMEOUT_S)
+        for name, (_, ports) in running.items()
+    }
     try:
-        await workload.prepare()
-        return await count(callgrind, workload, args.requests, args.warm_up, args.idle)
+        for workload in workloads.values():
+            await workload.prepare()
+        counts = await asyncio.gather(
+            *(
+                count(running[name][0], workload, args.requests, args.warm_up, args.idle)
+                for name, workload in workloads.items()
+            )
+        )
+        return dict(zip(workloads, counts, strict=True))
     finally:
-        await workload.close()
+        for workload in workloads.values():
+            await workload.close()
 
 
 def _arguments() -> argparse.Namespace:
@@ -433,6 +501,13 @@ def _arguments() -> argparse.Namespace:
         "--cache-sim",
         action="store_true",
         help="also simulate the caches: misses and estimated cycles per request (slower)",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of another version (say, `git worktree add /tmp/base COMMIT`): its "
+        "servers are counted at the same time on the same requests, and the report gives "
+        "the ratios of this checkout's counts to its",
     )
     parser.add_argument("--users", type=int, default=60, help="users the requests cycle through")
     parser.add_argument("--top", type=int, default=15, help="libraries and functions listed")
