@@ -272,7 +272,9 @@ def _merge(
     source = np.concatenate([np.full(len(f[2]), k) for k, f in enumerate(found)])
     rank = np.concatenate([np.arange(len(f[2])) for f in found])
     limit = np.concatenate([np.full(len(f[2]), f[1], dtype=np.float64) for f in found])
-    taken = np.lexsort((rank, source, rank / limit))
+    # Entries are in (source, rank) order already, so a stable sort on the relative
+    # rank alone breaks its ties by source, then rank.
+    taken = np.argsort(rank / limit, kind="stable")
     _, first = np.unique(items[taken], return_index=True)
     chosen = items[taken[np.sort(first)[:max_candidates]]]
     # Every entry of a chosen item, grouped by candidate and in source order.
@@ -280,7 +282,7 @@ def _merge(
     at = np.minimum(np.searchsorted(chosen[by_item], items), len(chosen) - 1)
     entries = np.flatnonzero(chosen[by_item][at] == items)
     owner = by_item[at[entries]]
-    grouped = np.lexsort((source[entries], owner))
+    grouped = np.argsort(owner, kind="stable")  # the entries are in source order already
     entries, owner = entries[grouped], owner[grouped]
     kinds = [f[0] for f in found]
     return CandidateTable(
