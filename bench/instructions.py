@@ -118,10 +118,8 @@ def read_dump(path: Path) -> CostLines:
             elif line.startswith(("ob=", "fn=")):
                 kind = line[:2]
                 current[kind] = _name(names[kind], line[3:].rstrip("\n"))
-            elif line.startswith(("cob=", "cfn=", "cfi=", "cfl=")):
-                kind = line[1:3]
-                if kind in names:
-                    _name(names[kind], line[4:].rstrip("\n"))  # defines a name for later
+            elif line.startswith(("cob=", "cfn=")):  # a callee's names, defined for later
+                _name(names[line[1:3]], line[4:].rstrip("\n"))
             elif line.startswith("calls="):
                 after_call = True
             elif line[:1].isdigit() or line[:1] in "+-*":
