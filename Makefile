@@ -72,6 +72,9 @@ bench-sources: install ## latency of each retrieval candidate source on the demo
 bench-instructions: install ## instructions each server executes per request, under callgrind (needs valgrind; HOME_DIR=dir reuses a trained home)
 	$(BIN)/python bench/instructions.py $(if $(HOME_DIR),--home $(HOME_DIR))
 
+bench-cputime: install ## CPU time per request, two versions side by side (BASELINE=dir and/or BASELINE_ENV=NAME=VALUE; HOME_DIR=dir reuses a trained home)
+	$(BIN)/python bench/cputime.py $(if $(HOME_DIR),--home $(HOME_DIR)) $(if $(BASELINE),--baseline $(BASELINE)) $(if $(BASELINE_ENV),--baseline-env $(BASELINE_ENV))
+
 bench-policy: install ## the blending policy on and off through Recommend (demo data, then ML-1M if present)
 	$(BIN)/python bench/policy.py --data demo
 	$(BIN)/python bench/policy.py --data ml-1m
@@ -81,4 +84,4 @@ check: lint typecheck protos-check test ## everything CI runs
 clean: ## remove the virtualenv (keeps .cascade state)
 	rm -rf $(VENV)
 
-.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench bench-quality bench-sources bench-policy bench-instructions soak check clean
+.PHONY: help install serve test protos protos-check proto-lint lint fmt typecheck bench bench-quality bench-sources bench-policy bench-instructions bench-cputime soak check clean

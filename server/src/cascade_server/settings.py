@@ -40,6 +40,13 @@ class LogFormat(StrEnum):
     JSON = "json"
 
 
+class EventLoop(StrEnum):
+    """The asyncio event loop a server runs on."""
+
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
+
+
 class Settings(BaseSettings):
     """Every setting, with its default. Each field is ``CASCADE_<FIELD NAME>``."""
 
@@ -162,6 +169,13 @@ class Settings(BaseSettings):
     )
     workers: PositiveInt = Field(
         default=4, description="Threads per server for CPU work (scoring, filtering, database)."
+    )
+    event_loop: EventLoop = Field(
+        default=EventLoop.UVLOOP,
+        description=(
+            "The servers' event loop: uvloop (libuv; less CPU per call) or asyncio "
+            "(the standard library's)."
+        ),
     )
     snapshot_refresh_seconds: PositiveFloat = Field(
         default=30.0,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
@@ -17,7 +17,7 @@ from rich.table import Table
 from cascade_server.artifacts.registry import ReleaseRegistry
 from cascade_server.cli.common import console, load_settings, migrated_engine
 from cascade_server.offline.demo_data import DemoDataConfig, floor_to_hour, generate, is_empty, load
-from cascade_server.settings import ServiceName, Settings
+from cascade_server.settings import EventLoop, ServiceName, Settings
 from cascade_server.storage import migrations
 from cascade_server.storage.database import database_url, make_engine
 
@@ -56,7 +56,18 @@ def serve(
         async def run() -> None:
             await build_server(settings, service, engine).serve_until_signalled()
 
-        asyncio.run(run())
+        run_on_loop(settings.event_loop, run())
+
+
+def run_on_loop(kind: EventLoop, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` to its end on a new event loop of ``kind``."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if kind is EventLoop.UVLOOP:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 def demo(
