@@ -90,13 +90,27 @@ def servers(home: Path, env: dict[str, str], log_dir: Path) -> Iterator[dict[str
                 process.kill()
 
 
-def cpu(processes: dict[str, psutil.Process]) -> dict[str, tuple[float, float]]:
-    """Each server's (user, system) CPU seconds so far, all threads."""
-    out = {}
-    for stage, process in processes.items():
-        times = process.cpu_times()
-        out[stage] = (times.user, times.system)
-    return out
+def cpu(processes: dict[str, psutil.Process]) -> dict[str, tuple[float, float, int]]:
+    """Each server's (user, system) CPU seconds so far, and its threads' context switches
+    (voluntary and not: each is a thread put to sleep or off its core)."""
+    return {
+        stage: (*process.cpu_times()[:2], context_switches(process.pid))
+        for stage, process in processes.items()
+    }
+
+
+def context_switches(pid: int) -> int:
+    """The context switches of the process's live threads (``/proc/PID/task/*/status``)."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for line in text.splitlines():
+            if "ctxt_switches:" in line:
+                total += int(line.split()[1])
+    return total
 
 
 async def measure(
@@ -130,6 +144,7 @@ async def measure(
                         s: {
                             "user": (after[s][0] - before[s][0]) / args.block,
                             "system": (after[s][1] - before[s][1]) / args.block,
+                            "switches": (after[s][2] - before[s][2]) / args.block,
                         }
                         for s in stages
                     }
@@ -187,6 +202,11 @@ def _value(cell: dict[str, float], part: str = "") -> float:
     return cell[part] if part else cell["user"] + cell["system"]
 
 
+def switches(rounds: list[dict[str, dict[str, float]]], stage: str) -> float:
+    """A server's context switches per request over all rounds."""
+    return statistics.fmean(r[stage].get("switches", 0.0) for r in rounds)
+
+
 def _line(method_result: dict[str, Any], stages: tuple[str, ...]) -> str:
     return "; ".join(
         f"{name}: " + ", ".join(f"{s} {1000 * per_request(v['rounds'], s):.2f} ms" for s in stages)
@@ -211,7 +231,8 @@ def markdown(report: dict[str, Any]) -> list[str]:
         )
         + ".",
         "",
-        "CPU per request, ms (user + system; the system part in brackets):",
+        "CPU per request, ms (user + system; in brackets the system part, and the server's "
+        "context switches per request):",
         "",
         "| method | version | " + " | ".join(STAGES) + " | total | p50 / p99 ms | degraded |",
         "|---|---|" + "---|" * (len(STAGES) + 3),
@@ -222,7 +243,8 @@ def markdown(report: dict[str, Any]) -> list[str]:
             measured = by_version[name]
             cells = [
                 f"{1000 * per_request(measured['rounds'], s):.2f} "
-                f"({1000 * per_request(measured['rounds'], s, 'system'):.2f})"
+                f"({1000 * per_request(measured['rounds'], s, 'system'):.2f}; "
+                f"{switches(measured['rounds'], s):.1f})"
                 if s in stages
                 else "-"
                 for s in STAGES

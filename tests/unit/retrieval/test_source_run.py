@@ -82,3 +82,24 @@ def test_stop_ends_the_wait_and_starts_nothing_more() -> None:
     assert time.perf_counter() - started < 0.25
     one.shutdown(wait=True)
     assert not later.is_set()
+
+
+class CountingCondition(threading.Condition):
+    """Counts how often a thread woke from ``wait``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wakes = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woken = super().wait(timeout)
+        self.wakes += 1
+        return woken
+
+
+def test_the_waiting_thread_wakes_at_the_end_not_at_each_call(pool: ThreadPoolExecutor) -> None:
+    run = SourceRun([call(str(i), 0.002) for i in range(20)], pool, handoff_s=1.0)
+    counting = CountingCondition()
+    run._changed = counting
+    assert run.wait(5.0) == [str(i) for i in range(20)]
+    assert counting.wakes <= 2  # each wake-up is a context switch and a lock hand-over

@@ -29,6 +29,8 @@ class SourceRun(Generic[T]):
         self._next = 0
         self._finished = 0
         self._stopped = False
+        self._progress_at = 0.0
+        """When a call last finished, or the calls were last handed on."""
         self._changed = threading.Condition()
 
     @property
@@ -39,18 +41,30 @@ class SourceRun(Generic[T]):
     def wait(self, timeout_s: float) -> list[T | Exception | None]:
         """Start the calls, wait until all have finished, ``timeout_s`` has passed or
         ``stop`` was called; then what each call returned or raised (None for a call that
-        had not finished). Calls not started by then never start."""
+        had not finished). Calls not started by then never start.
+
+        The waiting thread wakes only to hand on (``handoff_s`` after the last call
+        finished or the last hand-off), at the end, or when stopped: not at each call's
+        end, since each wake-up of a sleeping thread costs the kernel's time and the
+        interpreter lock's hand-over."""
         end = time.monotonic() + timeout_s
+        with self._changed:
+            self._progress_at = time.monotonic()
         self._pool.submit(self._work)
         with self._changed:
             while self._finished < len(self._calls) and not self._stopped:
-                remaining = end - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                if now >= end:
                     break
-                finished = self._finished
-                self._changed.wait(min(remaining, self._handoff_s))
-                if self._finished == finished and self._next < len(self._calls):
-                    self._pool.submit(self._work)  # the running call is slow: hand on the rest
+                if self._next >= len(self._calls):  # all started: nothing to hand on
+                    self._changed.wait(end - now)
+                    continue
+                handoff_at = self._progress_at + self._handoff_s
+                if now < handoff_at:
+                    self._changed.wait(min(end, handoff_at) - now)
+                    continue
+                self._pool.submit(self._work)  # the running call is slow: hand on the rest
+                self._progress_at = now
             self._stopped = True
             return list(self._outcomes)
 
@@ -75,4 +89,6 @@ class SourceRun(Generic[T]):
             with self._changed:
                 self._outcomes[index] = outcome
                 self._finished += 1
-                self._changed.notify_all()
+                self._progress_at = time.monotonic()
+                if self._finished == len(self._calls):
+                    self._changed.notify_all()
