@@ -46,6 +46,7 @@ from pipeline import (
     embedded_url,
     machine,
     machine_speed,
+    percentiles,
     serving_env,
     step,
     wait_serving,
@@ -153,22 +154,13 @@ async def measure(
         results[method] = {
             name: {
                 "rounds": rounds[name],
-                "latency_ms": _percentiles(latencies[name]),
+                "latency": percentiles(latencies[name]),
                 "degraded": degraded[name],
-                "requests": len(latencies[name]),
             }
             for name in names
         }
         print(f"{method}: {_line(results[method], stages)}", file=sys.stderr, flush=True)
     return results
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    ordered = sorted(seconds)
-    return {
-        "p50": 1000 * ordered[len(ordered) // 2],
-        "p99": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-    }
 
 
 def per_request(rounds: list[dict[str, dict[str, float]]], stage: str, part: str = "") -> float:
@@ -250,11 +242,11 @@ def markdown(report: dict[str, Any]) -> list[str]:
                 for s in STAGES
             ]
             total = sum(per_request(measured["rounds"], s) for s in stages)
-            latency = measured["latency_ms"]
+            latency = measured["latency"]
             lines.append(
                 f"| {method} | {name} | " + " | ".join(cells) + f" | {1000 * total:.2f} | "
-                f"{latency['p50']:.2f} / {latency['p99']:.2f} | "
-                f"{measured['degraded']} of {measured['requests']} |"
+                f"{latency['p50_ms']:.2f} / {latency['p99_ms']:.2f} | "
+                f"{measured['degraded']} of {latency['requests']} |"
             )
     if len(names) == 2:
         new, old = names
@@ -295,9 +287,12 @@ def main() -> int:
         baseline_env["PYTHONPATH"] = os.pathsep.join(map(str, code))
     if not baseline_env:
         raise SystemExit("give --baseline DIR and/or --baseline-env NAME=VALUE: two versions")
+    # What each side runs: the settings this shell gives both, then the baseline's own.
+    shared = {k: v for k, v in os.environ.items() if k.startswith("CASCADE_")}
     versions = {
-        "this": {},
-        "baseline": {k: v for k, v in baseline_env.items() if k != "PYTHONPATH"}
+        "this": shared,
+        "baseline": shared
+        | {k: v for k, v in baseline_env.items() if k != "PYTHONPATH"}
         | ({"code": str(args.baseline)} if args.baseline else {}),
     }
     speed = describe_speed(machine_speed())

@@ -15,7 +15,6 @@ gRPC, so only the work itself differs):
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from pipeline import percentiles
 
 from cascade_server.artifacts.manifest import read_verified
 from cascade_server.artifacts.registry import ReleaseRegistry
@@ -43,16 +43,6 @@ _ITEMS = sa.text(
 )
 
 Rank = Callable[[str, Sequence[str]], np.ndarray[Any, np.dtype[np.float64]]]
-
-
-def _percentiles(samples_s: list[float]) -> dict[str, float]:
-    ms = np.array(samples_s) * 1000
-    return {
-        "requests": len(samples_s),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(statistics.fmean(ms)),
-    }
 
 
 def compare(
@@ -91,7 +81,7 @@ def compare(
                 started = time.perf_counter()
                 rank(user, items)
                 samples.append(time.perf_counter() - started)
-            results[name] = _percentiles(samples)
+            results[name] = percentiles(samples)
         base = results["optimised"]["p50_ms"]
         for point in results.values():
             point["p50_over_optimised"] = point["p50_ms"] / base

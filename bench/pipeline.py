@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -249,6 +250,17 @@ def serving_env(
         # The servers must share the embedded database the CLI created.
         server_env["CASCADE_DATABASE_URL"] = embedded_url(home)
     return server_env, ports
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    """How many samples, and their p50, p99 and mean in ms."""
+    ms = np.array(samples_s) * 1000
+    return {
+        "requests": len(samples_s),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(statistics.fmean(ms)),
+    }
 
 
 def write_report(

@@ -47,9 +47,9 @@ class SourceRun(Generic[T]):
         finished or the last hand-off), at the end, or when stopped: not at each call's
         end, since each wake-up of a sleeping thread costs the kernel's time and the
         interpreter lock's hand-over."""
-        end = time.monotonic() + timeout_s
-        with self._changed:
-            self._progress_at = time.monotonic()
+        started = time.monotonic()
+        end = started + timeout_s
+        self._progress_at = started  # no worker yet: no lock needed
         self._pool.submit(self._work)
         with self._changed:
             while self._finished < len(self._calls) and not self._stopped:
