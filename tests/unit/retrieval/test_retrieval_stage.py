@@ -241,3 +241,11 @@ def test_a_cancelled_deadline_has_no_time_left_and_says_why():
     assert called == [True, True]
     with pytest.raises(CancelledWorkError):
         deadline.check("ranking")
+
+
+def test_a_requests_exclusions_do_not_carry_over_to_the_next():
+    # The exclusion mask is the thread's, reused by every request it serves.
+    shared = stage()
+    request = RetrievalRequest(RequestContext(), exclude_item_ids=["i1"])
+    assert "i1" not in by_id(shared.retrieve(request, Deadline.after(1.0)))
+    assert "i1" in by_id(shared.retrieve(RetrievalRequest(RequestContext()), Deadline.after(1.0)))

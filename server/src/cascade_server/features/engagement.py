@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import math
 import operator
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from cascade_server.features.id_bytes import IdBytes, id_bytes, ids_at, matches
+from cascade_server.features.scratch import ScratchArray
 from cascade_server.storage.engagement_reader import EngagementData
 from cascade_server.storage.tables import EVENT_KINDS, ITEM_STATUSES
 
@@ -142,7 +142,7 @@ class Csr:
         # never depends on other rows), found through a per-thread array over the
         # columns: one lookup per entry, where a binary search took nine.
         size = max(int(indices.max()), int(columns.max())) + 1
-        slots = _column_slots(size)
+        slots = _COLUMN_SLOTS.get(size)
         slots[columns] = np.arange(len(columns), dtype=np.int32)  # repeats share one slot
         try:
             slot = slots[indices]
@@ -154,19 +154,8 @@ class Csr:
         return found
 
 
-class _ColumnSlots(threading.local):
-    array: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
-
-
-_SLOTS = _ColumnSlots()
-
-
-def _column_slots(size: int) -> npt.NDArray[np.int32]:
-    """This thread's array of at least ``size`` slots, every one -1 (callers put back
-    what they set)."""
-    if len(_SLOTS.array) < size:
-        _SLOTS.array = np.full(size, -1, dtype=np.int32)
-    return _SLOTS.array
+_COLUMN_SLOTS = ScratchArray(np.int32, -1)
+"""Each thread's slots over the columns, every one -1 (callers put back what they set)."""
 
 
 _EMPTY_INT: Final[IntArray] = np.zeros(0, dtype=np.int64)

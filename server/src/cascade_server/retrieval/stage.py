@@ -15,6 +15,7 @@ from cascade_server.artifacts.watcher import ReleaseWatcher
 from cascade_server.errors import NotFoundError
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.features.refresh import SnapshotSource
+from cascade_server.features.scratch import ScratchArray
 from cascade_server.logs import get_logger
 from cascade_server.pipeline.components import CandidateSource, RetrievalQuery, SourceResult
 from cascade_server.pipeline.deadline import Deadline
@@ -60,6 +61,10 @@ class RetrievalResult:
     degraded: list[Degradation] = field(default_factory=list)
     unknown_seed_item_ids: list[str] = field(default_factory=list)
     components: list[ComponentReport] = field(default_factory=list)
+
+
+_EXCLUDED = ScratchArray(np.bool_, False)
+"""Each request thread's mask of the items a request excludes, all False between uses."""
 
 
 class RetrievalStage:
@@ -139,8 +144,6 @@ class RetrievalStage:
         )
         members = snapshot.category_members(category) if category >= 0 else None
         excluded = self._exclusions(snapshot, query, request.exclude_item_ids)
-        is_excluded = np.zeros(snapshot.item_count, dtype=np.bool_)
-        is_excluded[excluded] = True
         limits = {**self._default_limits, **request.source_limits}
         wanted = [(source, limits.get(source.kind, 0)) for source in sources]
         wanted = [(source, limit) for source, limit in wanted if limit > 0]
@@ -170,31 +173,40 @@ class RetrievalStage:
         outcomes = run.wait(budget)
         if deadline.cancelled:  # the caller is gone: skip the merge
             deadline.check("retrieval")
-        for index, ((source, limit), outcome) in enumerate(zip(wanted, outcomes, strict=True)):
-            if outcome is None:
-                message = (
-                    f"over its {budget * 1000:.0f} ms budget"
-                    if index < run.started
-                    else f"not started within the {budget * 1000:.0f} ms budget"
-                )
-                degraded.append(_skipped(source.kind, DegradationKind.DEADLINE_EXCEEDED, message))
-                continue
-            if isinstance(outcome, Exception):
-                _log.error(
-                    "candidate source failed",
-                    source=source.kind.value,
-                    exc_info=(type(outcome), outcome, outcome.__traceback__),
-                )
-                degraded.append(_skipped(source.kind, DegradationKind.ERROR, repr(outcome)))
-                continue
-            result, seconds = outcome
-            keep = ~is_excluded[result.items]
-            if members is not None:
-                keep &= members[result.items]
-            size = share.of(limit)
-            items, scores = result.items[keep][:size], result.scores[keep][:size]
-            found.append((source.kind, limit, items, scores))
-            reports.append(ComponentReport(source.kind.value, seconds, len(items)))
+        # A mask over the catalog, shared by the thread's requests (a fresh one per request
+        # cost a megabyte's allocation and writes at a million items).
+        is_excluded = _EXCLUDED.get(snapshot.item_count)
+        is_excluded[excluded] = True
+        try:
+            for index, ((source, limit), outcome) in enumerate(zip(wanted, outcomes, strict=True)):
+                if outcome is None:
+                    message = (
+                        f"over its {budget * 1000:.0f} ms budget"
+                        if index < run.started
+                        else f"not started within the {budget * 1000:.0f} ms budget"
+                    )
+                    degraded.append(
+                        _skipped(source.kind, DegradationKind.DEADLINE_EXCEEDED, message)
+                    )
+                    continue
+                if isinstance(outcome, Exception):
+                    _log.error(
+                        "candidate source failed",
+                        source=source.kind.value,
+                        exc_info=(type(outcome), outcome, outcome.__traceback__),
+                    )
+                    degraded.append(_skipped(source.kind, DegradationKind.ERROR, repr(outcome)))
+                    continue
+                result, seconds = outcome
+                keep = ~is_excluded[result.items]
+                if members is not None:
+                    keep &= members[result.items]
+                size = share.of(limit)
+                items, scores = result.items[keep][:size], result.scores[keep][:size]
+                found.append((source.kind, limit, items, scores))
+                reports.append(ComponentReport(source.kind.value, seconds, len(items)))
+        finally:
+            is_excluded[excluded] = False
         return RetrievalResult(
             candidates=_merge(snapshot, found, max_candidates),
             release=release,
