@@ -42,26 +42,20 @@ from instructions import METHODS
 from load import STAGES, Workload, sample_users
 from pipeline import (
     CASCADE,
+    STEADY,
+    checkout_env,
     describe_speed,
     embedded_url,
     machine,
     machine_speed,
     percentiles,
     serving_env,
-    step,
+    trained_home,
     wait_serving,
     write_report,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-STEADY = {
-    "PYTHONHASHSEED": "0",
-    "CASCADE_LOG_LEVEL": "WARNING",
-    # Background work at its own times would land in one version's block, not the other's.
-    "CASCADE_RELEASE_POLL_SECONDS": "86400",
-    "CASCADE_SNAPSHOT_REFRESH_SECONDS": "86400",
-    "CASCADE_STATUS_REFRESH_SECONDS": "86400",
-}
 
 
 @contextmanager
@@ -274,17 +268,11 @@ def markdown(report: dict[str, Any]) -> list[str]:
 
 def main() -> int:
     args = _arguments()
-    home = args.home or Path(tempfile.mkdtemp(prefix="cascade-cputime-"))
     timings: dict[str, float] = {}
-    if not (home / "releases").is_dir():
-        env = {**os.environ, "CASCADE_HOME": str(home), "CASCADE_LOG_LEVEL": "WARNING"}
-        step(timings, "db upgrade", env, "db", "upgrade")
-        step(timings, "demo data", env, "demo-data")
-        step(timings, "train all", env, "train", "all")
+    home = trained_home(args.home, "cascade-cputime-", timings)
     baseline_env = dict(pair.split("=", 1) for pair in args.baseline_env)
     if args.baseline:
-        code = [args.baseline / "server" / "src", args.baseline / "client" / "src"]
-        baseline_env["PYTHONPATH"] = os.pathsep.join(map(str, code))
+        baseline_env |= checkout_env(args.baseline)
     if not baseline_env:
         raise SystemExit("give --baseline DIR and/or --baseline-env NAME=VALUE: two versions")
     # What each side runs: the settings this shell gives both, then the baseline's own.

@@ -52,10 +52,12 @@ from typing import Any
 from load import STAGES, Workload, sample_users
 from pipeline import (
     CASCADE,
+    STEADY,
+    checkout_env,
     embedded_url,
     machine,
     serving_env,
-    step,
+    trained_home,
     wait_serving,
     write_report,
 )
@@ -69,11 +71,7 @@ METHODS = {
 }
 """The measured methods, and the servers each one's request reaches."""
 QUIET = {
-    "PYTHONHASHSEED": "0",  # the same set and dict orders in every run
-    "CASCADE_LOG_LEVEL": "WARNING",
-    "CASCADE_RELEASE_POLL_SECONDS": "86400",
-    "CASCADE_SNAPSHOT_REFRESH_SECONDS": "86400",
-    "CASCADE_STATUS_REFRESH_SECONDS": "86400",
+    **STEADY,
     "CASCADE_SOURCE_BUDGET_MS": "60000",
     "CASCADE_SOURCE_HANDOFF_MS": "60000",  # one thread, as at full speed
     "CASCADE_RETRIEVAL_TIMEOUT_MS": "600000",
@@ -413,17 +411,11 @@ def main() -> int:
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: apt-get install valgrind")
-    home = args.home or Path(tempfile.mkdtemp(prefix="cascade-instructions-"))
     timings: dict[str, float] = {}
-    if not (home / "releases").is_dir():
-        env = {**os.environ, "CASCADE_HOME": str(home), "CASCADE_LOG_LEVEL": "WARNING"}
-        step(timings, "db upgrade", env, "db", "upgrade")
-        step(timings, "demo data", env, "demo-data")
-        step(timings, "train all", env, "train", "all")
+    home = trained_home(args.home, "cascade-instructions-", timings)
     versions: dict[str, dict[str, str]] = {"this checkout": {}}
     if args.baseline:
-        code = [args.baseline / "server" / "src", args.baseline / "client" / "src"]
-        versions[f"baseline {args.baseline}"] = {"PYTHONPATH": os.pathsep.join(map(str, code))}
+        versions[f"baseline {args.baseline}"] = checkout_env(args.baseline)
     with tempfile.TemporaryDirectory(prefix="cascade-callgrind-") as scratch:
         started = time.perf_counter()
         with ExitStack() as stack:

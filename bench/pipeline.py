@@ -12,6 +12,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -180,6 +181,36 @@ def step(timings: dict[str, float], name: str, env: dict[str, str], *args: str) 
     print(f"== cascade {' '.join(args)}", file=sys.stderr, flush=True)
     subprocess.run([*CASCADE, *args], env=env, check=True)
     timings[name] = time.perf_counter() - started
+
+
+STEADY = {
+    "PYTHONHASHSEED": "0",  # the same set and dict orders in every run
+    "CASCADE_LOG_LEVEL": "WARNING",
+    "CASCADE_RELEASE_POLL_SECONDS": "86400",
+    "CASCADE_SNAPSHOT_REFRESH_SECONDS": "86400",
+    "CASCADE_STATUS_REFRESH_SECONDS": "86400",
+}
+"""Settings for servers whose requests are compared: no background refresh lands in
+the middle of a measurement."""
+
+
+def trained_home(home: Path | None, prefix: str, timings: dict[str, float]) -> Path:
+    """A CASCADE_HOME with a trained release: ``home`` when it has one; else ``home`` (a
+    new directory named with ``prefix`` when None) with the demo data generated and
+    trained, the steps' seconds recorded in ``timings``."""
+    home = home or Path(tempfile.mkdtemp(prefix=prefix))
+    if not (home / "releases").is_dir():
+        env = {**os.environ, "CASCADE_HOME": str(home), "CASCADE_LOG_LEVEL": "WARNING"}
+        step(timings, "db upgrade", env, "db", "upgrade")
+        step(timings, "demo data", env, "demo-data")
+        step(timings, "train all", env, "train", "all")
+    return home
+
+
+def checkout_env(checkout: Path) -> dict[str, str]:
+    """The environment that makes ``cascade`` run another checkout's code."""
+    code = [checkout / "server" / "src", checkout / "client" / "src"]
+    return {"PYTHONPATH": os.pathsep.join(map(str, code))}
 
 
 def fresh_database(server_url: str) -> str:
