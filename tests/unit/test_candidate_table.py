@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cascade_server.features.engagement import Csr
-from cascade_server.pipeline.table import CandidateTable, ScoredTable
+from cascade_server.pipeline.table import CandidateTable, ScoredTable, source_codes
 from cascade_server.pipeline.types import Candidate, ScoredCandidate, SourceHit, SourceKind
 
 CANDIDATES = [
@@ -29,9 +29,11 @@ def test_a_table_reads_back_its_candidates():
 
 def test_columns_of_different_lengths_are_refused():
     with pytest.raises(ValueError, match="different lengths"):
-        CandidateTable(["a"], np.array([2]), [SourceKind.ANN], np.array([0]), np.array([1.0]))
+        CandidateTable(
+            ["a"], np.array([2]), source_codes([SourceKind.ANN]), np.array([0]), np.array([1.0])
+        )
     with pytest.raises(ValueError, match="different lengths"):
-        CandidateTable(["a", "b"], np.array([0]), [], np.zeros(0, int), np.zeros(0))
+        CandidateTable(["a", "b"], np.array([0]), source_codes([]), np.zeros(0, int), np.zeros(0))
 
 
 def test_csr_rows_are_the_rows_one_after_another():

@@ -8,10 +8,18 @@ from cascade_server.pipeline.table import CandidateTable
 from cascade_server.pipeline.types import Candidate, ScoredCandidate, SourceHit, SourceKind
 from cascade_server.rpc.convert import (
     candidates_from_columns,
-    candidates_to_columns,
+    fill_candidate_columns,
+    fill_scored_columns,
+    hits_from_proto,
     scored_from_columns,
-    scored_to_columns,
 )
+
+
+def _sent(candidates: list[Candidate] | CandidateTable) -> candidate_pb2.CandidateColumns:
+    """``candidates`` in columns, as the receiver reads them off the wire."""
+    columns = candidate_pb2.CandidateColumns()
+    fill_candidate_columns(columns, candidates)
+    return candidate_pb2.CandidateColumns.FromString(columns.SerializeToString())
 
 
 def test_candidates_survive_the_column_form():
@@ -20,9 +28,7 @@ def test_candidates_survive_the_column_form():
         Candidate("b", [SourceHit(SourceKind.RANDOM_WALK, 1, 0.25)]),
         Candidate("c", [SourceHit(SourceKind.FRESH, 0, 1.0)]),
     ]
-    wire = candidate_pb2.CandidateColumns.FromString(
-        candidates_to_columns(candidates).SerializeToString()
-    )
+    wire = _sent(candidates)
     assert list(wire.hit_counts) == [2, 1, 1]
     assert candidates_from_columns(wire) == candidates
     assert candidates_from_columns(wire).item_rows is None
@@ -31,9 +37,7 @@ def test_candidates_survive_the_column_form():
 def test_the_senders_rows_travel_with_the_candidates():
     table = CandidateTable.of([Candidate("a", []), Candidate("b", [])])
     table.item_rows = np.array([7, 3])
-    wire = candidate_pb2.CandidateColumns.FromString(
-        candidates_to_columns(table).SerializeToString()
-    )
+    wire = _sent(table)
     assert list(wire.item_rows) == [7, 3]
     received = candidates_from_columns(wire)
     assert received.item_ids == ["a", "b"]
@@ -50,19 +54,25 @@ def test_the_senders_rows_travel_with_the_candidates():
 def test_hits_from_unknown_sources_are_dropped_not_shifted():
     wire = candidate_pb2.CandidateColumns(
         item_ids=["a", "b"],
-        hit_counts=[2, 1],
+        hit_counts=[2, 2],
         hit_sources=[
             candidate_pb2.CandidateSource.ValueType(99),  # from a newer server
             candidate_pb2.CANDIDATE_SOURCE_ANN,
+            candidate_pb2.CandidateSource.ValueType(-3),  # an open enum may be negative
             candidate_pb2.CANDIDATE_SOURCE_POPULAR,
         ],
-        hit_ranks=[0, 1, 2],
-        hit_scores=[0.5, 0.6, 0.7],
+        hit_ranks=[0, 1, 2, 3],
+        hit_scores=[0.5, 0.6, 0.7, 0.8],
     )
-    assert candidates_from_columns(wire) == [
+    expected = [
         Candidate("a", [SourceHit(SourceKind.ANN, 1, 0.6)]),
-        Candidate("b", [SourceHit(SourceKind.POPULAR, 2, 0.7)]),
+        Candidate("b", [SourceHit(SourceKind.POPULAR, 3, 0.8)]),
     ]
+    assert candidates_from_columns(wire) == expected
+    rows = candidate_pb2.Candidate(item_id="b")
+    rows.sources.add(source=candidate_pb2.CandidateSource.ValueType(-3), rank=2, score=0.7)
+    rows.sources.add(source=candidate_pb2.CANDIDATE_SOURCE_POPULAR, rank=3, score=0.8)
+    assert hits_from_proto(rows.sources) == tuple(expected[1].sources)
 
 
 @pytest.mark.parametrize(
@@ -95,7 +105,8 @@ def test_scored_columns_keep_order_and_attach_the_callers_sources():
     hits = [SourceHit(SourceKind.ANN, 0, 0.9), SourceHit(SourceKind.FRESH, 2, 1.0)]
     retrieved = CandidateTable.of([Candidate("a", hits), Candidate("c", hits[:1])])
     scored = [ScoredCandidate("b", 2.5), ScoredCandidate("a", 1.0)]
-    wire = scored_to_columns(scored)
+    wire = candidate_pb2.ScoredColumns()
+    fill_scored_columns(wire, scored)
     assert scored_from_columns(wire, retrieved) == [
         ScoredCandidate("b", 2.5),
         ScoredCandidate("a", 1.0, sources=tuple(hits)),

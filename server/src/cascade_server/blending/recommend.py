@@ -44,7 +44,7 @@ from cascade_server.features.engagement import EngagementSnapshot
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.logs import get_logger, user_hash
 from cascade_server.pipeline.deadline import Deadline
-from cascade_server.pipeline.table import CandidateTable, ScoredTable
+from cascade_server.pipeline.table import SOURCE_CODES, CandidateTable, ScoredTable
 from cascade_server.pipeline.types import (
     Candidate,
     ComponentReport,
@@ -392,7 +392,7 @@ class Recommender:
         fallback = CandidateTable(
             snapshot.item_ids_of(popular),
             np.ones(n, np.int64),
-            [SourceKind.POPULAR] * n,
+            np.full(n, SOURCE_CODES[SourceKind.POPULAR], np.int8),
             np.arange(n),
             snapshot.popularity[popular],
             item_rows=popular,

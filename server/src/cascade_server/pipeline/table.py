@@ -11,16 +11,27 @@ only for the page it returns.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from cascade_server.features.engagement import Csr, FloatArray, IntArray
 from cascade_server.features.id_positions import id_positions
 from cascade_server.pipeline.types import Candidate, ScoredCandidate, SourceHit, SourceKind
 
 T = TypeVar("T")
+
+CodeArray = npt.NDArray[np.int8]
+SOURCE_KINDS: tuple[SourceKind, ...] = tuple(SourceKind)
+"""The sources by code: a table holds each hit's source as its position here."""
+SOURCE_CODES: Mapping[SourceKind, int] = {kind: code for code, kind in enumerate(SOURCE_KINDS)}
+
+
+def source_codes(kinds: Iterable[SourceKind]) -> CodeArray:
+    """The codes of ``kinds`` (see ``SOURCE_KINDS``)."""
+    return np.array([SOURCE_CODES[kind] for kind in kinds], dtype=np.int8)
 
 
 class _Rows(Sequence[T]):
@@ -56,7 +67,9 @@ class _Rows(Sequence[T]):
 
 class CandidateTable(_Rows[Candidate]):
     """Candidates as columns: ``item_ids``, and every candidate's source hits one
-    candidate after another (``hit_counts[i]`` of them for candidate ``i``).
+    candidate after another (``hit_counts[i]`` of them for candidate ``i``). A hit's
+    source is held as its code (``SOURCE_KINDS``), so that hits are gathered, compared
+    and sent as arrays.
 
     ``item_rows``, when known, holds each item's row in the catalog snapshot of the
     stage that found it: a hint that spares the next stage looking the ids up
@@ -71,7 +84,7 @@ class CandidateTable(_Rows[Candidate]):
         self,
         item_ids: Sequence[str],
         hit_counts: IntArray,
-        hit_sources: Sequence[SourceKind],
+        hit_sources: CodeArray,
         hit_ranks: IntArray,
         hit_scores: FloatArray,
         item_rows: IntArray | None = None,
@@ -99,7 +112,7 @@ class CandidateTable(_Rows[Candidate]):
         return cls(
             [c.item_id for c in candidates],
             np.array([len(c.sources) for c in candidates], dtype=np.int64),
-            [h.source for h in hits],
+            source_codes(h.source for h in hits),
             np.array([h.rank for h in hits], dtype=np.int64),
             np.array([h.score for h in hits], dtype=np.float64),
         )
@@ -108,14 +121,15 @@ class CandidateTable(_Rows[Candidate]):
     def bare(cls, item_ids: Sequence[str]) -> CandidateTable:
         """``item_ids`` with no source hits."""
         counts = np.zeros(len(item_ids), dtype=np.int64)
-        return cls(item_ids, counts, [], np.zeros(0, dtype=np.int64), np.zeros(0))
+        return cls(item_ids, counts, np.zeros(0, np.int8), np.zeros(0, dtype=np.int64), np.zeros(0))
 
     def sources(self) -> list[tuple[SourceHit, ...]]:
         """Each candidate's source hits."""
         # tuple.__new__ makes the named tuples without their Python-level __new__: half
         # the cost, for hundreds of hits per request.
+        kinds = map(SOURCE_KINDS.__getitem__, self.hit_sources.tolist())
         ranks, scores = self.hit_ranks.tolist(), self.hit_scores.tolist()
-        fields = zip(self.hit_sources, ranks, scores, strict=True)
+        fields = zip(kinds, ranks, scores, strict=True)
         hits = list(map(tuple.__new__, itertools.repeat(SourceHit), fields))
         ends = np.cumsum(self.hit_counts).tolist()
         return [tuple(hits[start:end]) for start, end in zip([0, *ends][:-1], ends, strict=True)]
@@ -136,7 +150,7 @@ class CandidateTable(_Rows[Candidate]):
         return CandidateTable(
             item_ids,
             np.diff(taken.indptr),
-            list(map(self.hit_sources.__getitem__, hits.tolist())),
+            self.hit_sources[hits],
             self.hit_ranks[hits],
             self.hit_scores[hits],
             rows,
@@ -145,7 +159,7 @@ class CandidateTable(_Rows[Candidate]):
     def best_rank(self, kind: SourceKind) -> FloatArray:
         """Each candidate's best (lowest) rank from source ``kind``; inf where it has none."""
         best = np.full(len(self), np.inf)
-        mine = np.fromiter((s is kind for s in self.hit_sources), np.bool_, len(self.hit_sources))
+        mine = self.hit_sources == SOURCE_CODES[kind]
         if mine.any():
             owner = self._hits().entry_rows()
             np.minimum.at(best, owner[mine], self.hit_ranks[mine].astype(np.float64))
@@ -169,7 +183,11 @@ class CandidateTable(_Rows[Candidate]):
         return Candidate(
             self.item_ids[index],
             [
-                SourceHit(self.hit_sources[h], int(self.hit_ranks[h]), float(self.hit_scores[h]))
+                SourceHit(
+                    SOURCE_KINDS[self.hit_sources[h]],
+                    int(self.hit_ranks[h]),
+                    float(self.hit_scores[h]),
+                )
                 for h in hits
             ],
         )

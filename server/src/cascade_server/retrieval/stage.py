@@ -19,7 +19,7 @@ from cascade_server.features.scratch import ScratchArray
 from cascade_server.logs import get_logger
 from cascade_server.pipeline.components import CandidateSource, RetrievalQuery, SourceResult
 from cascade_server.pipeline.deadline import Deadline
-from cascade_server.pipeline.table import CandidateTable
+from cascade_server.pipeline.table import CandidateTable, source_codes
 from cascade_server.pipeline.types import (
     Candidate,
     ComponentReport,
@@ -296,11 +296,11 @@ def _merge(
     owner = by_item[at[entries]]
     grouped = np.argsort(owner, kind="stable")  # the entries are in source order already
     entries, owner = entries[grouped], owner[grouped]
-    kinds = [f[0] for f in found]
+    codes = source_codes(f[0] for f in found)
     return CandidateTable(
         snapshot.item_ids_of(chosen),
         np.bincount(owner, minlength=len(chosen)),
-        [kinds[k] for k in source[entries].tolist()],
+        codes[source[entries]],
         rank[entries],
         scores[entries].astype(np.float64),
         item_rows=chosen,

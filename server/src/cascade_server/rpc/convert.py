@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import cast
 
 import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -17,7 +16,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
 from cascade_server.errors import FieldViolation, InvalidArgumentError
-from cascade_server.pipeline.table import CandidateTable, ScoredTable
+from cascade_server.pipeline.table import SOURCE_CODES, SOURCE_KINDS, CandidateTable, ScoredTable
 from cascade_server.pipeline.types import (
     BlendAction,
     Candidate,
@@ -185,6 +184,12 @@ _SOURCE_BY_NUMBER: list[SourceKind | None] = [
     SOURCES.get(candidate_pb2.CandidateSource.ValueType(number))
     for number in range(max(SOURCES) + 1)
 ]
+_NUMBER_OF_CODE = np.array([SOURCE_TO_PROTO[kind] for kind in SOURCE_KINDS], dtype=np.int64)
+"""A table's source codes (``SOURCE_KINDS``) → the wire's numbers."""
+_CODE_OF_NUMBER = np.array(
+    [-1 if kind is None else SOURCE_CODES[kind] for kind in _SOURCE_BY_NUMBER], dtype=np.int8
+)
+"""The wire's numbers → a table's source codes (-1: a source this server does not know)."""
 
 
 def hits_from_proto(hits: Iterable[candidate_pb2.SourceHit]) -> tuple[SourceHit, ...]:
@@ -192,58 +197,61 @@ def hits_from_proto(hits: Iterable[candidate_pb2.SourceHit]) -> tuple[SourceHit,
     converted = []
     for hit in hits:
         number = hit.source
-        kind = _SOURCE_BY_NUMBER[number] if number < len(_SOURCE_BY_NUMBER) else None
+        kind = _SOURCE_BY_NUMBER[number] if 0 <= number < len(_SOURCE_BY_NUMBER) else None
         if kind is not None:
             converted.append(SourceHit(kind, hit.rank, hit.score))
     return tuple(converted)
 
 
-def candidates_to_columns(candidates: Sequence[Candidate]) -> candidate_pb2.CandidateColumns:
-    """Candidates in the compact column form."""
+def fill_candidate_columns(
+    columns: candidate_pb2.CandidateColumns, candidates: Sequence[Candidate]
+) -> None:
+    """Write ``candidates`` in the compact column form into ``columns`` (empty; a
+    response's own field, so that no copy of the columns is made)."""
     table = CandidateTable.of(candidates)
-    return candidate_pb2.CandidateColumns(
-        item_ids=table.item_ids,
-        hit_counts=table.hit_counts.tolist(),
-        hit_sources=list(map(SOURCE_TO_PROTO.__getitem__, table.hit_sources)),
-        hit_ranks=table.hit_ranks.tolist(),
-        hit_scores=table.hit_scores.tolist(),
-        item_rows=[] if table.item_rows is None else table.item_rows.tolist(),
-    )
+    columns.item_ids.extend(table.item_ids)
+    columns.hit_counts.extend(table.hit_counts.tolist())
+    columns.hit_sources.extend(_NUMBER_OF_CODE[table.hit_sources].tolist())
+    columns.hit_ranks.extend(table.hit_ranks.tolist())
+    columns.hit_scores.extend(table.hit_scores.tolist())
+    if table.item_rows is not None:
+        columns.item_rows.extend(table.item_rows.tolist())
 
 
 def candidates_from_columns(columns: candidate_pb2.CandidateColumns) -> CandidateTable:
     """Candidates from the column form (with the sender's rows, when it sent them);
     unknown sources are dropped. Raises ValueError when the columns do not line up."""
     counts = np.array(columns.hit_counts, dtype=np.int64)
-    sources = [
-        _SOURCE_BY_NUMBER[n] if n < len(_SOURCE_BY_NUMBER) else None for n in columns.hit_sources
-    ]
+    numbers = np.array(columns.hit_sources, dtype=np.int64)
     ranks = np.array(columns.hit_ranks, dtype=np.int64)
     scores = np.array(columns.hit_scores, dtype=np.float64)
     if len(counts) != len(columns.item_ids) or not (
-        int(counts.sum()) == len(sources) == len(ranks) == len(scores)
+        int(counts.sum()) == len(numbers) == len(ranks) == len(scores)
     ):
         raise ValueError("candidate columns of different lengths")
-    known = np.array([kind is not None for kind in sources], dtype=np.bool_)
+    sources = np.full(len(numbers), -1, dtype=np.int8)
+    listed = (numbers >= 0) & (numbers < len(_CODE_OF_NUMBER))
+    sources[listed] = _CODE_OF_NUMBER[numbers[listed]]
+    known = sources >= 0
     if not known.all():
         owner = np.repeat(np.arange(len(counts)), counts)
         counts = np.bincount(owner[known], minlength=len(counts))
-        sources, ranks, scores = [s for s in sources if s is not None], ranks[known], scores[known]
+        sources, ranks, scores = sources[known], ranks[known], scores[known]
     rows = np.array(columns.item_rows, dtype=np.int64) if columns.item_rows else None
-    return CandidateTable(
-        list(columns.item_ids), counts, cast(list[SourceKind], sources), ranks, scores, rows
-    )
+    return CandidateTable(list(columns.item_ids), counts, sources, ranks, scores, rows)
 
 
-def scored_to_columns(candidates: Sequence[ScoredCandidate]) -> candidate_pb2.ScoredColumns:
-    """Scored candidates in the compact column form (final scores only)."""
+def fill_scored_columns(
+    columns: candidate_pb2.ScoredColumns, candidates: Sequence[ScoredCandidate]
+) -> None:
+    """Write scored candidates in the compact column form (final scores only) into
+    ``columns`` (empty; a response's own field)."""
     if isinstance(candidates, ScoredTable):
-        return candidate_pb2.ScoredColumns(
-            item_ids=candidates.item_ids, scores=candidates.scores.tolist()
-        )
-    return candidate_pb2.ScoredColumns(
-        item_ids=[c.item_id for c in candidates], scores=[c.score for c in candidates]
-    )
+        columns.item_ids.extend(candidates.item_ids)
+        columns.scores.extend(candidates.scores.tolist())
+    else:
+        columns.item_ids.extend([c.item_id for c in candidates])
+        columns.scores.extend([c.score for c in candidates])
 
 
 def scored_from_columns(

@@ -18,7 +18,7 @@ from cascade_server.rpc.convert import (
     add_scored,
     context_from_proto,
     degradations_to_proto,
-    scored_to_columns,
+    fill_scored_columns,
     stage_trace,
 )
 from cascade_server.rpc.executor import BlockingRunner
@@ -92,7 +92,7 @@ def response_to_proto(
         degraded=degradations_to_proto(result.degraded),
     )
     if columnar:
-        response.columns.CopyFrom(scored_to_columns(result.candidates))
+        fill_scored_columns(response.columns, result.candidates)
     else:
         add_scored(response.candidates, result.candidates)
     if debug:

@@ -18,9 +18,9 @@ from cascade_server.rpc.convert import (
     SOURCES,
     Violations,
     add_candidates,
-    candidates_to_columns,
     context_from_proto,
     degradations_to_proto,
+    fill_candidate_columns,
     stage_trace,
 )
 from cascade_server.rpc.executor import BlockingRunner
@@ -91,7 +91,7 @@ def response_to_proto(
         unknown_seed_item_ids=result.unknown_seed_item_ids,
     )
     if columnar:
-        response.columns.CopyFrom(candidates_to_columns(result.candidates))
+        fill_candidate_columns(response.columns, result.candidates)
     else:
         add_candidates(response.candidates, result.candidates)
     if debug:
