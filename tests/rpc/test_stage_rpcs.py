@@ -137,11 +137,24 @@ def test_rank_candidates_in_columns_carry_the_final_scores_in_order(ranking):
     assert list(columns.columns.item_ids) == [c.item_id for c in rows.candidates]
     assert list(columns.columns.scores) == pytest.approx([c.score for c in rows.candidates])
     assert list(columns.unknown_item_ids) == ["nope"]
+    # Each scored item's place in the request, for the caller to join on.
+    assert [ids[p] for p in columns.columns.request_positions] == list(columns.columns.item_ids)
     # A debug request gets its score details: rows, whatever it asked.
     request.context.debug = True
     debug = ranking.rank_candidates(request)
     assert len(debug.candidates) == 300
     assert debug.candidates[0].head_scores
+
+
+def test_rank_candidates_positions_point_at_each_ids_first_place(ranking):
+    ids = ["i0005", "nope", "i0003", "i0005", "i0001", "i0003"]
+    request = ranking_pb.RankCandidatesRequest(
+        context=context(user_id="u042"), item_ids=ids, columnar=True, max_results=2
+    )
+    columns = ranking.rank_candidates(request).columns
+    assert len(columns.item_ids) == 2
+    first = {item_id: ids.index(item_id) for item_id in ids}
+    assert list(columns.request_positions) == [first[i] for i in columns.item_ids]
 
 
 def test_rank_candidates_scores_the_same_whatever_rows_the_caller_hints(ranking):

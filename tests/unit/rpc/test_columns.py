@@ -115,3 +115,32 @@ def test_scored_columns_keep_order_and_attach_the_callers_sources():
         scored_from_columns(
             candidate_pb2.ScoredColumns(item_ids=["a"], scores=[]), CandidateTable.of([])
         )
+
+
+def test_scored_columns_join_the_sent_candidates_by_position():
+    hits = [SourceHit(SourceKind.ANN, 0, 0.9), SourceHit(SourceKind.FRESH, 2, 1.0)]
+    sent = CandidateTable.of([Candidate("a", hits), Candidate("b", []), Candidate("c", hits[1:])])
+    sent.item_rows = np.array([4, 5, 6])
+    wire = candidate_pb2.ScoredColumns()
+    fill_scored_columns(
+        wire, [ScoredCandidate("c", 2.0), ScoredCandidate("a", 1.0)], np.array([2, 0])
+    )
+    by_position = scored_from_columns(wire, sent)
+    assert by_position == [
+        ScoredCandidate("c", 2.0, sources=tuple(hits[1:])),
+        ScoredCandidate("a", 1.0, sources=tuple(hits)),
+    ]
+    assert by_position.hits.item_rows is not None
+    assert by_position.hits.item_rows.tolist() == [6, 4]
+    wire.ClearField("request_positions")  # an older ranking server: joined by id
+    assert scored_from_columns(wire, sent) == by_position
+
+
+@pytest.mark.parametrize("positions", [[0], [0, 3]])
+def test_scored_columns_with_positions_that_do_not_fit_are_refused(positions):
+    sent = CandidateTable.of([Candidate("a", []), Candidate("b", []), Candidate("c", [])])
+    wire = candidate_pb2.ScoredColumns(
+        item_ids=["a", "b"], scores=[1.0, 0.5], request_positions=positions
+    )
+    with pytest.raises(ValueError, match=r"different lengths|past the 3 candidates"):
+        scored_from_columns(wire, sent)

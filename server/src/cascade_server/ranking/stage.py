@@ -47,6 +47,9 @@ class RankResult:
     unknown_item_ids: list[str]
     release: ReleaseInfo
     degraded: list[Degradation] = field(default_factory=list)
+    request_positions: IntArray | None = None
+    """Each candidate's position in the request's ``item_ids`` (an id given twice: its
+    first), for the column form; None with the candidates as objects."""
 
 
 class RankingStage:
@@ -84,7 +87,8 @@ class RankingStage:
         if loaded is not None and loaded.value is not None and loaded.release_id:
             scorer, release_id = loaded.value, loaded.release_id
         item_ids = list(dict.fromkeys(request.item_ids))
-        hint = request.item_rows if len(item_ids) == len(request.item_ids) else None
+        repeated = len(item_ids) != len(request.item_ids)
+        hint = None if repeated else request.item_rows
         indices = snapshot.lookup_items(item_ids, hint)
         known = indices >= 0
         flags = known.tolist()
@@ -107,6 +111,7 @@ class RankingStage:
             order = order[: request.max_results]
         ids = [names[position] for position in order.tolist()]
         candidates: Sequence[ScoredCandidate]
+        positions = None
         if request.details or request.context.debug:
             finals = scores.final[order].tolist()
             stages = _finite(scores.stages, order)
@@ -117,10 +122,15 @@ class RankingStage:
             ]
         else:
             candidates = ScoredTable(scores.final[order], CandidateTable.bare(ids))
+            positions = np.flatnonzero(known)[order]
+            if repeated:  # positions among the distinct ids → in the request
+                first = {item_id: i for i, item_id in reversed(list(enumerate(request.item_ids)))}
+                positions = np.array([first[item_ids[p]] for p in positions.tolist()], np.int64)
         return RankResult(
             candidates=candidates,
             unknown_item_ids=unknown,
             release=ReleaseInfo(release_id, name, snapshot.data_as_of),
+            request_positions=positions,
         )
 
 

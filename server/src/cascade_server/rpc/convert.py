@@ -16,6 +16,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from cascade.common.v1 import candidate_pb2, context_pb2, trace_pb2
 from cascade_server.errors import FieldViolation, InvalidArgumentError
+from cascade_server.features.engagement import IntArray
 from cascade_server.pipeline.table import SOURCE_CODES, SOURCE_KINDS, CandidateTable, ScoredTable
 from cascade_server.pipeline.types import (
     BlendAction,
@@ -242,27 +243,42 @@ def candidates_from_columns(columns: candidate_pb2.CandidateColumns) -> Candidat
 
 
 def fill_scored_columns(
-    columns: candidate_pb2.ScoredColumns, candidates: Sequence[ScoredCandidate]
+    columns: candidate_pb2.ScoredColumns,
+    candidates: Sequence[ScoredCandidate],
+    request_positions: IntArray | None = None,
 ) -> None:
-    """Write scored candidates in the compact column form (final scores only) into
-    ``columns`` (empty; a response's own field)."""
+    """Write scored candidates in the compact column form (final scores only, and each
+    one's position in the request when known) into ``columns`` (empty; a response's own
+    field)."""
     if isinstance(candidates, ScoredTable):
         columns.item_ids.extend(candidates.item_ids)
         columns.scores.extend(candidates.scores.tolist())
     else:
         columns.item_ids.extend([c.item_id for c in candidates])
         columns.scores.extend([c.score for c in candidates])
+    if request_positions is not None:
+        columns.request_positions.extend(request_positions.tolist())
 
 
 def scored_from_columns(
     columns: candidate_pb2.ScoredColumns, sources: CandidateTable
 ) -> ScoredTable:
-    """Scored candidates from the column form, with their source hits from ``sources``.
-    Raises ValueError when the columns do not line up."""
-    if len(columns.item_ids) != len(columns.scores):
+    """Scored candidates from the column form, with their source hits from ``sources``
+    (the candidates the request sent, joined by ``request_positions`` when the answer has
+    them, else by id). Raises ValueError when the columns do not line up or a position
+    is not one of the request's."""
+    n = len(columns.scores)
+    if len(columns.item_ids) != n:
         raise ValueError("scored columns of different lengths")
     scores = np.array(columns.scores, dtype=np.float64)
-    return ScoredTable.ranked(list(columns.item_ids), scores, sources)
+    if not columns.request_positions:
+        return ScoredTable.ranked(list(columns.item_ids), scores, sources)
+    positions = np.array(columns.request_positions, dtype=np.int64)
+    if len(positions) != n:
+        raise ValueError("scored columns of different lengths")
+    if n and int(positions.max()) >= len(sources):
+        raise ValueError(f"a request position past the {len(sources)} candidates sent")
+    return ScoredTable(scores, sources.take(positions))
 
 
 def add_scored(

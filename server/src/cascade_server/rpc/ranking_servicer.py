@@ -92,7 +92,7 @@ def response_to_proto(
         degraded=degradations_to_proto(result.degraded),
     )
     if columnar:
-        fill_scored_columns(response.columns, result.candidates)
+        fill_scored_columns(response.columns, result.candidates, result.request_positions)
     else:
         add_scored(response.candidates, result.candidates)
     if debug:

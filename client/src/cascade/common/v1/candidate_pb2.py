@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cascade/common/v1/candidate.proto\x12\x11\x63\x61scade.common.v1\"\\\n\tSourceHit\x12\x32\n\x06source\x18\x01 \x01(\x0e\x32\".cascade.common.v1.CandidateSource\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x01\"K\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12-\n\x07sources\x18\x02 \x03(\x0b\x32\x1c.cascade.common.v1.SourceHit\"\xdb\x02\n\x0fScoredCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12I\n\x0cstage_scores\x18\x03 \x03(\x0b\x32\x33.cascade.common.v1.ScoredCandidate.StageScoresEntry\x12G\n\x0bhead_scores\x18\x04 \x03(\x0b\x32\x32.cascade.common.v1.ScoredCandidate.HeadScoresEntry\x12-\n\x07sources\x18\x05 \x03(\x0b\x32\x1c.cascade.common.v1.SourceHit\x1a\x32\n\x10StageScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fHeadScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xab\x01\n\x10\x43\x61ndidateColumns\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x12\n\nhit_counts\x18\x02 \x03(\r\x12\x37\n\x0bhit_sources\x18\x03 \x03(\x0e\x32\".cascade.common.v1.CandidateSource\x12\x11\n\thit_ranks\x18\x04 \x03(\x05\x12\x12\n\nhit_scores\x18\x05 \x03(\x01\x12\x11\n\titem_rows\x18\x06 \x03(\x05\"1\n\rScoredColumns\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x01*\xb0\x02\n\x0f\x43\x61ndidateSource\x12 \n\x1c\x43\x41NDIDATE_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41NDIDATE_SOURCE_POPULAR\x10\x01\x12\"\n\x1e\x43\x41NDIDATE_SOURCE_CO_ENGAGEMENT\x10\x02\x12\x1b\n\x17\x43\x41NDIDATE_SOURCE_CALLER\x10\x03\x12\x18\n\x14\x43\x41NDIDATE_SOURCE_ANN\x10\x04\x12 \n\x1c\x43\x41NDIDATE_SOURCE_RANDOM_WALK\x10\x05\x12\x1d\n\x19\x43\x41NDIDATE_SOURCE_TRENDING\x10\x06\x12%\n!CANDIDATE_SOURCE_CATEGORY_POPULAR\x10\x07\x12\x1a\n\x16\x43\x41NDIDATE_SOURCE_FRESH\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!cascade/common/v1/candidate.proto\x12\x11\x63\x61scade.common.v1\"\\\n\tSourceHit\x12\x32\n\x06source\x18\x01 \x01(\x0e\x32\".cascade.common.v1.CandidateSource\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12\r\n\x05score\x18\x03 \x01(\x01\"K\n\tCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12-\n\x07sources\x18\x02 \x03(\x0b\x32\x1c.cascade.common.v1.SourceHit\"\xdb\x02\n\x0fScoredCandidate\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12I\n\x0cstage_scores\x18\x03 \x03(\x0b\x32\x33.cascade.common.v1.ScoredCandidate.StageScoresEntry\x12G\n\x0bhead_scores\x18\x04 \x03(\x0b\x32\x32.cascade.common.v1.ScoredCandidate.HeadScoresEntry\x12-\n\x07sources\x18\x05 \x03(\x0b\x32\x1c.cascade.common.v1.SourceHit\x1a\x32\n\x10StageScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fHeadScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xab\x01\n\x10\x43\x61ndidateColumns\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x12\n\nhit_counts\x18\x02 \x03(\r\x12\x37\n\x0bhit_sources\x18\x03 \x03(\x0e\x32\".cascade.common.v1.CandidateSource\x12\x11\n\thit_ranks\x18\x04 \x03(\x05\x12\x12\n\nhit_scores\x18\x05 \x03(\x01\x12\x11\n\titem_rows\x18\x06 \x03(\x05\"L\n\rScoredColumns\x12\x10\n\x08item_ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x01\x12\x19\n\x11request_positions\x18\x03 \x03(\r*\xb0\x02\n\x0f\x43\x61ndidateSource\x12 \n\x1c\x43\x41NDIDATE_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41NDIDATE_SOURCE_POPULAR\x10\x01\x12\"\n\x1e\x43\x41NDIDATE_SOURCE_CO_ENGAGEMENT\x10\x02\x12\x1b\n\x17\x43\x41NDIDATE_SOURCE_CALLER\x10\x03\x12\x18\n\x14\x43\x41NDIDATE_SOURCE_ANN\x10\x04\x12 \n\x1c\x43\x41NDIDATE_SOURCE_RANDOM_WALK\x10\x05\x12\x1d\n\x19\x43\x41NDIDATE_SOURCE_TRENDING\x10\x06\x12%\n!CANDIDATE_SOURCE_CATEGORY_POPULAR\x10\x07\x12\x1a\n\x16\x43\x41NDIDATE_SOURCE_FRESH\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOREDCANDIDATE_STAGESCORESENTRY']._serialized_options = b'8\001'
   _globals['_SCOREDCANDIDATE_HEADSCORESENTRY']._loaded_options = None
   _globals['_SCOREDCANDIDATE_HEADSCORESENTRY']._serialized_options = b'8\001'
-  _globals['_CANDIDATESOURCE']._serialized_start=803
-  _globals['_CANDIDATESOURCE']._serialized_end=1107
+  _globals['_CANDIDATESOURCE']._serialized_start=830
+  _globals['_CANDIDATESOURCE']._serialized_end=1134
   _globals['_SOURCEHIT']._serialized_start=56
   _globals['_SOURCEHIT']._serialized_end=148
   _globals['_CANDIDATE']._serialized_start=150
@@ -50,5 +50,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANDIDATECOLUMNS']._serialized_start=578
   _globals['_CANDIDATECOLUMNS']._serialized_end=749
   _globals['_SCOREDCOLUMNS']._serialized_start=751
-  _globals['_SCOREDCOLUMNS']._serialized_end=800
+  _globals['_SCOREDCOLUMNS']._serialized_end=827
 # @@protoc_insertion_point(module_scope)

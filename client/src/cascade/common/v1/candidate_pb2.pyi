@@ -317,6 +317,7 @@ class ScoredColumns(_message.Message):
 
     ITEM_IDS_FIELD_NUMBER: _builtins.int
     SCORES_FIELD_NUMBER: _builtins.int
+    REQUEST_POSITIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The external ids of the items, in order."""
@@ -325,15 +326,24 @@ class ScoredColumns(_message.Message):
     def scores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Each item's final score (see ScoredCandidate.score)."""
 
+    @_builtins.property
+    def request_positions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Optional: empty, or each item's position in the request that listed the
+        items (RankCandidatesRequest.item_ids; an id given twice: its first
+        position). A caller joins the scores to the candidates it sent by these,
+        without matching the ids.
+        """
+
     def __init__(
         self,
         *,
         item_ids: _abc.Iterable[_builtins.str] | None = ...,
         scores: _abc.Iterable[_builtins.float] | None = ...,
+        request_positions: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_ids", b"item_ids", "scores", b"scores"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_ids", b"item_ids", "request_positions", b"request_positions", "scores", b"scores"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

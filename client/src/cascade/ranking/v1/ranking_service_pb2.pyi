@@ -50,10 +50,10 @@ class RankCandidatesRequest(_message.Message):
     that order by the score alone. Ignored when `context.debug` is set.
     """
     columnar: _builtins.bool
-    """When true, the scored items come in `columns` (item ids and final scores)
-    instead of `candidates`, without stage and head scores: the compact form the
-    front door asks for when it orders by the score alone. Ignored when
-    `context.debug` is set.
+    """When true, the scored items come in `columns` (item ids, final scores and
+    each item's position in `item_ids`) instead of `candidates`, without stage
+    and head scores: the compact form the front door asks for when it orders by
+    the score alone. Ignored when `context.debug` is set.
     """
     @_builtins.property
     def context(self) -> _context_pb2.RequestContext:
