@@ -6,7 +6,7 @@ import pytest
 
 from cascade_server.artifacts.manifest import CorruptReleaseError
 from cascade_server.offline.clustering import cluster_items, default_clusters
-from cascade_server.retrieval.clustered_index import ClusteredIndex, _ranges
+from cascade_server.retrieval.clustered_index import ClusteredIndex
 from cascade_server.retrieval.top_k import top_positions
 
 
@@ -104,11 +104,25 @@ def test_a_saved_index_loads_and_a_damaged_one_is_refused(indexed, tmp_path):
         ClusteredIndex.load(path, n_items=6001, dimensions=16)
 
 
-def test_ranges_concatenate_the_slices():
-    starts = np.array([5, 0, 9, 3], dtype=np.int64)
-    stops = np.array([8, 0, 11, 4], dtype=np.int64)
-    expected = [r for a, b in zip(starts, stops, strict=True) for r in range(a, b)]
-    assert _ranges(starts, stops).tolist() == expected
+def test_a_probed_search_is_exact_search_over_the_probed_clusters():
+    vectors = _vectors(3000, seed=4)
+    items = np.arange(3000, dtype=np.int64) * 7 + 2
+    index = cluster_items(vectors, items, 40, seed=1)
+    # Empty clusters between the probed ones: each probed score must still map to its row.
+    empty = index.offsets[:1].repeat(3)
+    offsets = np.concatenate([empty, index.offsets])
+    centroids = np.concatenate([np.repeat(index.centroids[:1], 3, axis=0), index.centroids])
+    index = ClusteredIndex(centroids, offsets, index.items, index.vectors)
+    for seed in range(20):
+        query = _vectors(1, seed=100 + seed)[0]
+        probes = 1 + seed % 12
+        found, scores = index.nearest(query, 60, probes)
+        best = np.argsort(-(index.centroids @ query), kind="stable")[:probes]
+        rows = np.concatenate([np.arange(index.offsets[c], index.offsets[c + 1]) for c in best])
+        in_probed = index.vectors[rows] @ query
+        exact = rows[np.lexsort((rows, -in_probed))][:60]
+        assert found.tolist() == index.items[exact].tolist()
+        assert np.allclose(scores, index.vectors[exact] @ query)
 
 
 @pytest.mark.parametrize(

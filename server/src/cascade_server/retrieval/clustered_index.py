@@ -50,11 +50,7 @@ class ClusteredIndex:
         dot products, largest first, with those dot products."""
         centroid_scores = self.centroids @ embedding
         probes = min(probes, self.clusters)
-        best = (
-            np.sort(np.argpartition(-centroid_scores, probes - 1)[:probes])
-            if probes < self.clusters
-            else np.arange(self.clusters)
-        )
+        best = np.sort(top_positions(centroid_scores, probes))
         starts, stops = self.offsets[best], self.offsets[best + 1]
         ends = np.cumsum(stops - starts)
         scores = np.empty(int(ends[-1]), dtype=np.float32)
@@ -63,7 +59,10 @@ class ClusteredIndex:
         for start, stop, end in zip(starts.tolist(), stops.tolist(), ends.tolist(), strict=True):
             np.dot(self.vectors[start:stop], embedding, out=scores[end - (stop - start) : end])
         top = top_positions(scores, k)
-        return self.items[_ranges(starts, stops)[top]], scores[top]
+        # The row of each score picked: its cluster's first row plus its place in it.
+        cluster = np.searchsorted(ends, top, side="right")
+        rows = starts[cluster] + top - (ends[cluster] - (stops - starts)[cluster])
+        return self.items[rows], scores[top]
 
     def save(self, path: Path) -> None:
         """Write the index as plain arrays (no pickles, uncompressed: ``load`` maps them)."""
@@ -111,12 +110,3 @@ class ClusteredIndex:
             raise CorruptReleaseError("the clustered index holds items the release does not list")
         if not (all_finite(self.centroids) and all_finite(self.vectors)):
             raise CorruptReleaseError("the clustered index holds NaN or infinite values")
-
-
-def _ranges(starts: IntArray, stops: IntArray) -> IntArray:
-    """The concatenation of ``range(start, stop)`` for each pair, without a Python loop."""
-    lengths = stops - starts
-    total = int(lengths.sum())
-    ends = np.cumsum(lengths)
-    rows: IntArray = np.arange(total) + np.repeat(starts - (ends - lengths), lengths)
-    return rows

@@ -17,7 +17,7 @@ from cascade_server.features.snapshot_cache import SnapshotCache
 from cascade_server.pipeline.components import RetrievalQuery, SourceResult
 from cascade_server.pipeline.types import SourceKind
 from cascade_server.retrieval.models import RetrievalModels
-from cascade_server.retrieval.top_k import top_first_positions
+from cascade_server.retrieval.top_k import top_positions
 
 _OVERFETCH = 50
 """Extra neighbours asked of the index to make up for inactive or unknown items."""
@@ -83,7 +83,7 @@ class CategoryPopularCandidateSource:
             return SourceResult(np.zeros(0, dtype=np.int64), np.zeros(0))
         cats = snapshot.item_categories.rows(anchors)[0]
         weights = np.bincount(cats, minlength=n_categories).astype(np.float64)
-        top = top_first_positions(weights, self.max_categories)
+        top = top_positions(weights, self.max_categories)
         top = top[weights[top] > 0]
         if len(top) == 0:
             return SourceResult(np.zeros(0, dtype=np.int64), np.zeros(0))
@@ -122,7 +122,7 @@ class CoEngagementCandidateSource:
         items, scores = snapshot.aggregate_neighbours(seeds)
         active = snapshot.item_active[items] & ~is_member(items, seeds)
         items, scores = items[active], scores[active]
-        order = top_first_positions(scores, limit)  # the items are in index order
+        order = top_positions(scores, limit)  # the items are in index order
         return SourceResult(items[order], scores[order])
 
 
@@ -201,7 +201,7 @@ class RandomWalkCandidateSource:
         at = at[found]
         keep[at[items[at] == starts[found]]] = False
         items, visits = items[keep], visits[keep]
-        order = top_first_positions(visits, limit)  # np.unique sorted the items
+        order = top_positions(visits, limit)  # np.unique sorted the items
         return SourceResult(items[order], visits[order] / self.steps)
 
     def _walk(
