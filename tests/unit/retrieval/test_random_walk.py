@@ -2,9 +2,9 @@ import dataclasses
 
 import numpy as np
 import pytest
-from support.engagement import small_snapshot
+from support.engagement import make_data, small_snapshot
 
-from cascade_server.features.engagement import Csr
+from cascade_server.features.engagement import Csr, SignalConfig, build_snapshot
 from cascade_server.pipeline.components import RetrievalQuery
 from cascade_server.pipeline.types import RequestContext
 from cascade_server.retrieval.sources import RandomWalkCandidateSource
@@ -84,3 +84,34 @@ def test_walkers_start_only_from_seeds_someone_engaged_with():
     # No step is spent at the dead end: the visits are as many as from i5 alone
     # (half as many if walkers restarted at i1 half the time).
     assert both_share == pytest.approx(alone_share, rel=0.1)
+
+
+def star_snapshot():
+    """Item hub engaged with by users u0..u5; each user also engaged with one item of
+    their own (o0..o5), and user u0 with a second one (p0) as well."""
+    users = [f"u{k}" for k in range(6)]
+    items = [("hub", "c", "active")] + [(f"o{k}", "c", "active") for k in range(6)]
+    items.append(("p0", "c", "active"))
+    events = [(u, "hub", "click", 1) for u in users]
+    events += [(f"u{k}", f"o{k}", "click", 2) for k in range(6)]
+    events.append(("u0", "p0", "click", 3))
+    return build_snapshot(make_data(items, users, events), SignalConfig())
+
+
+@pytest.mark.parametrize("restart", [1.0, 0.5])
+def test_each_hop_picks_a_neighbour_uniformly(restart):
+    snapshot = star_snapshot()
+    source = RandomWalkCandidateSource(steps=60_000, restart=restart, walkers=2_000)
+    query = RetrievalQuery(RequestContext(), -1, snapshot.lookup_items(["hub"]))
+    found = source.fetch(snapshot, query, 10)
+    share = dict(zip((snapshot.item_ids[i] for i in found.items), found.scores, strict=True))
+    # From the hub: each user 1/6, then each of the user's items alike. Walkers that do
+    # not restart sit on an item of their own user, whose next hop (back through the
+    # same user, or the hub to any user) lands there again with a known chance.
+    own = [share[f"o{k}"] for k in range(1, 6)]
+    assert np.ptp(own) < 0.01
+    assert share["o0"] == pytest.approx(share["p0"], abs=0.01)
+    assert share["o0"] < min(own)  # u0 splits its visits three ways, the others two
+    if restart == 1.0:
+        assert np.mean(own) == pytest.approx(1 / 12, abs=0.005)
+        assert share["o0"] == pytest.approx(1 / 18, abs=0.005)
