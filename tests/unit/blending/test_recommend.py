@@ -147,7 +147,7 @@ def test_a_user_of_the_small_snapshot_gets_what_is_left():
 
 
 def test_the_stages_report_what_they_did():
-    result = recommend(make_recommender(), "u1", page_size=10)
+    result = recommend(make_recommender(), "u1", page_size=10, debug=True)
     assert [s.stage for s in result.stages] == [
         StageName.RETRIEVAL,
         StageName.RANKING,
@@ -165,6 +165,9 @@ def test_the_stages_report_what_they_did():
     assert blending.release is not None
     assert blending.release.release_id == FRONT.snapshot_id
     assert [c.name for c in blending.components][-1] == "placement"
+    # Only traces show the components' work: without debug, blending does not report it.
+    plain = recommend(make_recommender(), "u1", page_size=10)
+    assert plain.stages[-1].components == []
 
 
 @pytest.mark.parametrize("user_id", ["cold", "never-seen"])
