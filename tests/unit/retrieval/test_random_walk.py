@@ -105,9 +105,10 @@ def test_each_hop_picks_a_neighbour_uniformly(restart):
     query = RetrievalQuery(RequestContext(), -1, snapshot.lookup_items(["hub"]))
     found = source.fetch(snapshot, query, 10)
     share = dict(zip((snapshot.item_ids[i] for i in found.items), found.scores, strict=True))
-    # From the hub: each user 1/6, then each of the user's items alike. Walkers that do
-    # not restart sit on an item of their own user, whose next hop (back through the
-    # same user, or the hub to any user) lands there again with a known chance.
+    # From the hub: each user 1/6, then each of that user's items alike (1/12 for an
+    # item of u1..u5, 1/18 for u0's). A walker that does not restart stands on the hub
+    # again or on one user's own item, whose next hop goes back through that user: the
+    # shares move, but the users' items stay alike.
     own = [share[f"o{k}"] for k in range(1, 6)]
     assert np.ptp(own) < 0.01
     assert share["o0"] == pytest.approx(share["p0"], abs=0.01)
