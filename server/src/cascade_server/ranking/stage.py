@@ -49,7 +49,8 @@ class RankResult:
     degraded: list[Degradation] = field(default_factory=list)
     request_positions: IntArray | None = None
     """Each candidate's position in the request's ``item_ids`` (an id given twice: its
-    first), for the column form; None with the candidates as objects."""
+    first), for the column form; None with the candidates as objects (and from a
+    ranking server that does not give them)."""
 
 
 class RankingStage:
