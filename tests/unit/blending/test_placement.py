@@ -11,14 +11,7 @@ from cascade_server.blending.policy import SurfacePolicy
 from cascade_server.blending.release import ItemVectors
 from cascade_server.blending.stage import BlendingStage, BlendRequest, Demotion, Slot
 from cascade_server.features.engagement import SignalConfig, build_snapshot
-from cascade_server.pipeline.table import CandidateTable
-from cascade_server.pipeline.types import (
-    BlendAction,
-    Candidate,
-    ScoredCandidate,
-    SourceHit,
-    SourceKind,
-)
+from cascade_server.pipeline.types import BlendAction, ScoredCandidate, SourceHit, SourceKind
 
 # Twelve items: d* are dramas, c* comedies, h* horror; each item its own creator except
 # the two "same" items. d1 and d1r share a title (a re-upload).
@@ -219,29 +212,3 @@ def test_category_boosts_move_items_up_and_down():
     assert page(blend(candidates, category_boosts={"Drama": -0.9})) == ["c1", "h1", "d1", "d2"]
     result = blend(candidates, category_boosts={"Horror": 0.9})
     assert outcome(result, "h1").blend_score == pytest.approx(1.0 - 3 / 4 + 0.9)
-
-
-def test_facts_worked_out_before_the_scores_give_the_same_page():
-    # The front door's order of work: facts for the candidates it sends to ranking, then
-    # the ranked ones' picked by their positions in that request.
-    sent = ["h2", "d1", "c1", "missing", "d2", "d1r", "c2", "h1", "d3"]
-    ranked = scored("d1", "d1r", "d2", "c1", "d3", "h1", "c2", "h2")
-    positions = np.array([sent.index(c.item_id) for c in ranked])
-    stage = BlendingStage()
-    policy = SurfacePolicy(diversity_lambda=0.5, category_spacing=1, dedup_keys=("title",))
-    table = CandidateTable.of([Candidate(item_id, []) for item_id in sent])
-    facts = stage.facts(SNAPSHOT, table, policy, VECTORS)
-    assert facts.vectors is not None
-    request = BlendRequest(policy, 5)
-
-    def page_and_outcomes(facts=None):
-        result = stage.blend(SNAPSHOT, ranked, request, VECTORS, facts)
-        return result.items, result.has_more, result.outcomes
-
-    without = page_and_outcomes()
-    assert page_and_outcomes(facts.take(positions)) == without
-    assert [i.candidate.item_id for i in without[0]] == ["d1", "c1", "h1", "d2", "c2"]
-    # Facts of another snapshot (a swap between the two) are not read.
-    other = build_snapshot(dataclasses.replace(DATA, fingerprint="other"), SignalConfig())
-    stale = dataclasses.replace(facts.take(positions), snapshot=other, rows=np.zeros(8, np.int64))
-    assert page_and_outcomes(stale) == without

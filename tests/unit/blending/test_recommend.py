@@ -77,26 +77,14 @@ def SlowRanking():
 
 
 def make_recommender(
-    front=FRONT,
-    retrieval=None,
-    ranking=None,
-    *,
-    cap=2,
-    ttl=3600.0,
-    stage_snapshot=None,
-    blending=None,
+    front=FRONT, retrieval=None, ranking=None, *, cap=2, ttl=3600.0, stage_snapshot=None
 ):
     retrieval = retrieval or InProcessRetrieval(stage_snapshot or RETRIEVAL)
     ranking = ranking or InProcessRanking(stage_snapshot or RANKING)
     timeouts = RecommendLimits(retrieval_timeout_s=1.0, ranking_timeout_s=1.0, page_token_ttl_s=ttl)
     release = policy_release(max_items_per_creator=cap)
     return Recommender(
-        FixedHolder(front),
-        retrieval,
-        ranking,
-        blending or BlendingStage(),
-        timeouts,
-        lambda: release,
+        FixedHolder(front), retrieval, ranking, BlendingStage(), timeouts, lambda: release
     )
 
 
@@ -534,42 +522,3 @@ def test_the_front_door_warms_blending_without_calling_the_stages():
     recommender = make_recommender(retrieval=retrieval, ranking=ranking)
     recommender.warm()
     assert retrieval.calls == ranking.calls == 0
-
-
-class LoggingRanking(InProcessRanking):
-    """Ranking that takes a while to answer, logging when it starts and answers."""
-
-    def __init__(self, snapshot, log):
-        super().__init__(snapshot)
-        self.log = log
-
-    async def rank(self, *args, **kwargs):
-        self.log.append("ranking started")
-        await asyncio.sleep(0.01)
-        result = await super().rank(*args, **kwargs)
-        self.log.append("ranking answered")
-        return result
-
-
-class LoggingBlending(BlendingStage):
-    def __init__(self, log):
-        self.log = log
-
-    def facts(self, *args, **kwargs):
-        self.log.append("facts")
-        return super().facts(*args, **kwargs)
-
-
-@pytest.mark.parametrize("debug", [False, True])
-def test_blending_reads_the_candidates_while_ranking_scores_them(debug):
-    log: list[str] = []
-    recommender = make_recommender(
-        ranking=LoggingRanking(RANKING, log), blending=LoggingBlending(log)
-    )
-    plain = recommend(make_recommender(), "u1", page_size=10, debug=debug)
-    result = recommend(recommender, "u1", page_size=10, debug=debug)
-    assert page(result) == page(plain)
-    # A trace's ranking answers with objects, which do not say which sent candidate is
-    # which: no facts are worked out for it.
-    expected = ["ranking started", "ranking answered"]
-    assert log == (expected if debug else ["ranking started", "facts", "ranking answered"])

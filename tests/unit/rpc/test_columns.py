@@ -44,10 +44,9 @@ def test_the_senders_rows_travel_with_the_candidates():
     assert received.item_rows is not None
     assert received.item_rows.tolist() == [7, 3]
     # Ranking's answer keeps each item's row (and -1 for an item retrieval did not send).
-    scored, positions = scored_from_columns(
+    scored = scored_from_columns(
         candidate_pb2.ScoredColumns(item_ids=["b", "x", "a"], scores=[3.0, 2.0, 1.0]), received
     )
-    assert positions is None  # joined by id
     assert scored.hits.item_rows is not None
     assert scored.hits.item_rows.tolist() == [3, -1, 7]
 
@@ -108,7 +107,7 @@ def test_scored_columns_keep_order_and_attach_the_callers_sources():
     scored = [ScoredCandidate("b", 2.5), ScoredCandidate("a", 1.0)]
     wire = candidate_pb2.ScoredColumns()
     fill_scored_columns(wire, scored)
-    assert scored_from_columns(wire, retrieved)[0] == [
+    assert scored_from_columns(wire, retrieved) == [
         ScoredCandidate("b", 2.5),
         ScoredCandidate("a", 1.0, sources=tuple(hits)),
     ]
@@ -126,9 +125,7 @@ def test_scored_columns_join_the_sent_candidates_by_position():
     fill_scored_columns(
         wire, [ScoredCandidate("c", 2.0), ScoredCandidate("a", 1.0)], np.array([2, 0])
     )
-    by_position, positions = scored_from_columns(wire, sent)
-    assert positions is not None
-    assert positions.tolist() == [2, 0]
+    by_position = scored_from_columns(wire, sent)
     assert by_position == [
         ScoredCandidate("c", 2.0, sources=tuple(hits[1:])),
         ScoredCandidate("a", 1.0, sources=tuple(hits)),
@@ -136,7 +133,7 @@ def test_scored_columns_join_the_sent_candidates_by_position():
     assert by_position.hits.item_rows is not None
     assert by_position.hits.item_rows.tolist() == [6, 4]
     wire.ClearField("request_positions")  # an older ranking server: joined by id
-    assert scored_from_columns(wire, sent) == (by_position, None)
+    assert scored_from_columns(wire, sent) == by_position
 
 
 @pytest.mark.parametrize("positions", [[0], [0, 3]])

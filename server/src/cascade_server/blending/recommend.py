@@ -14,7 +14,6 @@ behind it in their requests, the variant labels in call metadata.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 import uuid
@@ -41,7 +40,7 @@ from cascade_server.blending.policy import Assignment, Treatment
 from cascade_server.blending.release import BlendingRelease
 from cascade_server.blending.stage import BlendingStage, BlendRequest, BlendResult
 from cascade_server.errors import NotFoundError
-from cascade_server.features.engagement import EngagementSnapshot, IntArray
+from cascade_server.features.engagement import EngagementSnapshot
 from cascade_server.features.refresh import SnapshotSource
 from cascade_server.logs import get_logger, user_hash
 from cascade_server.pipeline.deadline import Deadline
@@ -246,25 +245,16 @@ class Recommender:
             degraded,
             stages,
         )
-        table = CandidateTable.of(candidates)
-        details = context.debug or bool(policy.head_weights)
-        ranking = asyncio.ensure_future(
-            self._rank(context, table, seeds, treatment, details, deadline, degraded, stages)
+        ranked, ranking_release = await self._rank(
+            context,
+            candidates,
+            seeds,
+            treatment,
+            bool(policy.head_weights),
+            deadline,
+            degraded,
+            stages,
         )
-        try:
-            # While ranking scores, what blending reads about the candidates that their
-            # scores do not change (only the column answer says which sent candidate is
-            # which). Two turns of the loop first: one for the ranking task to start
-            # its call, one for the call's own task to send the request.
-            facts = None
-            if not details and len(table):
-                for _ in range(2):
-                    await asyncio.sleep(0)
-                facts = self._blending.facts(snapshot, table, policy, release.vectors)
-            ranked, ranking_release, positions = await ranking
-        except BaseException:
-            ranking.cancel()
-            raise
 
         started = time.perf_counter()
         blend = self._blending.blend(
@@ -279,7 +269,6 @@ class Recommender:
                 explain=context.debug,
             ),
             release.vectors,
-            facts.take(positions) if facts is not None and positions is not None else None,
         )
         stages.append(
             StageReport(
@@ -416,20 +405,19 @@ class Recommender:
     async def _rank(
         self,
         context: RequestContext,
-        table: CandidateTable,
+        candidates: Sequence[Candidate],
         seeds: list[str],
         treatment: Treatment,
-        details: bool,
+        needs_heads: bool,
         deadline: Deadline,
         degraded: list[Degradation],
         stages: list[StageReport],
-    ) -> tuple[Sequence[ScoredCandidate], ReleaseInfo | None, IntArray | None]:
-        """The ranked candidates, ranking's release, and each ranked candidate's position
-        in ``table`` when known (None otherwise)."""
-        if not len(table):
-            return [], None, None
+    ) -> tuple[Sequence[ScoredCandidate], ReleaseInfo | None]:
+        if not candidates:
+            return [], None
         started = time.perf_counter()
         budget = deadline.budget(self._limits.ranking_timeout_s, reserve_s=_BLEND_RESERVE_S)
+        table = CandidateTable.of(candidates)
         try:
             result = await self._ranking_circuit.call(
                 lambda: within(
@@ -441,7 +429,7 @@ class Recommender:
                         seeds,
                         budget,
                         heavy_top_n=treatment.heavy_top_n,
-                        details=details,
+                        details=context.debug or needs_heads,
                     ),
                 )
             )
@@ -455,7 +443,7 @@ class Recommender:
             n = len(table)
             in_order = ScoredTable(np.arange(n, 0, -1) / n, table)
             stages.append(StageReport(StageName.RANKING, None, time.perf_counter() - started, n, n))
-            return in_order, None, np.arange(n)
+            return in_order, None
         degraded += result.degraded
         ranked = result.candidates
         stages.append(
@@ -463,8 +451,8 @@ class Recommender:
                 StageName.RANKING,
                 result.release,
                 time.perf_counter() - started,
-                len(table),
+                len(candidates),
                 len(ranked),
             )
         )
-        return ranked, result.release, result.request_positions
+        return ranked, result.release

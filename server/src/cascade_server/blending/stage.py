@@ -35,7 +35,7 @@ from cascade_server.blending.policy import SurfacePolicy
 from cascade_server.blending.release import ItemVectors
 from cascade_server.features.engagement import EngagementSnapshot, FloatArray, IntArray
 from cascade_server.pipeline.components import Filter
-from cascade_server.pipeline.table import CandidateTable, ScoredTable
+from cascade_server.pipeline.table import ScoredTable
 from cascade_server.pipeline.types import (
     BlendAction,
     ComponentReport,
@@ -114,40 +114,8 @@ class BlendRequest:
     (traces); off, only the page."""
 
 
-@dataclass(frozen=True)
-class CandidateFacts:
-    """What blending reads about candidates that their scores do not change: each one's
-    row in ``snapshot`` (checked against its id) and, when the policy diversifies, its
-    unit embedding. The front door works them out for the candidates it sends to
-    ranking while ranking scores them (``BlendingStage.facts``), and picks the ranked
-    ones' by their positions in that request (``take``)."""
-
-    snapshot: EngagementSnapshot
-    rows: IntArray
-    vectors: npt.NDArray[np.float32] | None = None
-
-    def take(self, positions: IntArray) -> CandidateFacts:
-        """The facts of the candidates at ``positions``, in their order."""
-        vectors = None if self.vectors is None else self.vectors[positions]
-        return CandidateFacts(self.snapshot, self.rows[positions], vectors)
-
-
 class BlendingStage:
     """Applies the filters in order, then places candidates by the policy (see the module)."""
-
-    def facts(
-        self,
-        snapshot: EngagementSnapshot,
-        candidates: CandidateTable,
-        policy: SurfacePolicy,
-        vectors: ItemVectors | None = None,
-    ) -> CandidateFacts:
-        """The facts of ``candidates`` that ``blend`` would otherwise work out itself."""
-        rows = snapshot.lookup_items(candidates.item_ids, candidates.item_rows)
-        if vectors is None or policy.diversity_lambda >= 1.0 or not len(rows):
-            return CandidateFacts(snapshot, rows)
-        # Unknown ids (row -1) are filtered out before placement: their rows are never read.
-        return CandidateFacts(snapshot, rows, vectors.of_items(snapshot, np.maximum(rows, 0)))
 
     def blend(
         self,
@@ -155,10 +123,8 @@ class BlendingStage:
         candidates: Sequence[ScoredCandidate],
         request: BlendRequest,
         vectors: ItemVectors | None = None,
-        facts: CandidateFacts | None = None,
     ) -> BlendResult:
-        """One page from ``candidates`` (best first), reading ``facts`` (one per candidate,
-        in their order) where given and of this snapshot."""
+        """One page from ``candidates`` (best first)."""
         policy = request.policy
         filters: list[Filter] = [
             UnavailableItemFilter(snapshot),
@@ -172,13 +138,9 @@ class BlendingStage:
             item_ids, hint = candidates.item_ids, candidates.hits.item_rows
         else:
             item_ids = [c.item_id for c in candidates]
-        if facts is not None and (
-            facts.snapshot is not snapshot or len(facts.rows) != len(item_ids)
-        ):
-            facts = None
         # What is left, as positions in ``candidates`` and as the items' snapshot rows.
         positions = np.arange(len(candidates))
-        rows = facts.rows if facts is not None else snapshot.lookup_items(item_ids, hint)
+        rows = snapshot.lookup_items(item_ids, hint)
         left = list(item_ids)  # the ids at ``positions``
         removed: list[tuple[int, str, str]] = []  # (position, filter, reason)
         reports: list[ComponentReport] = []
@@ -199,8 +161,7 @@ class BlendingStage:
             )
 
         started = time.perf_counter()
-        known = None if facts is None or facts.vectors is None else facts.vectors[positions]
-        placement = _Placement(snapshot, candidates, positions, rows, request, vectors, known)
+        placement = _Placement(snapshot, candidates, positions, rows, request, vectors)
         page, placed_at = placement.run()
         has_more = len(page) < len(positions)
         if not request.explain:
@@ -243,7 +204,6 @@ class _Placement:
         rows: IntArray,
         request: BlendRequest,
         vectors: ItemVectors | None,
-        known_vectors: npt.NDArray[np.float32] | None = None,
     ) -> None:
         self.candidates = candidates
         self.positions = positions
@@ -268,7 +228,7 @@ class _Placement:
         )
         lam = self.policy.diversity_lambda
         self.vectors = (
-            (known_vectors if known_vectors is not None else vectors.of_items(snapshot, self.rows))
+            vectors.of_items(snapshot, self.rows)
             if vectors is not None and lam < 1.0 and n
             else None
         )

@@ -49,8 +49,7 @@ class RankResult:
     degraded: list[Degradation] = field(default_factory=list)
     request_positions: IntArray | None = None
     """Each candidate's position in the request's ``item_ids`` (an id given twice: its
-    first), for the column form; None with the candidates as objects (and from a
-    ranking server that does not give them)."""
+    first), for the column form; None with the candidates as objects."""
 
 
 class RankingStage:

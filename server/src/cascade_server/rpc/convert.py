@@ -262,24 +262,23 @@ def fill_scored_columns(
 
 def scored_from_columns(
     columns: candidate_pb2.ScoredColumns, sources: CandidateTable
-) -> tuple[ScoredTable, IntArray | None]:
+) -> ScoredTable:
     """Scored candidates from the column form, with their source hits from ``sources``
     (the candidates the request sent, joined by ``request_positions`` when the answer has
-    them, else by id), and those positions (None when the answer has none). Raises
-    ValueError when the columns do not line up or a position is not one of the
-    request's."""
+    them, else by id). Raises ValueError when the columns do not line up or a position
+    is not one of the request's."""
     n = len(columns.scores)
     if len(columns.item_ids) != n:
         raise ValueError("scored columns of different lengths")
     scores = np.array(columns.scores, dtype=np.float64)
     if not columns.request_positions:
-        return ScoredTable.ranked(list(columns.item_ids), scores, sources), None
+        return ScoredTable.ranked(list(columns.item_ids), scores, sources)
     positions = np.array(columns.request_positions, dtype=np.int64)
     if len(positions) != n:
         raise ValueError("scored columns of different lengths")
     if n and int(positions.max()) >= len(sources):
         raise ValueError(f"a request position past the {len(sources)} candidates sent")
-    return ScoredTable(scores, sources.take(positions)), positions
+    return ScoredTable(scores, sources.take(positions))
 
 
 def add_scored(

@@ -129,14 +129,13 @@ class GrpcRankingBackend:
                 request, timeout=_timeout(timeout_s), metadata=_metadata(context)
             )
             scored: Sequence[ScoredCandidate]
-            positions = None
             if response.candidates:
                 hits = dict(zip(candidates.item_ids, candidates.sources(), strict=True))
                 scored = [
                     scored_from_proto(c, hits.get(c.item_id, ())) for c in response.candidates
                 ]
             else:
-                scored, positions = scored_from_columns(response.columns, candidates)
+                scored = scored_from_columns(response.columns, candidates)
         except CascadeError as error:
             raise _stage_error("ranking", error) from error
         except ValueError as error:
@@ -146,7 +145,6 @@ class GrpcRankingBackend:
             unknown_item_ids=list(response.unknown_item_ids),
             release=ReleaseInfo(response.release_id, response.scorer),
             degraded=degradations_from_proto(response.degraded),
-            request_positions=positions,
         )
 
 
