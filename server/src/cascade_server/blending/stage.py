@@ -192,8 +192,8 @@ class _Placement:
     A slot costs a few array operations: ``value`` (what a ranked slot maximises) and
     ``fresh_open`` (the fresh slots' ranks) hold -inf and inf for every candidate that
     is placed or held back by the creator cap, so choosing is one ``argmax`` or
-    ``argmin``. Which rule demoted each candidate is worked out once, after the page
-    (``_demotions``), from what each ranked slot recorded.
+    ``argmin``. Which rule demoted each candidate is worked out after the page, when
+    asked (``demoted``), from what each ranked slot recorded.
     """
 
     def __init__(
@@ -370,13 +370,9 @@ class _Placement:
 
     @functools.cached_property
     def demoted(self) -> npt.NDArray[np.int8]:
-        """Each candidate's demotion code (worked out when asked: only traces need it)."""
-        return self._demotions()
-
-    def _demotions(self) -> npt.NDArray[np.int8]:
         """Each candidate's demotion code: the rule that kept it from the last ranked slot
         that passed it over (took a less relevant candidate while it was not placed),
-        0 for none."""
+        0 for none. Worked out when first asked: only traces need it."""
         n = len(self.positions)
         if not self.ranked or not n:
             return np.zeros(n, np.int8)
