@@ -53,15 +53,18 @@ class ClusteredIndex:
         starts, stops = self.offsets[best], self.offsets[best + 1]
         lengths = stops - starts
         ends = np.cumsum(lengths)
+        firsts = ends - lengths  # each cluster's first place in ``scores``
         scores = np.empty(int(ends[-1]), dtype=np.float32)
         # Each cluster's rows are contiguous: score them in place (a gather of the rows
         # first copies megabytes per query and took a fifth longer at a million items).
-        for start, stop, end in zip(starts.tolist(), stops.tolist(), ends.tolist(), strict=True):
-            np.dot(self.vectors[start:stop], embedding, out=scores[end - (stop - start) : end])
+        for start, stop, first, end in zip(
+            starts.tolist(), stops.tolist(), firsts.tolist(), ends.tolist(), strict=True
+        ):
+            np.dot(self.vectors[start:stop], embedding, out=scores[first:end])
         top = top_positions(scores, k)
         # The row of each score picked: its cluster's first row plus its place in it.
         cluster = np.searchsorted(ends, top, side="right")
-        rows = starts[cluster] + top - (ends[cluster] - lengths[cluster])
+        rows = starts[cluster] + top - firsts[cluster]
         return self.items[rows], scores[top]
 
     def save(self, path: Path) -> None:
