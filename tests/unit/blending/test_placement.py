@@ -212,3 +212,38 @@ def test_category_boosts_move_items_up_and_down():
     assert page(blend(candidates, category_boosts={"Drama": -0.9})) == ["c1", "h1", "d1", "d2"]
     result = blend(candidates, category_boosts={"Horror": 0.9})
     assert outcome(result, "h1").blend_score == pytest.approx(1.0 - 3 / 4 + 0.9)
+
+
+def test_mmr_places_the_greedy_choice_however_deep_it_lies():
+    # 300 candidates in five tight clusters: the lower lambda is, the further down the
+    # ranking a slot reaches for something unlike the page; each slot must take the
+    # best value over every candidate, as a plain greedy loop in float64 does.
+    n, page_size = 300, 20
+    item_ids = [f"m{k}" for k in range(n)]
+    snapshot = build_snapshot(
+        make_data([(i, i, "active") for i in item_ids], ["u"], []), SignalConfig()
+    )
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((5, 8))
+    raw = centres[rng.integers(0, 5, n)] + 0.3 * rng.standard_normal((n, 8))
+    vectors = ItemVectors(item_ids, raw.astype(np.float32))
+    unit = raw.astype(np.float32).astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    order = rng.permutation(n)
+    candidates = [ScoredCandidate(item_ids[k], float(n - r)) for r, k in enumerate(order)]
+    relevance = 1.0 - np.arange(n) / n
+    deepest = {}
+    for lam in (0.9, 0.6, 0.3):
+        expected: list[int] = []
+        largest = np.zeros(n)
+        for _ in range(page_size):
+            value = lam * relevance - (1 - lam) * largest
+            value[expected] = -np.inf
+            best = int(np.argmax(value))
+            expected.append(best)
+            largest = np.maximum(largest, unit[order] @ unit[order[best]])
+        request = BlendRequest(SurfacePolicy(diversity_lambda=lam), page_size)
+        result = BlendingStage().blend(snapshot, candidates, request, vectors)
+        assert page(result) == [item_ids[order[r]] for r in expected]
+        deepest[lam] = max(expected)
+    assert deepest[0.3] >= 2 * page_size > deepest[0.9]
