@@ -314,7 +314,9 @@ def main() -> int:
         for name, env in (("this", {}), ("baseline", baseline_env)):
             log_dir = Path(scratch) / name
             log_dir.mkdir()
-            running[name] = stack.enter_context(servers(home, {**STEADY, **env}, log_dir))
+            # The shell's settings win over the steady ones (CASCADE_LOG_LEVEL=INFO
+            # measures the servers as they log by default).
+            running[name] = stack.enter_context(servers(home, {**STEADY, **shared, **env}, log_dir))
         results = asyncio.run(_run(running, home, args))
     timings["measure"] = time.perf_counter() - started
     report = {

@@ -219,7 +219,8 @@ def servers(
     """The three stages' servers under callgrind on ``home`` (``code``: the environment
     that picks the code they run), SERVING; their ports."""
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CASCADE_HOME": str(home), **QUIET, **code}
+    shell = {k: v for k, v in os.environ.items() if k.startswith("CASCADE_")}  # these win
+    env = {**os.environ, "CASCADE_HOME": str(home), **QUIET, **shell, **code}
     server_env, ports = serving_env(env, home, None)
     callgrind = Callgrind(out, cache_sim)
     try:

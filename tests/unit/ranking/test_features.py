@@ -4,6 +4,7 @@ import pytest
 from cascade_server.offline.base_models import ials, interaction_matrix, item_knn, rp3beta
 from cascade_server.ranking.features import (
     CategoryAffinityFeature,
+    FactorFeature,
     FeatureSet,
     ItemValueFeature,
     TwoTowerFeature,
@@ -144,6 +145,41 @@ def test_feature_sets_of_earlier_releases_load_from_one_npz_file(tmp_path):
     np.testing.assert_array_equal(
         loaded.compute(users, candidates), features.compute(users, candidates)
     )
+
+
+def test_vectors_kept_in_float32_score_as_their_float64_copies_did(tmp_path):
+    # Releases before float32 was kept stored these vectors widened to float64: both
+    # forms load as they are, and every value agrees to the bit.
+    histories, x = data()
+    factors = ials(x, factors=4, alpha0=0.1, lam=0.01, iterations=3, seed=1)
+    embeddings = EMBEDDINGS.astype(np.float32)
+    narrow = FeatureSet([factors, TwoTowerFeature("two_tower", embeddings)])
+    wide = FeatureSet(
+        [
+            FactorFeature(
+                factors.name,
+                factors.item_factors.astype(np.float64),
+                factors.gram,
+                factors.lam,
+                factors.nu,
+                factors.offset,
+            ),
+            TwoTowerFeature("two_tower", embeddings.astype(np.float64)),
+        ]
+    )
+    for features, name in ((narrow, "narrow"), (wide, "wide")):
+        features.save(tmp_path / name)
+    loaded = {name: FeatureSet.load(tmp_path / name) for name in ("narrow", "wide")}
+    assert factors.item_factors.dtype == np.float32
+    vectors = ("item_factors", "item_embeddings")
+    for name, dtype in (("narrow", np.float32), ("wide", np.float64)):
+        stored = [a for f in loaded[name].features for k, a in f.arrays().items() if k in vectors]
+        assert [a.dtype for a in stored] == [dtype, dtype]
+    candidates = np.tile(np.arange(N_ITEMS), (N_USERS, 1))
+    users = Users.of(histories, N_ITEMS, QUERIES)
+    expected = wide.compute(users, candidates)
+    for features in (narrow, *loaded.values()):
+        np.testing.assert_array_equal(features.compute(users, candidates), expected)
 
 
 def test_unknown_feature_kinds_are_rejected(tmp_path):

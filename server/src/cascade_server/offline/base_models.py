@@ -134,8 +134,9 @@ def ials(
         for _ in range(iterations):
             user_f = _als_step(x, item_f, alpha0, lam, nu, n_items)
             item_f = _als_step(xt, user_f, alpha0, lam, nu, n_users)
+    # Kept as float32 (half the memory a server maps); the Gram matrix is summed in float64.
     item64 = item_f.astype(np.float64)
-    return FactorFeature(name, item64, alpha0 * (item64.T @ item64), lam, nu, alpha0 * n_items)
+    return FactorFeature(name, item_f, alpha0 * (item64.T @ item64), lam, nu, alpha0 * n_items)
 
 
 def _als_step(

@@ -45,6 +45,7 @@ from cascade_server.ranking.features import (
     TwoTowerFeature,
     UserActivityFeature,
     Users,
+    item_rows,
 )
 from cascade_server.ranking.heavy import HeavyRanker
 from cascade_server.ranking.models import after_heavy
@@ -138,7 +139,7 @@ def fit_features(
     if isinstance(gram, np.ndarray):
         features.append(base_models.ease(x, lam=config.ease_lambda, k=config.ease_k, gram=gram))
     if item_embeddings is not None:
-        features.append(TwoTowerFeature("two_tower", item_embeddings.astype(np.float64)))
+        features.append(TwoTowerFeature("two_tower", item_rows(item_embeddings)))
     counts = np.asarray(x.sum(axis=0)).ravel()
     features += [
         ItemValueFeature("item", np.log1p(counts)[:, None], ("log_popularity",)),

@@ -24,6 +24,9 @@ from cascade_server.artifacts.arrays import load_mapped, load_npz_mapped
 from cascade_server.features.engagement import Csr, FloatArray, IntArray
 
 FloatMatrix = npt.NDArray[np.float64]
+ItemRows = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+"""Per-item vectors as trained: float32 (float64 in releases made before they were
+kept so); features read them into float64 exactly, so either gives the same values."""
 FloatCube = npt.NDArray[np.float64]
 """[users, candidates, columns]."""
 IntMatrix = npt.NDArray[np.int64]
@@ -138,7 +141,7 @@ class FactorFeature:
 
     kind: ClassVar[str] = "factors"
     name: str
-    item_factors: FloatMatrix
+    item_factors: ItemRows
     gram: FloatMatrix
     """``alpha0 * VᵀV``."""
     lam: float
@@ -154,7 +157,7 @@ class FactorFeature:
         """The folded-in user vector (zeros for an empty history)."""
         if len(history) == 0:
             return np.zeros(self.item_factors.shape[1])
-        v = self.item_factors[history]
+        v = self.item_factors[history].astype(np.float64)
         reg = self.lam * (len(history) + self.offset) ** self.nu
         system = self.gram + v.T @ v + reg * np.eye(v.shape[1])
         solved: FloatArray = np.linalg.solve(system, v.sum(axis=0))
@@ -186,7 +189,7 @@ class TwoTowerFeature:
 
     kind: ClassVar[str] = "two_tower"
     name: str
-    item_embeddings: FloatMatrix
+    item_embeddings: ItemRows
     """[n_items, dim] candidate-tower embeddings."""
 
     @property
@@ -348,6 +351,14 @@ class FeatureSet:
         return cls([_restore(kind, name, a) for (_, kind, name), a in sorted(grouped.items())])
 
 
+def item_rows(array: npt.NDArray[np.generic]) -> ItemRows:
+    """``array`` as per-item vectors: float32 and float64 as they are (a mapped file
+    stays mapped), anything else as float64."""
+    if array.dtype == np.float32:
+        return array.view(np.float32)
+    return array.astype(np.float64, copy=False)
+
+
 def _touch(array: npt.NDArray[np.generic]) -> None:
     """Read one byte of every page of a mapped array, so requests do not wait for the
     pages to be mapped (about 40 ms for 1.5 GB already in the page cache, as the
@@ -371,14 +382,14 @@ def _restore(kind: str, name: str, a: Mapping[str, npt.NDArray[np.generic]]) -> 
         lam, nu, offset = (float(v) for v in a["params"])
         return FactorFeature(
             name,
-            a["item_factors"].astype(np.float64, copy=False),
+            item_rows(a["item_factors"]),
             a["gram"].astype(np.float64, copy=False),
             lam,
             nu,
             offset,
         )
     if kind == TwoTowerFeature.kind:
-        return TwoTowerFeature(name, a["item_embeddings"].astype(np.float64, copy=False))
+        return TwoTowerFeature(name, item_rows(a["item_embeddings"]))
     if kind == ItemValueFeature.kind:
         return ItemValueFeature(
             name, a["values"].astype(np.float64, copy=False), tuple(str(n) for n in a["names"])
