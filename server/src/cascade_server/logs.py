@@ -23,10 +23,11 @@ def configure_logging(settings: Settings, *, service: str, stream: TextIO | None
     """Route our lines and the libraries' to ``stream`` (stderr) in the configured format.
 
     Our own lines are rendered by structlog and written straight to the stream; lines
-    below the level cost one method call. Through the stdlib bridge a line cost about
-    three times as much (a record, its caller's frame, the processors run again by the
-    formatter), and the front door logs one line per page it serves. The libraries'
-    lines still come through the bridge, with the same fields and format.
+    below the level cost one method call. The stdlib bridge added a record, a look up
+    the stack for the caller and a second run of the processors in the formatter to
+    every line (the front door logs one per page it serves: docs/performance.md, item
+    79). The libraries' lines still come through the bridge, with the same fields and
+    format.
     """
     out = stream or sys.stderr
     root = logging.getLogger()

@@ -167,7 +167,8 @@ class FactorFeature:
         n = users.count
         vectors = np.stack([self.user_vector(users.history(r)) for r in range(n)])
         # Multiply then sum over k: each row's arithmetic is the same whatever the batch
-        # size, so a request's scores equal the training batch's bit for bit.
+        # size, so a request's scores equal the training batch's bit for bit. (float32
+        # factors widen exactly in the product.)
         scores: FloatCube = (self.item_factors[candidates] * vectors[:, None, :]).sum(axis=2)
         return scores[..., None]
 
