@@ -52,6 +52,7 @@ from pipeline import (
     machine_speed,
     percentiles,
     serving_env,
+    shell_settings,
     trained_home,
     wait_serving,
     write_report,
@@ -299,7 +300,7 @@ def main() -> int:
     if not baseline_env:
         raise SystemExit("give --baseline DIR and/or --baseline-env NAME=VALUE: two versions")
     # What each side runs: the settings this shell gives both, then the baseline's own.
-    shared = {k: v for k, v in os.environ.items() if k.startswith("CASCADE_")}
+    shared = shell_settings()
     versions = {
         "this": shared,
         "baseline": shared
@@ -314,8 +315,7 @@ def main() -> int:
         for name, env in (("this", {}), ("baseline", baseline_env)):
             log_dir = Path(scratch) / name
             log_dir.mkdir()
-            # The shell's settings win over the steady ones (CASCADE_LOG_LEVEL=INFO
-            # measures the servers as they log by default).
+            # The shell's settings win over the steady ones.
             running[name] = stack.enter_context(servers(home, {**STEADY, **shared, **env}, log_dir))
         results = asyncio.run(_run(running, home, args))
     timings["measure"] = time.perf_counter() - started

@@ -57,6 +57,7 @@ from pipeline import (
     embedded_url,
     machine,
     serving_env,
+    shell_settings,
     trained_home,
     wait_serving,
     write_report,
@@ -219,8 +220,7 @@ def servers(
     """The three stages' servers under callgrind on ``home`` (``code``: the environment
     that picks the code they run), SERVING; their ports."""
     out.mkdir(parents=True, exist_ok=True)
-    shell = {k: v for k, v in os.environ.items() if k.startswith("CASCADE_")}  # these win
-    env = {**os.environ, "CASCADE_HOME": str(home), **QUIET, **shell, **code}
+    env = {**os.environ, "CASCADE_HOME": str(home), **QUIET, **shell_settings(), **code}
     server_env, ports = serving_env(env, home, None)
     callgrind = Callgrind(out, cache_sim)
     try:

@@ -232,6 +232,12 @@ def drop_database(url: str) -> None:
     engine.dispose()
 
 
+def shell_settings() -> dict[str, str]:
+    """The ``CASCADE_*`` settings this shell gives: benchmarks let them win over their
+    own defaults (``CASCADE_LOG_LEVEL=INFO`` measures the servers as they log by default)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("CASCADE_")}
+
+
 def embedded_url(home: Path) -> str:
     """The URL of the embedded Postgres under ``home`` (started if needed)."""
     from cascade_server.storage.database import EmbeddedPostgres
