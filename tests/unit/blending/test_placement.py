@@ -227,9 +227,9 @@ def test_mmr_places_the_greedy_choice_however_deep_it_lies():
     centres = rng.standard_normal((5, 8))
     raw = centres[rng.integers(0, 5, n)] + 0.3 * rng.standard_normal((n, 8))
     vectors = ItemVectors(item_ids, raw.astype(np.float32))
-    unit = raw.astype(np.float32).astype(np.float64)
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     order = rng.permutation(n)
+    unit = raw[order].astype(np.float32).astype(np.float64)  # by rank, as placed
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     candidates = [ScoredCandidate(item_ids[k], float(n - r)) for r, k in enumerate(order)]
     relevance = 1.0 - np.arange(n) / n
     deepest = {}
@@ -241,7 +241,7 @@ def test_mmr_places_the_greedy_choice_however_deep_it_lies():
             value[expected] = -np.inf
             best = int(np.argmax(value))
             expected.append(best)
-            largest = np.maximum(largest, unit[order] @ unit[order[best]])
+            largest = np.maximum(largest, unit @ unit[best])
         request = BlendRequest(SurfacePolicy(diversity_lambda=lam), page_size)
         result = BlendingStage().blend(snapshot, candidates, request, vectors)
         assert page(result) == [item_ids[order[r]] for r in expected]
