@@ -374,8 +374,8 @@ def _print_points(name: str, points: list[dict[str, Any]]) -> None:
         print(
             f"{name:>20} {p['rate']:>6g}/s  p50 {p['p50_ms']:7.2f}  p90 {p['p90_ms']:7.2f}  "
             f"p99 {p['p99_ms']:7.2f}  max {p['max_ms']:8.2f} ms  {p['throughput']:7.1f}/s  "
-            f"errors {p['errors']:.0f}  degraded {p.get('degraded', 0):.0f}  [{servers}]"
-            f"{_stolen(p)}",
+            f"errors {p['errors']:.0f}  degraded {p.get('degraded', 0):.0f}  "
+            f"sent late {_sent_late(p)} ms  [{servers}]{_stolen(p)}",
             file=sys.stderr,
             flush=True,
         )
@@ -396,6 +396,12 @@ def _steal_free(point: dict[str, Any]) -> str:
     if not free:
         return "n/a"
     return f"{free['p50_ms']:.2f} / {free['p99_ms']:.2f} ({free['share']:.0%})"
+
+
+def _sent_late(point: dict[str, Any]) -> str:
+    if "send_late_p50_ms" not in point:  # a report from before it was measured
+        return "n/a"
+    return f"{point['send_late_p50_ms']:.2f} / {point['send_late_p99_ms']:.2f}"
 
 
 def _percent(value: float | None) -> str:
@@ -966,9 +972,10 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
     ]
     table = (
         "| method | rate/s | p50 ms | p90 ms | p99 ms | max ms | done/s | errors | degraded "
-        "| server CPU (cores) | RSS MiB | stolen % | steal-free p50 / p99 ms (share) |"
+        "| server CPU (cores) | RSS MiB | stolen % | steal-free p50 / p99 ms (share) "
+        "| sent late p50 / p99 ms |"
     )
-    rule = "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    rule = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     rows: list[tuple[str, dict[str, Any]]] = []
     for method, points in results.get("stages", {}).items():
         rows += [(method, p) for p in points]
@@ -991,7 +998,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
                 f"| {method} | {p['rate']:g} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} | "
                 f"{p['p99_ms']:.2f} | {p['max_ms']:.2f} | {p['throughput']:.1f} | "
                 f"{p['errors']:.0f} | {p.get('degraded', 0):.0f} | {cpu} | {rss} | "
-                f"{_percent(p.get('cpu_stolen_pct'))} | {_steal_free(p)} |"
+                f"{_percent(p.get('cpu_stolen_pct'))} | {_steal_free(p)} | {_sent_late(p)} |"
             )
         lines += [
             "",
@@ -999,7 +1006,9 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             "machine's CPU time its hypervisor gave to other guests during the point; "
             "points with much of it are slower for reasons outside Cascade. Steal-free: "
             "the answered requests sent in half-second windows in which the host took under "
-            f"{STEAL_FREE_PCT:g} % (their share of the point's requests; n/a under 100).",
+            f"{STEAL_FREE_PCT:g} % (their share of the point's requests; n/a under 100). "
+            "Sent late: how long after its due time the generator sent each request (part "
+            "of every latency; it grows when the generator is short of CPU).",
             "",
         ]
     if "traced" in results:
