@@ -18,6 +18,9 @@ request's due time. Scenarios:
 * recommend: Recommend (page of 20) at each --rates value;
 * traced: Recommend with debug (the trace a caller asks for when debugging) at the
   first --rates value, after plain Recommend at that rate as its baseline;
+* idle-gap: the compact stage methods and Recommend one at a time, each request sent
+  0, 3, 10, 20 or 50 ms after the last answer: what the machine adds to a request
+  that finds the servers idle, against back to back;
 * max-rate: Recommend at rising rates (10/s up to 500/s) until p99 reaches 50 ms or
   a request fails;
 * cold-start: each stage's server started alone on a published release: time to
@@ -64,7 +67,7 @@ import naive
 import numpy as np
 import psutil
 import sqlalchemy as sa
-from openloop import CpuTimeline, UsageMeter, open_loop, server_processes
+from openloop import CpuTimeline, DueTimer, UsageMeter, open_loop, server_processes
 from pipeline import (
     CASCADE,
     STEAL_FREE_PCT,
@@ -76,6 +79,7 @@ from pipeline import (
     fresh_database,
     machine,
     machine_speed,
+    percentiles,
     serving_env,
     step,
     wait_serving,
@@ -104,6 +108,7 @@ SCENARIOS = (
     "stages",
     "recommend",
     "traced",
+    "idle-gap",
     "max-rate",
     "cold-start",
     "swap",
@@ -332,6 +337,54 @@ async def scenario_traced(
         "debug": traced,
         "debug_over_plain_p50": traced["p50_ms"] / plain["p50_ms"],
     }
+
+
+IDLE_GAPS_MS = (0, 3, 10, 20, 50)
+IDLE_GAP_METHODS = (
+    "RetrieveCandidates (columns)",
+    "RankCandidates (columns)",
+    "BlendCandidates",
+    "Recommend",
+)
+
+
+async def scenario_idle_gap(workload: Workload, args: argparse.Namespace) -> dict[str, Any]:
+    """Each method's requests one at a time, each sent a fixed idle gap after the last
+    answer: what the machine adds to a request that finds the servers idle (cores
+    asleep, caches cooled by whatever ran meanwhile). At 50/s a `Recommend` finds them
+    idle for about 10 ms; back to back, for none."""
+    calls = workload.calls()
+    loop = asyncio.get_running_loop()
+    timer = DueTimer(loop)
+    out: dict[str, Any] = {}
+    try:
+        for method in IDLE_GAP_METHODS:
+            call = calls[method]
+            for i in range(20):  # warm-up, not reported
+                await call(i)
+            points = []
+            for gap_ms in IDLE_GAPS_MS:
+                latencies = []
+                for i in range(args.idle_gap_requests):
+                    started = loop.time()
+                    await call(i)
+                    latencies.append(loop.time() - started)
+                    await timer.sleep_until(loop.time() + gap_ms / 1000)
+                points.append({"gap_ms": gap_ms, **percentiles(latencies)})
+            for point in points:
+                point["p50_over_back_to_back"] = point["p50_ms"] / points[0]["p50_ms"]
+            out[method] = points
+            print(
+                f"{method:>28} one at a time, p50 / p99 ms after an idle gap of "
+                + ", ".join(
+                    f"{p['gap_ms']} ms: {p['p50_ms']:.2f} / {p['p99_ms']:.2f}" for p in points
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        timer.close()
+    return out
 
 
 MAX_RATE_STEPS = (10, 15, 20, 25, 30, 40, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500)
@@ -832,6 +885,8 @@ async def _serve_and_load(
             out["recommend"] = await scenario_recommend(workload, meter, args)
         if "traced" in args.scenarios:
             out["traced"] = await scenario_traced(workload, meter, args)
+        if "idle-gap" in args.scenarios:
+            out["idle_gap"] = await scenario_idle_gap(workload, args)
         if "max-rate" in args.scenarios:
             out["max_rate"] = await scenario_max_rate(workload, meter, args)
         if "cold-start" in args.scenarios:
@@ -1024,6 +1079,24 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             f"**{results['max_rate']['highest_rate_with_p99_under_50ms']:g}/s**.",
             "",
         ]
+    if "idle_gap" in results:
+        gaps = results["idle_gap"]
+        header = " | ".join(f"{p['gap_ms']} ms" for p in next(iter(gaps.values())))
+        lines += [
+            "One at a time, each request sent an idle gap after the last answer: p50 / p99 "
+            "ms, and p50 against back to back (what the machine adds to a request that "
+            "finds the servers idle).",
+            "",
+            f"| method | {header} |",
+            "|---|" + "---|" * len(next(iter(gaps.values()))),
+        ]
+        for method, points in gaps.items():
+            cells = " | ".join(
+                f"{p['p50_ms']:.2f} / {p['p99_ms']:.2f} ({p['p50_over_back_to_back']:.2f}x)"
+                for p in points
+            )
+            lines.append(f"| {method} | {cells} |")
+        lines.append("")
     if "cold_start" in results:
         lines += [
             "| server | start → SERVING s | connect ms | first request ms | warm p50 ms "
@@ -1122,6 +1195,12 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="Seconds per load point.")
     parser.add_argument("--warmup", type=float, default=3.0, help="Seconds of warm-up per method.")
+    parser.add_argument(
+        "--idle-gap-requests",
+        type=int,
+        default=100,
+        help="idle-gap: requests per method and gap.",
+    )
     parser.add_argument("--swap-rate", type=float, default=100.0)
     parser.add_argument("--swap-duration", type=float, default=30.0)
     parser.add_argument(
