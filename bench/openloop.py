@@ -37,7 +37,8 @@ class LoadResult:
     degraded: int = 0
     """Answers that said a stage or source fell back (their ``degraded`` field)."""
     send_late_s: list[float] = field(default_factory=list)
-    """Per request sent, how long after its due time the generator sent it."""
+    """Per request due, how long after its due time the generator got to it (sent it,
+    or counted it as ``CLIENT_BACKLOG``)."""
 
     def summary(self) -> dict[str, float]:
         """p50/p90/p99/max in ms, achieved throughput, and the error count."""
@@ -133,9 +134,13 @@ class DueTimer:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._fd = -1
+        self._due = 0.0
+        self._woken: asyncio.Future[None] | None = None
         create = getattr(_LIBC, "timerfd_create", None)
         if create is not None and abs(loop.time() - time.monotonic()) < 1e-3:
             self._fd = create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._fd >= 0:  # watched for the timer's whole life: no epoll change per wait
+            loop.add_reader(self._fd, self._expired)
 
     async def sleep_until(self, when: float) -> None:
         """Return at ``when`` (``loop.time()``), or at once if it has passed."""
@@ -144,28 +149,28 @@ class DueTimer:
         if self._fd < 0:
             await asyncio.sleep(when - self._loop.time())
             return
-        woken = self._loop.create_future()
-
-        def ready() -> None:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._fd, 8)
-            # An expiry left over from a wait that was cancelled is not this one's.
-            if self._loop.time() >= when and not woken.done():
-                woken.set_result(None)
-
         seconds = int(when)
         spec = _ITimerSpec(_TimeSpec(0, 0), _TimeSpec(seconds, int((when - seconds) * 1e9)))
-        self._loop.add_reader(self._fd, ready)
+        self._due, self._woken = when, self._loop.create_future()
         try:
             if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None):
                 raise OSError(ctypes.get_errno(), "timerfd_settime failed")
-            await woken
+            await self._woken
         finally:
-            self._loop.remove_reader(self._fd)
+            self._woken = None
+
+    def _expired(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._fd, 8)
+        # An expiry left over from a wait that was cancelled is not this one's.
+        woken = self._woken
+        if woken is not None and self._loop.time() >= self._due and not woken.done():
+            woken.set_result(None)
 
     def close(self) -> None:
         """Release the timerfd."""
         if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
 
