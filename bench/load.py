@@ -14,13 +14,14 @@ request's due time. Scenarios:
 * stages: RetrieveCandidates, RankCandidates (500 candidates) and BlendCandidates
   (500 ranked candidates) at each --rates value, one message per candidate; retrieval
   and ranking also in the compact form the front door uses (columns; ranking is given
-  retrieval's catalog rows with the ids);
+  retrieval's catalog rows with the ids); first, the ranking server's health check, a
+  call that does no work: the floor under every stage's latency;
 * recommend: Recommend (page of 20) at each --rates value;
 * traced: Recommend with debug (the trace a caller asks for when debugging) at the
   first --rates value, after plain Recommend at that rate as its baseline;
-* idle-gap: the compact stage methods and Recommend one at a time, each request sent
-  0, 3, 10, 20 or 50 ms after the last answer: what the machine adds to a request
-  that finds the servers idle, against back to back;
+* idle-gap: the health check, the compact stage methods and Recommend one at a time,
+  each request sent 0, 3, 10, 20 or 50 ms after the last answer: what the machine adds
+  to a request that finds the servers idle, against back to back;
 * max-rate: Recommend at rising rates (10/s up to 500/s) until p99 reaches 50 ms or
   a request fails;
 * cold-start: each stage's server started alone on a published release: time to
@@ -67,6 +68,7 @@ import naive
 import numpy as np
 import psutil
 import sqlalchemy as sa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from openloop import CpuTimeline, DueTimer, UsageMeter, open_loop, server_processes
 from pipeline import (
     CASCADE,
@@ -144,6 +146,7 @@ class Workload:
         self.retrieval = retrieval_grpc.RetrievalServiceStub(self.channels[0])
         self.ranking = ranking_grpc.RankingServiceStub(self.channels[1])
         self.blending = [blending_grpc.BlendingServiceStub(c) for c in self.channels[2:]]
+        self.health = health_pb2_grpc.HealthStub(self.channels[1])
         self.users = users
         self.candidates: list[list[str]] = []
         self.rows: list[list[int]] = []
@@ -220,7 +223,12 @@ class Workload:
 
             return call
 
+        async def no_op(i: int) -> Any:
+            check = self.health.Check  # type: ignore[attr-defined]  # the stub is untyped
+            return await check(_HEALTH_CHECK, timeout=self.timeout_s)
+
         return {
+            NO_OP: no_op,
             "RetrieveCandidates": retrieve(columnar=False),
             "RetrieveCandidates (columns)": retrieve(columnar=True),
             "RankCandidates": rank(columnar=False),
@@ -234,6 +242,13 @@ class Workload:
         """Close the channels."""
         for channel in self.channels:
             await channel.close()
+
+
+NO_OP = "Check (ranking, no work)"
+"""The health check of the ranking server: a call that does no work, so its latency is
+what the gRPC server, Python and the machine add to every call (the floor of the stage
+methods' latency, measured beside them)."""
+_HEALTH_CHECK = health_pb2.HealthCheckRequest()
 
 
 def _context(user: str) -> context_pb2.RequestContext:
@@ -287,6 +302,7 @@ async def measure(
 
 
 STAGE_METHODS = (
+    NO_OP,
     "RetrieveCandidates",
     "RetrieveCandidates (columns)",
     "RankCandidates",
@@ -295,7 +311,8 @@ STAGE_METHODS = (
 )
 """Each stage's call as a caller makes it: one message per candidate with every score, and
 for retrieval and ranking also the compact form the front door uses (candidates in
-columns; ranking gets retrieval's rows with the ids and answers with final scores)."""
+columns; ranking gets retrieval's rows with the ids and answers with final scores); first,
+a call that does no work (``NO_OP``), their floor."""
 
 
 async def scenario_stages(
@@ -341,6 +358,7 @@ async def scenario_traced(
 
 IDLE_GAPS_MS = (0, 3, 10, 20, 50)
 IDLE_GAP_METHODS = (
+    NO_OP,
     "RetrieveCandidates (columns)",
     "RankCandidates (columns)",
     "BlendCandidates",
