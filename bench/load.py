@@ -470,8 +470,6 @@ def _steal_free(point: dict[str, Any]) -> str:
 
 
 def _sent_late(point: dict[str, Any]) -> str:
-    if "send_late_p50_ms" not in point:  # a report from before it was measured
-        return "n/a"
     return f"{point['send_late_p50_ms']:.2f} / {point['send_late_p99_ms']:.2f}"
 
 
