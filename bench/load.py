@@ -58,7 +58,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -261,10 +262,16 @@ servers finish even after the client gave up) does not spill into the next one."
 
 
 async def measure(
-    call: Call, rate: float, duration_s: float, meter: UsageMeter | None
+    call: Call,
+    rate: float,
+    duration_s: float,
+    meter: UsageMeter | None,
+    users: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One load point: latency summary, each server's CPU and RSS, the CPU the host
-    stole, and the latencies of the requests sent while it stole none."""
+    stole, the latencies of the requests sent while it stole none, and, given the
+    ``users`` that ``call(i)`` asks for (``users[i % len(users)]``), how much of the
+    slowest 1 % one user makes (``slowest_user``)."""
     await asyncio.sleep(SETTLE_S)
     if meter is not None:
         meter.start()
@@ -276,13 +283,14 @@ async def measure(
     sampling = asyncio.create_task(windows.run(sampled))
     loop = asyncio.get_running_loop()
     sent: list[tuple[float, float]] = []  # (loop time it was due, latency)
+    answered: list[tuple[int, float]] = []  # (request index, latency)
+
+    def done(i: int, latency: float) -> None:
+        sent.append((loop.time() - latency, latency))
+        answered.append((i, latency))
+
     started = time.perf_counter()
-    result = await open_loop(
-        call,
-        rate,
-        duration_s,
-        on_done=lambda _, latency: sent.append((loop.time() - latency, latency)),
-    )
+    result = await open_loop(call, rate, duration_s, on_done=done)
     wall = time.perf_counter() - started
     sampled.set()
     await sampling
@@ -294,11 +302,33 @@ async def measure(
         "steal_free": windows.steal_free(sent),
         "latencies_ms": [round(x * 1000, 3) for x in result.latencies_s],
     }
+    if users:
+        point["slowest_user"] = slowest_user(answered, users)
     if meter is not None:
         point["servers"] = {
             u.name: {"cpu_cores": u.cpu_cores, "rss_mib": u.rss_mib} for u in meter.stop()
         }
     return point
+
+
+def slowest_user(answered: Sequence[tuple[int, float]], users: Sequence[str]) -> dict[str, Any]:
+    """The user with the most requests among the slowest 1 % of ``answered`` (request
+    index, latency; request ``i`` asked for ``users[i % len(users)]``), and the p99 of the
+    requests of everyone else: a p99 set by one user's data (a long history, say) rather
+    than by the servers shows as a large drop."""
+    tail = max(1, len(answered) // 100)
+    by_latency = sorted(answered, key=lambda pair: pair[1], reverse=True)
+    counts = Counter(users[i % len(users)] for i, _ in by_latency[:tail])
+    user, in_tail = counts.most_common(1)[0]
+    others = [latency for i, latency in answered if users[i % len(users)] != user]
+    return {
+        "user": user,
+        "in_slowest": in_tail,
+        "slowest": tail,
+        "requests": len(answered) - len(others),
+        "users_in_slowest": len(counts),
+        "p99_without_ms": float(np.percentile(others, 99)) * 1000 if others else None,
+    }
 
 
 STAGE_METHODS = (
@@ -322,8 +352,9 @@ async def scenario_stages(
     out: dict[str, Any] = {}
     for method in STAGE_METHODS:
         await open_loop(calls[method], args.rates[0], args.warmup)  # warm-up, not reported
+        users = () if method == NO_OP else workload.users
         out[method] = [
-            await measure(calls[method], rate, args.duration, meter) for rate in args.rates
+            await measure(calls[method], rate, args.duration, meter, users) for rate in args.rates
         ]
         _print_points(method, out[method])
     return out
@@ -334,7 +365,9 @@ async def scenario_recommend(
 ) -> list[dict[str, Any]]:
     call = workload.calls()["Recommend"]
     await open_loop(call, args.rates[0], args.warmup)
-    points = [await measure(call, rate, args.duration, meter) for rate in args.rates]
+    points = [
+        await measure(call, rate, args.duration, meter, workload.users) for rate in args.rates
+    ]
     _print_points("Recommend", points)
     return points
 
@@ -446,7 +479,7 @@ def _print_points(name: str, points: list[dict[str, Any]]) -> None:
             f"{name:>20} {p['rate']:>6g}/s  p50 {p['p50_ms']:7.2f}  p90 {p['p90_ms']:7.2f}  "
             f"p99 {p['p99_ms']:7.2f}  max {p['max_ms']:8.2f} ms  {p['throughput']:7.1f}/s  "
             f"errors {p['errors']:.0f}  degraded {p.get('degraded', 0):.0f}  "
-            f"sent late {_sent_late(p)} ms  [{servers}]{_stolen(p)}",
+            f"sent late {_sent_late(p)} ms  [{servers}]{_stolen(p)}{_user_tail(p)}",
             file=sys.stderr,
             flush=True,
         )
@@ -467,6 +500,16 @@ def _steal_free(point: dict[str, Any]) -> str:
     if not free:
         return "n/a"
     return f"{free['p50_ms']:.2f} / {free['p99_ms']:.2f} ({free['share']:.0%})"
+
+
+def _user_tail(point: dict[str, Any]) -> str:
+    tail = point.get("slowest_user")
+    if not tail:
+        return ""
+    return (
+        f"; slowest 1 %: {tail['in_slowest']} of {tail['slowest']} from {tail['user']} "
+        f"({tail['requests']} requests), p99 without it {_ms(tail['p99_without_ms'])}"
+    )
 
 
 def _sent_late(point: dict[str, Any]) -> str:
@@ -1082,6 +1125,26 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             "of every latency; it grows when the generator is short of CPU).",
             "",
         ]
+    tails = [(method, p, p["slowest_user"]) for method, p in rows if p.get("slowest_user")]
+    if tails:
+        lines += [
+            "Who the slowest 1 % are: the user with most requests among a point's slowest "
+            "1 % (each sampled user is asked for in turn), how many of them, how many users "
+            "the slowest 1 % came from, and the point's p99 without that user's requests. "
+            "A large drop means one user's data (a long history) sets the p99, not the "
+            "servers.",
+            "",
+            "| method | rate/s | user (requests) | of the slowest 1 % | users in it "
+            "| p99 / without the user |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {method} | {p['rate']:g} | {t['user']} ({t['requests']}) | "
+            f"{t['in_slowest']} of {t['slowest']} | {t['users_in_slowest']} | "
+            f"{p['p99_ms']:.2f} ms / {_ms(t['p99_without_ms'])} |"
+            for method, p, t in tails
+        ]
+        lines.append("")
     if "traced" in results:
         lines += [
             "Recommend with debug (traces and every candidate's outcome) against plain "

@@ -65,7 +65,7 @@ async def open_loop(
     duration_s: float,
     *,
     max_in_flight: int = 5000,
-    on_done: Callable[[float, float], None] | None = None,
+    on_done: Callable[[int, float], None] | None = None,
 ) -> LoadResult:
     """Send ``call(i)`` at ``rate`` per second for ``duration_s`` seconds.
 
@@ -73,7 +73,8 @@ async def open_loop(
     ``degraded`` field is not empty counts as degraded (it is in the latencies too). Past
     ``max_in_flight`` outstanding calls a due request is not sent and counts as
     ``CLIENT_BACKLOG`` (the bound keeps a collapsed server from exhausting memory).
-    ``on_done(due time, latency)`` sees every successful call (for time series).
+    ``on_done(i, latency)`` sees every successful call (for time series and for what
+    each request asked).
     """
     loop = asyncio.get_running_loop()
     result = LoadResult(rate, duration_s)
@@ -99,7 +100,7 @@ async def open_loop(
         if getattr(response, "degraded", None):
             result.degraded += 1
         if on_done is not None:
-            on_done(due - start, latency)
+            on_done(i, latency)
 
     try:
         for i in range(count):
