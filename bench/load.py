@@ -70,7 +70,15 @@ import numpy as np
 import psutil
 import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from openloop import CpuTimeline, DueTimer, UsageMeter, open_loop, server_processes
+from openloop import (
+    CpuTimeline,
+    DueTimer,
+    KernelThreads,
+    LoadResult,
+    UsageMeter,
+    open_loop,
+    server_processes,
+)
 from pipeline import (
     CASCADE,
     STEAL_FREE_PCT,
@@ -269,7 +277,8 @@ async def measure(
     users: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One load point: latency summary, each server's CPU and RSS, the CPU the host
-    stole, the latencies of the requests sent while it stole none, and, given the
+    stole, the latencies of the requests sent while it stole none, those of the
+    requests during which no busy kernel thread ran (``kernel_free``), and, given the
     ``users`` that ``call(i)`` asks for (``users[i % len(users)]``), how much of the
     slowest 1 % one user makes (``slowest_user``)."""
     await asyncio.sleep(SETTLE_S)
@@ -281,17 +290,23 @@ async def measure(
     windows = StealWindows()
     sampled = asyncio.Event()
     sampling = asyncio.create_task(windows.run(sampled))
-    loop = asyncio.get_running_loop()
-    sent: list[tuple[float, float]] = []  # (loop time it was due, latency)
+    sent: list[tuple[float, float]] = []  # (monotonic time it was due, latency)
     answered: list[tuple[int, float]] = []  # (request index, latency)
 
     def done(i: int, latency: float) -> None:
-        sent.append((loop.time() - latency, latency))
+        sent.append((time.monotonic() - latency, latency))
         answered.append((i, latency))
 
+    kernel = KernelThreads.find()
     started = time.perf_counter()
-    result = await open_loop(call, rate, duration_s, on_done=done)
-    wall = time.perf_counter() - started
+    kernel_before = kernel.runtime_ns() if kernel is not None else 0
+    try:
+        result = await open_loop(call, rate, duration_s, on_done=done, kernel=kernel)
+        wall = time.perf_counter() - started
+        kernel_ran_s = (kernel.runtime_ns() - kernel_before) / 1e9 if kernel is not None else 0.0
+    finally:
+        if kernel is not None:
+            kernel.close()
     sampled.set()
     await sampling
     point: dict[str, Any] = {
@@ -302,6 +317,8 @@ async def measure(
         "steal_free": windows.steal_free(sent),
         "latencies_ms": [round(x * 1000, 3) for x in result.latencies_s],
     }
+    if kernel is not None:
+        point["kernel_free"] = kernel_free(result, kernel.names, kernel_ran_s / wall)
     if users:
         point["slowest_user"] = slowest_user(answered, users)
     if meter is not None:
@@ -309,6 +326,23 @@ async def measure(
             u.name: {"cpu_cores": u.cpu_cores, "rss_mib": u.rss_mib} for u in meter.stop()
         }
     return point
+
+
+def kernel_free(result: LoadResult, threads: list[str], cores: float) -> dict[str, Any]:
+    """p50 and p99 (ms) of the answered requests during which none of the busy kernel
+    ``threads`` ran, their share of all answered (p50 and p99 None under 100 such
+    requests), the p50 of the others, and the CPU (in cores) the threads took."""
+    ran = np.asarray(result.kernel_s) > 0
+    ms = np.asarray(result.latencies_s) * 1000
+    free, hit = ms[~ran], ms[ran]
+    return {
+        "threads": threads,
+        "cores": cores,
+        "share": len(free) / len(ms) if len(ms) else 0.0,
+        "p50_ms": float(np.percentile(free, 50)) if len(free) >= 100 else None,
+        "p99_ms": float(np.percentile(free, 99)) if len(free) >= 100 else None,
+        "hit_p50_ms": float(np.percentile(hit, 50)) if len(hit) else None,
+    }
 
 
 def slowest_user(answered: Sequence[tuple[int, float]], users: Sequence[str]) -> dict[str, Any]:
@@ -417,10 +451,10 @@ async def scenario_idle_gap(workload: Workload, args: argparse.Namespace) -> dic
             for gap_ms in IDLE_GAPS_MS:
                 latencies = []
                 for i in range(args.idle_gap_requests):
-                    started = loop.time()
+                    started = time.monotonic()
                     await call(i)
-                    latencies.append(loop.time() - started)
-                    await timer.sleep_until(loop.time() + gap_ms / 1000)
+                    latencies.append(time.monotonic() - started)
+                    await timer.sleep_until(time.monotonic() + gap_ms / 1000)
                 points.append({"gap_ms": gap_ms, **percentiles(latencies)})
             for point in points:
                 point["p50_over_back_to_back"] = point["p50_ms"] / points[0]["p50_ms"]
@@ -479,7 +513,7 @@ def _print_points(name: str, points: list[dict[str, Any]]) -> None:
             f"{name:>20} {p['rate']:>6g}/s  p50 {p['p50_ms']:7.2f}  p90 {p['p90_ms']:7.2f}  "
             f"p99 {p['p99_ms']:7.2f}  max {p['max_ms']:8.2f} ms  {p['throughput']:7.1f}/s  "
             f"errors {p['errors']:.0f}  degraded {p.get('degraded', 0):.0f}  "
-            f"sent late {_sent_late(p)} ms  [{servers}]{_stolen(p)}{_user_tail(p)}",
+            f"sent late {_sent_late(p)} ms  [{servers}]{_stolen(p)}{_kernel(p)}{_user_tail(p)}",
             file=sys.stderr,
             flush=True,
         )
@@ -498,6 +532,23 @@ def _stolen(point: dict[str, Any]) -> str:
 def _steal_free(point: dict[str, Any]) -> str:
     free = point.get("steal_free")
     if not free:
+        return "n/a"
+    return f"{free['p50_ms']:.2f} / {free['p99_ms']:.2f} ({free['share']:.0%})"
+
+
+def _kernel(point: dict[str, Any]) -> str:
+    free = point.get("kernel_free")
+    if not free:
+        return ""
+    return (
+        f"; {', '.join(free['threads'])} ran in {1 - free['share']:.1%} of the requests "
+        f"(their p50 {_ms(free['hit_p50_ms'])}), the others {_kernel_free(point)}"
+    )
+
+
+def _kernel_free(point: dict[str, Any]) -> str:
+    free = point.get("kernel_free")
+    if not free or free["p50_ms"] is None:
         return "n/a"
     return f"{free['p50_ms']:.2f} / {free['p99_ms']:.2f} ({free['share']:.0%})"
 
@@ -642,17 +693,16 @@ async def scenario_swap(
     """Recommend at --swap-rate while a new release is published and swapped in."""
     n = len(workload.users)
     served: list[tuple[float, float, str]] = []  # (due offset, latency, release)
-    loop = asyncio.get_running_loop()
 
     async def recommend(i: int) -> Any:
-        due = loop.time() - began
+        due = time.monotonic() - began
         response = await workload.blending[0].Recommend(
             blending_pb.RecommendRequest(user_id=workload.users[i % n], page_size=20),
             timeout=TIMEOUT_S,
         )
         # A degraded response names whichever stage answered: not a release change.
         release = "" if response.degraded else response.release_id
-        served.append((due, loop.time() - began - due, release))
+        served.append((due, time.monotonic() - began - due, release))
         return response
 
     if args.swap_to:
@@ -665,7 +715,7 @@ async def scenario_swap(
 
     async def publish() -> float:
         await asyncio.sleep(publish_at)
-        started = loop.time() - began
+        started = time.monotonic() - began
         await asyncio.to_thread(
             subprocess.run,
             [*CASCADE, *command],
@@ -678,7 +728,7 @@ async def scenario_swap(
     # Warm at the swap's rate first, so "before the swap" is the steady state it is
     # compared with, not the servers' first seconds at this rate.
     await open_loop(workload.calls()["Recommend"], args.swap_rate, args.warmup)
-    began = loop.time()
+    began = time.monotonic()
     timeline = CpuTimeline(meter.processes)
     sampled = asyncio.Event()
     sampling = asyncio.create_task(timeline.run(sampled))
@@ -1087,9 +1137,9 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
     table = (
         "| method | rate/s | p50 ms | p90 ms | p99 ms | max ms | done/s | errors | degraded "
         "| server CPU (cores) | RSS MiB | stolen % | steal-free p50 / p99 ms (share) "
-        "| sent late p50 / p99 ms |"
+        "| kernel-thread-free p50 / p99 ms (share) | sent late p50 / p99 ms |"
     )
-    rule = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    rule = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     rows: list[tuple[str, dict[str, Any]]] = []
     for method, points in results.get("stages", {}).items():
         rows += [(method, p) for p in points]
@@ -1112,7 +1162,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
                 f"| {method} | {p['rate']:g} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} | "
                 f"{p['p99_ms']:.2f} | {p['max_ms']:.2f} | {p['throughput']:.1f} | "
                 f"{p['errors']:.0f} | {p.get('degraded', 0):.0f} | {cpu} | {rss} | "
-                f"{_percent(p.get('cpu_stolen_pct'))} | {_steal_free(p)} | {_sent_late(p)} |"
+                f"{_percent(p.get('cpu_stolen_pct'))} | {_steal_free(p)} | {_kernel_free(p)} | "
+                f"{_sent_late(p)} |"
             )
         lines += [
             "",
@@ -1121,6 +1172,10 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             "points with much of it are slower for reasons outside Cascade. Steal-free: "
             "the answered requests sent in half-second windows in which the host took under "
             f"{STEAL_FREE_PCT:g} % (their share of the point's requests; n/a under 100). "
+            "Kernel-thread-free: the answered requests during which none of the machine's "
+            "busy kernel threads ran (such as kdamond, the kernel's memory-access monitor, "
+            "which can hold a core for milliseconds; n/a under 100 or where none is "
+            "busy). "
             "Sent late: how long after its due time the generator sent each request (part "
             "of every latency; it grows when the generator is short of CPU).",
             "",

@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -39,6 +40,9 @@ class LoadResult:
     send_late_s: list[float] = field(default_factory=list)
     """Per request due, how long after its due time the generator got to it (sent it,
     or counted it as ``CLIENT_BACKLOG``)."""
+    kernel_s: list[float] = field(default_factory=list)
+    """Per answered request (aligned with ``latencies_s``), the CPU time the machine's busy
+    kernel threads ran while it was out (empty without a ``KernelThreads``)."""
 
     def summary(self) -> dict[str, float]:
         """p50/p90/p99/max in ms, achieved throughput, and the error count."""
@@ -66,6 +70,7 @@ async def open_loop(
     *,
     max_in_flight: int = 5000,
     on_done: Callable[[int, float], None] | None = None,
+    kernel: KernelThreads | None = None,
 ) -> LoadResult:
     """Send ``call(i)`` at ``rate`` per second for ``duration_s`` seconds.
 
@@ -74,16 +79,18 @@ async def open_loop(
     ``max_in_flight`` outstanding calls a due request is not sent and counts as
     ``CLIENT_BACKLOG`` (the bound keeps a collapsed server from exhausting memory).
     ``on_done(i, latency)`` sees every successful call (for time series and for what
-    each request asked).
+    each request asked). With ``kernel``, each answered request also records how long
+    those kernel threads ran while it was out (``LoadResult.kernel_s``).
     """
     loop = asyncio.get_running_loop()
     result = LoadResult(rate, duration_s)
     count = int(rate * duration_s)
-    start = loop.time() + 0.01
+    start = time.monotonic() + 0.01
     pending: set[asyncio.Task[None]] = set()
     timer = DueTimer(loop)
 
     async def one(i: int, due: float) -> None:
+        kernel_before = kernel.runtime_ns() if kernel is not None else 0
         try:
             response = await call(i)
         except grpc.aio.AioRpcError as error:
@@ -95,8 +102,10 @@ async def open_loop(
                 code.name if isinstance(code, grpc.StatusCode) else type(error).__name__
             ] += 1
             return
-        latency = loop.time() - due
+        latency = time.monotonic() - due
         result.latencies_s.append(latency)
+        if kernel is not None:
+            result.kernel_s.append((kernel.runtime_ns() - kernel_before) / 1e9)
         if getattr(response, "degraded", None):
             result.degraded += 1
         if on_done is not None:
@@ -106,7 +115,7 @@ async def open_loop(
         for i in range(count):
             due = start + i / rate
             await timer.sleep_until(due)
-            result.send_late_s.append(loop.time() - due)
+            result.send_late_s.append(time.monotonic() - due)
             if len(pending) >= max_in_flight:
                 result.errors["CLIENT_BACKLOG"] += 1
                 continue
@@ -117,19 +126,74 @@ async def open_loop(
         timer.close()
     if pending:
         await asyncio.wait(pending)
-    result.elapsed_s = loop.time() - start
+    result.elapsed_s = time.monotonic() - start
     return result
 
 
-class DueTimer:
-    """Sleeps until a time on the event loop's clock, to a tenth of a millisecond.
+class KernelThreads:
+    """The machine's busy kernel threads, and the CPU time they have run.
 
-    asyncio rounds every wait up to the next whole millisecond (epoll's unit), so a
-    request due at ``t`` went out up to 1 ms after ``t`` (0.67 ms at the median, measured
-    at 50/s) and that delay counted in its latency. A Linux timerfd armed at the due
-    time on the same clock (``CLOCK_MONOTONIC``, which asyncio's ``loop.time()``
-    reads) wakes the loop about 0.1 ms after it instead. Where there is no timerfd, or
-    the loop keeps another clock, this falls back to ``asyncio.sleep``.
+    A kernel thread can hold a core without being preempted (on a kernel built without
+    preemption, until it yields): a request thread woken on that core waits for it even
+    when the other core is idle. On the machines these benchmarks were written on,
+    ``kdamond`` (the kernel's memory-access monitor, which the virtual machine runs)
+    took a core for 2 to 20 ms several times a second, and a request it overlapped was
+    about 2 ms slower at the median (docs/performance.md, item 86). Busy: children of
+    ``kthreadd`` that ran at least ``min_share`` of a core since boot. Reading their
+    run time (``/proc/PID/schedstat``) takes about a microsecond per thread.
+    """
+
+    def __init__(self, threads: dict[str, int]) -> None:
+        self.names = sorted(threads)
+        self._fds: list[int] = []
+        for pid in threads.values():
+            with contextlib.suppress(OSError):  # ended since it was found
+                self._fds.append(os.open(f"/proc/{pid}/schedstat", os.O_RDONLY))
+
+    @classmethod
+    def find(cls, min_share: float = 0.002) -> KernelThreads | None:
+        """The kernel threads that ran at least ``min_share`` of a core since boot; None
+        where there are none (or no ``/proc``)."""
+        try:
+            uptime_ns = float(Path("/proc/uptime").read_text().split()[0]) * 1e9
+        except OSError:
+            return None
+        busy: dict[str, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # pid (comm) state ppid ...; comm may hold spaces and parentheses
+                text = stat.read_text()
+                ppid = int(text[text.rindex(")") + 2 :].split()[1])
+                if ppid != 2:
+                    continue
+                run_ns = int((stat.parent / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+            if run_ns >= min_share * uptime_ns:
+                busy[text[text.index("(") + 1 : text.rindex(")")]] = int(stat.parent.name)
+        return cls(busy) if busy else None
+
+    def runtime_ns(self) -> int:
+        """The CPU time, in ns, the threads have run since boot."""
+        return sum(int(os.pread(fd, 64, 0).split()[0]) for fd in self._fds)
+
+    def close(self) -> None:
+        """Close the threads' files."""
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+
+class DueTimer:
+    """Sleeps until a time on the monotonic clock (``time.monotonic()``), to a tenth of a
+    millisecond.
+
+    asyncio rounds every wait up to the next whole millisecond (epoll's unit), and
+    uvloop keeps its clock in whole milliseconds, so a request due at ``t`` went out up
+    to 1 ms after ``t`` (0.67 ms at the median, measured at 50/s) and that delay counted
+    in its latency. A Linux timerfd armed at the due time on the same clock
+    (``CLOCK_MONOTONIC``) wakes the loop about 0.1 ms after it instead. Where there is
+    no timerfd, this falls back to ``asyncio.sleep``.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -138,17 +202,17 @@ class DueTimer:
         self._due = 0.0
         self._woken: asyncio.Future[None] | None = None
         create = getattr(_LIBC, "timerfd_create", None)
-        if create is not None and abs(loop.time() - time.monotonic()) < 1e-3:
+        if create is not None:
             self._fd = create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
         if self._fd >= 0:  # watched for the timer's whole life: no epoll change per wait
             loop.add_reader(self._fd, self._expired)
 
     async def sleep_until(self, when: float) -> None:
-        """Return at ``when`` (``loop.time()``), or at once if it has passed."""
-        if when <= self._loop.time():
+        """Return at ``when`` (``time.monotonic()``), or at once if it has passed."""
+        if when <= time.monotonic():
             return
         if self._fd < 0:
-            await asyncio.sleep(when - self._loop.time())
+            await asyncio.sleep(when - time.monotonic())
             return
         seconds = int(when)
         spec = _ITimerSpec(_TimeSpec(0, 0), _TimeSpec(seconds, int((when - seconds) * 1e9)))
@@ -165,7 +229,7 @@ class DueTimer:
             os.read(self._fd, 8)
         # An expiry left over from a wait that was cancelled is not this one's.
         woken = self._woken
-        if woken is not None and self._loop.time() >= self._due and not woken.done():
+        if woken is not None and time.monotonic() >= self._due and not woken.done():
             woken.set_result(None)
 
     def close(self) -> None:

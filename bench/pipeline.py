@@ -111,13 +111,12 @@ class StealWindows:
         self._stolen: list[float] = []
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sample every step (on the event loop's clock) until ``stop`` is set."""
-        loop = asyncio.get_running_loop()
-        last, began = _cpu_ticks(), loop.time()
+        """Sample every step (on the monotonic clock) until ``stop`` is set."""
+        last, began = _cpu_ticks(), time.monotonic()
         while last is not None and not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._step_s)
-            now, ended = _cpu_ticks(), loop.time()
+            now, ended = _cpu_ticks(), time.monotonic()
             if now is None:
                 return
             self._starts.append(began)
@@ -125,7 +124,7 @@ class StealWindows:
             last, began = now, ended
 
     def steal_free(self, sent: list[tuple[float, float]]) -> dict[str, float] | None:
-        """p50 and p99 (ms) of the answered requests (``(loop time sent, latency s)``
+        """p50 and p99 (ms) of the answered requests (``(monotonic time sent, latency s)``
         each) sent in windows with less than ``STEAL_FREE_PCT`` stolen, and their share
         of all answered; None without steal figures or with under 100 such requests."""
         kept = []
