@@ -45,7 +45,10 @@ request's due time. Scenarios:
   search_k, against exact numpy search measured in the same run.
 
 Every load point reports p50/p90/p99/max, throughput, errors, and each server's CPU
-(cores) and RSS. Results go to bench/results/load-*.{json,md} with PNG plots.
+(cores) and RSS; the p50/p99 of the requests sent while the host stole no CPU and of
+those during which none of the machine's busy kernel threads ran; and, for the stage
+methods and Recommend, the user with most requests among the slowest 1 % and the p99
+without that user. Results go to bench/results/load-*.{json,md} with PNG plots.
 """
 
 from __future__ import annotations
@@ -525,13 +528,14 @@ def _stolen(point: dict[str, Any]) -> str:
     if not stolen:
         return ""
     return f"; host stole {stolen:.0f} % of the CPU" + (
-        f"; windows it left alone: {_steal_free(point)}" if point.get("steal_free") else ""
+        f"; windows it left alone: {_free(point, 'steal_free')}" if point.get("steal_free") else ""
     )
 
 
-def _steal_free(point: dict[str, Any]) -> str:
-    free = point.get("steal_free")
-    if not free:
+def _free(point: dict[str, Any], key: str) -> str:
+    """A point's ``steal_free`` or ``kernel_free`` figures as "p50 / p99 (share)"."""
+    free = point.get(key)
+    if not free or free["p50_ms"] is None:
         return "n/a"
     return f"{free['p50_ms']:.2f} / {free['p99_ms']:.2f} ({free['share']:.0%})"
 
@@ -541,16 +545,10 @@ def _kernel(point: dict[str, Any]) -> str:
     if not free:
         return ""
     return (
-        f"; {', '.join(free['threads'])} ran in {1 - free['share']:.1%} of the requests "
-        f"(their p50 {_ms(free['hit_p50_ms'])}), the others {_kernel_free(point)}"
+        f"; {', '.join(free['threads'])} ({free['cores']:.3f} cores) ran in "
+        f"{1 - free['share']:.1%} of the requests "
+        f"(their p50 {_ms(free['hit_p50_ms'])}), the others {_free(point, 'kernel_free')}"
     )
-
-
-def _kernel_free(point: dict[str, Any]) -> str:
-    free = point.get("kernel_free")
-    if not free or free["p50_ms"] is None:
-        return "n/a"
-    return f"{free['p50_ms']:.2f} / {free['p99_ms']:.2f} ({free['share']:.0%})"
 
 
 def _user_tail(point: dict[str, Any]) -> str:
@@ -1162,8 +1160,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
                 f"| {method} | {p['rate']:g} | {p['p50_ms']:.2f} | {p['p90_ms']:.2f} | "
                 f"{p['p99_ms']:.2f} | {p['max_ms']:.2f} | {p['throughput']:.1f} | "
                 f"{p['errors']:.0f} | {p.get('degraded', 0):.0f} | {cpu} | {rss} | "
-                f"{_percent(p.get('cpu_stolen_pct'))} | {_steal_free(p)} | {_kernel_free(p)} | "
-                f"{_sent_late(p)} |"
+                f"{_percent(p.get('cpu_stolen_pct'))} | {_free(p, 'steal_free')} | "
+                f"{_free(p, 'kernel_free')} | {_sent_late(p)} |"
             )
         lines += [
             "",
