@@ -168,6 +168,14 @@ def test_metrics_count_calls_stage_timings_and_snapshots(stack):
 
     assert grew("cascade_rpc_calls_total", method=method, code="OK") == 3
     assert grew("cascade_rpc_duration_seconds_count", method=method) == 3
+    # The stages' 6 ms budget is a bucket boundary: the share within it is exact.
+    bounds = {
+        labels["le"]
+        for name, labels, _ in after
+        if name == "cascade_rpc_duration_seconds_bucket" and labels.get("method") == method
+    }
+    assert {"0.004", "0.005", "0.006", "+Inf"} <= bounds
+    assert grew("cascade_rpc_duration_seconds_bucket", method=method, le="+Inf") == 3
     for stage in ("retrieval", "ranking", "blending"):
         assert grew("cascade_stage_duration_seconds_count", stage=stage) == 3
     assert grew("cascade_stage_candidates_sum", stage="blending") == 30
