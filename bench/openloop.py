@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import math
 import os
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from typing import Any
 import grpc
 import numpy as np
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @dataclass
@@ -263,15 +266,23 @@ class ProcessUsage:
 
 class UsageMeter:
     """Measures the CPU time and RSS of named groups of processes over an interval (a
-    stage served by several processes: their sum)."""
+    stage served by several processes: their sum), and with ``durations`` what the
+    servers timed themselves."""
 
-    def __init__(self, processes: dict[str, list[psutil.Process]]) -> None:
+    def __init__(
+        self,
+        processes: dict[str, list[psutil.Process]],
+        durations: ServerDurations | None = None,
+    ) -> None:
         self.processes = processes
+        self.durations = durations
         self._start: dict[str, float] = {}
         self._started = 0.0
 
     def start(self) -> None:
         """Begin an interval."""
+        if self.durations is not None:
+            self.durations.start()
         self._started = time.perf_counter()
         self._start = {name: _cpu(group) for name, group in self.processes.items()}
 
@@ -286,6 +297,84 @@ class UsageMeter:
             )
             for name, group in self.processes.items()
         ]
+
+
+BUDGET_S = 0.006
+"""A stage's p99 budget: the servers' call-duration histograms have a bucket there."""
+
+
+class ServerDurations:
+    """The servers' own time per call over an interval, from the call-duration histogram
+    each serves (``cascade_rpc_duration_seconds``: from the interceptor's start to its
+    end, by method), read before and after: the part of a latency spent inside a server,
+    apart from the generator, gRPC and the wait before the handler runs."""
+
+    def __init__(self, metrics_ports: dict[str, int]) -> None:
+        self._ports = metrics_ports
+        self._before: dict[tuple[str, str], dict[float, float]] = {}
+
+    def start(self) -> None:
+        """Begin an interval."""
+        self._before = self._read()
+
+    def stop(self, min_calls: float) -> list[dict[str, Any]]:
+        """Per server and method with at least ``min_calls`` calls in the interval: the
+        calls, p50 and p99 in ms (estimated within their buckets, as Prometheus'
+        ``histogram_quantile`` does) and the share within ``BUDGET_S``."""
+        out = []
+        for (server, method), after in sorted(self._read().items()):
+            before = self._before.get((server, method), {})
+            counts = {le: n - before.get(le, 0.0) for le, n in after.items()}
+            calls = counts.get(math.inf, 0.0)
+            if calls < max(min_calls, 1):
+                continue
+            out.append(
+                {
+                    "server": server,
+                    "method": method.rsplit("/", 1)[-1],
+                    "calls": calls,
+                    "p50_ms": _bucket_quantile(counts, 0.5) * 1000,
+                    "p99_ms": _bucket_quantile(counts, 0.99) * 1000,
+                    "within_budget": counts.get(BUDGET_S, math.nan) / calls,
+                }
+            )
+        return out
+
+    def _read(self) -> dict[tuple[str, str], dict[float, float]]:
+        """(server, method) → cumulative count per bucket bound, from every server."""
+        buckets: dict[tuple[str, str], dict[float, float]] = {}
+        for server, port in self._ports.items():
+            url = f"http://127.0.0.1:{port}/metrics"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    text = response.read().decode()
+            except OSError:  # metrics off, or the server is gone: nothing to report
+                continue
+            for family in text_string_to_metric_families(text):
+                if family.name != "cascade_rpc_duration_seconds":
+                    continue
+                for sample in family.samples:
+                    if sample.name.endswith("_bucket"):
+                        key = (server, sample.labels["method"])
+                        buckets.setdefault(key, {})[float(sample.labels["le"])] = sample.value
+        return buckets
+
+
+def _bucket_quantile(counts: dict[float, float], q: float) -> float:
+    """The ``q`` quantile of cumulative bucket ``counts`` (bound → calls at or under
+    it), linear within the bucket that holds it; the highest finite bound when that is
+    the open-ended one."""
+    bounds = sorted(counts)
+    target = q * counts[math.inf]
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        if counts[bound] >= target:
+            if math.isinf(bound):
+                return lower
+            inside = counts[bound] - below
+            return lower + (bound - lower) * ((target - below) / inside if inside else 1.0)
+        lower, below = bound, counts[bound]
+    return lower
 
 
 class CpuTimeline:
