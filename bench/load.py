@@ -46,9 +46,10 @@ request's due time. Scenarios:
 
 Every load point reports p50/p90/p99/max, throughput, errors, and each server's CPU
 (cores) and RSS; the p50/p99 of the requests sent while the host stole no CPU and of
-those during which none of the machine's busy kernel threads ran; and, for the stage
-methods and Recommend, the user with most requests among the slowest 1 % and the p99
-without that user. Results go to bench/results/load-*.{json,md} with PNG plots.
+those during which none of the machine's busy kernel threads ran; the servers' own
+time for the methods it drove (from their call-duration histograms); and, for the
+stage methods and Recommend, the user with most requests among the slowest 1 % and the
+p99 without that user. Results go to bench/results/load-*.{json,md} with PNG plots.
 """
 
 from __future__ import annotations
@@ -285,9 +286,9 @@ async def measure(
     stole, the latencies of the requests sent while it stole none, those of the
     requests during which no busy kernel thread ran (``kernel_free``), the servers' own
     time for the methods the point drove (``server_time``, with a meter that reads
-    their histograms), and, given the
-    ``users`` that ``call(i)`` asks for (``users[i % len(users)]``), how much of the
-    slowest 1 % one user makes (``slowest_user``)."""
+    their histograms), and, given the ``users`` that ``call(i)`` asks for
+    (``users[i % len(users)]``), how much of the slowest 1 % one user makes
+    (``slowest_user``)."""
     await asyncio.sleep(SETTLE_S)
     if meter is not None:
         meter.start()

@@ -140,8 +140,9 @@ class KernelThreads:
     preemption, until it yields): a request thread woken on that core waits for it even
     when the other core is idle. On the machines these benchmarks were written on,
     ``kdamond`` (the kernel's memory-access monitor, which the virtual machine runs)
-    took a core for 2 to 20 ms several times a second, and a request it overlapped was
-    about 2 ms slower at the median (docs/performance.md, item 86). Busy: children of
+    took a core about five times a second, for 2.3 ms at the median and up to 20 ms, and
+    a request it overlapped was about 2 ms slower at the median (docs/performance.md,
+    item 86). Busy: children of
     ``kthreadd`` that ran at least ``min_share`` of a core since boot. Reading their
     run time (``/proc/PID/schedstat``) takes about a microsecond per thread.
     """
