@@ -1209,6 +1209,9 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> list[str]:
             "they say only that) as Prometheus' `histogram_quantile` does; the rest of a "
             "latency is the generator, gRPC and the wait before the server's handler runs.",
             "",
+            f"The last column is the share within {BUDGET_S * 1000:g} ms, a stage's p99 "
+            "budget (Recommend's own targets are a p50 of 10 ms and a p99 of 25 ms).",
+            "",
             "| method | rate/s | server: method | calls | p50 ms | p99 ms "
             f"| within {BUDGET_S * 1000:g} ms |",
             "|---|---|---|---|---|---|---|",
